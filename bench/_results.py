@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("results.md")
-HEADER = "# rtdash benchmark results\n\nRewritten by `make bench`; each section by its own script.\n"
+HEADER = (
+    "# rtdash benchmark results\n\nRewritten by `make bench`; each section by its own script.\n"
+)
 
 
 def machine_line() -> str:

@@ -1,0 +1,49 @@
+# The two commands that matter: `make run` and `make test`. Both work on a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SIM_PORT ?= 8765
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: run test lint bench venv chromium simulate clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "rtdash needs $(PYTHON) on PATH"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Browser tests drive Debian's Chromium; Playwright's own browser downloads cannot work here.
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  echo "Installing Chromium from the OS packages (needs root)…"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+run: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	RUNTOOLS_API_URL=http://127.0.0.1:$(SIM_PORT)/v1 $(PY) manage.py demo
+	@bash scripts/run.sh $(HOST) $(PORT) $(SIM_PORT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+test: $(STAMP) chromium lint
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	@for script in bench/[a-z]*.py; do \
+	  echo "== $$script"; $(PY) -m bench.$$(basename $$script .py) || exit 1; done
+
+simulate: $(STAMP)
+	$(PY) -m simulator --host $(HOST) --port $(SIM_PORT)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles

@@ -1,0 +1,50 @@
+"""ASGI entry point: HTTP through Django, websockets through Channels.
+
+Django is set up (get_asgi_application) before anything imports models, as Channels requires.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from django.core.exceptions import ImproperlyConfigured
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtdash.settings")
+
+try:
+    from django.core.asgi import get_asgi_application
+
+    django_asgi_app = get_asgi_application()
+except ImproperlyConfigured as error:
+    sys.exit(f"rtdash: {error}")
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.conf import settings
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.core import checks
+
+from runs.checks import SAFETY_TAG
+from runs.routing import websocket_urlpatterns
+
+# ASGI servers do not run system checks; refuse an unsafe production setup here.
+_unsafe = [m for m in checks.run_checks(tags=[SAFETY_TAG]) if m.is_serious()]
+if _unsafe:
+    sys.exit(
+        "rtdash: refusing to start:\n" + "\n".join(f"  {m.msg} {m.hint or ''}" for m in _unsafe)
+    )
+
+http_app = (
+    ASGIStaticFilesHandler(django_asgi_app) if settings.RTDASH_SERVE_STATIC else django_asgi_app
+)
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    }
+)

@@ -1,0 +1,175 @@
+"""rtdash settings: one file, configured by environment variables, safe laptop defaults.
+
+Every variable is listed in the README. With RTDASH_DEBUG off, `runs.checks` refuses the
+defaults that are only safe on a laptop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from rtdash.env import envbool, envfloat, envint, envlist, envstr, envurl
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The value checks.py looks for: it is fine on a laptop and refused in production.
+INSECURE_DEV_SECRET_KEY = "rtdash-insecure-development-key-do-not-use-in-production"  # noqa: S105
+
+DEBUG = envbool("RTDASH_DEBUG", True)
+SECRET_KEY = envstr("RTDASH_SECRET_KEY", INSECURE_DEV_SECRET_KEY)
+ALLOWED_HOSTS = envlist("RTDASH_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("RTDASH_CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "rtdash.urls"
+ASGI_APPLICATION = "rtdash.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "runs.context_processors.team",
+            ],
+        },
+    },
+]
+
+# --- Database -----------------------------------------------------------------------------
+DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+try:
+    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
+except ValueError as error:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
+if _database["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the dashboard read while a run is being written; synchronous=NORMAL keeps every
+    # committed run across an application crash while skipping an fsync per commit, and
+    # IMMEDIATE transactions avoid "database is locked" upgrades under concurrent writers.
+    _database["CONN_MAX_AGE"] = 0
+    _database["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer ------------------------------------------------------------------------
+REDIS_URL = envstr("REDIS_URL", "")
+# A run may stream for RTDASH_MAX_RUN_SECONDS; group membership must outlive it.
+RTDASH_MAX_RUN_SECONDS = envint("RTDASH_MAX_RUN_SECONDS", 1800, minimum=1)
+if REDIS_URL:
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": 5000,
+                "expiry": 60,
+                "group_expiry": RTDASH_MAX_RUN_SECONDS + 600,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 5000, "expiry": 60},
+        }
+    }
+
+# --- Upstream (RunTools) ------------------------------------------------------------------
+RUNTOOLS_API_URL = envurl("RUNTOOLS_API_URL", "https://api.runtools.ai/v1")
+RTDASH_UPSTREAM_CONNECT_TIMEOUT = envfloat("RTDASH_UPSTREAM_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+# Idle time between two reads of the upstream response; a hung upstream fails after this.
+RTDASH_UPSTREAM_READ_TIMEOUT = envfloat("RTDASH_UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)
+RTDASH_UPSTREAM_MAX_CONNECTIONS = envint("RTDASH_UPSTREAM_MAX_CONNECTIONS", 200, minimum=1)
+RTDASH_ENCRYPTION_KEYS = envstr("RTDASH_ENCRYPTION_KEYS", "")
+RTDASH_ENCRYPTION_KEY_FILE = BASE_DIR / ".rtdash-encryption-key"
+
+# --- Gateway ------------------------------------------------------------------------------
+RTDASH_MAX_BODY_BYTES = envint("RTDASH_MAX_BODY_BYTES", 1024 * 1024, minimum=1024)
+RTDASH_CANCEL_ON_DISCONNECT = envbool("RTDASH_CANCEL_ON_DISCONNECT", False)
+DATA_UPLOAD_MAX_MEMORY_SIZE = RTDASH_MAX_BODY_BYTES
+
+# --- Auth and sessions ----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+RTDASH_LOGIN_ATTEMPTS_PER_15_MINUTES = envint("RTDASH_LOGIN_ATTEMPTS_PER_15_MINUTES", 10, minimum=1)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SECURE_SSL_REDIRECT = envbool("RTDASH_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = 0 if DEBUG else envint("RTDASH_HSTS_SECONDS", 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if not DEBUG else None
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- Caches ---------------------------------------------------------------------------------
+# Only for short-lived hints (agent lists, login throttling); per process is enough.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+RTDASH_SERVE_STATIC = envbool("RTDASH_SERVE_STATIC", True)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("RTDASH_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # httpx logs every request line at INFO; rtdash logs what matters itself.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
+}

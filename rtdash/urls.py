@@ -1,0 +1,14 @@
+"""URL map. Each feature keeps its routes in its own module under runs/."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    # The drop-in RunTools API (token-authenticated, JSON envelopes).
+    path("v1/", include("runs.gateway_urls")),
+    # Pages for people (session-authenticated).
+    path("", include("runs.urls")),
+]

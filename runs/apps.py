@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class RunsConfig(AppConfig):
+    name = "runs"
+    verbose_name = "rtdash"
+
+    def ready(self) -> None:
+        from runs import checks  # noqa: F401  (registers the safety checks)

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django.urls import NoReverseMatch, reverse
+
+# The main navigation. A page appears once its URL exists, so features can land one by one.
+NAV = [
+    ("Playground", "playground"),
+    ("Runs", "run_list"),
+    ("Threads", "thread_list"),
+    ("Reports", "reports"),
+    ("Settings", "team_settings"),
+]
+
+
+def _nav_items() -> list[dict[str, str]]:
+    items = []
+    for label, name in NAV:
+        try:
+            items.append({"label": label, "url": reverse(name)})
+        except NoReverseMatch:
+            continue
+    return items
+
+
+def team(request: HttpRequest) -> dict:
+    """The current team and role for the layout (set by `team_view`)."""
+    membership = getattr(request, "membership", None)
+    return {
+        "membership": membership,
+        "team": getattr(membership, "team", None),
+        "nav_items": _nav_items() if membership else [],
+    }

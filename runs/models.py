@@ -1,0 +1,369 @@
+"""rtdash's data: teams and their secrets, and every run with what it streamed and cost."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Team(models.Model):
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def default_key(self) -> RunToolsKey | None:
+        return self.runtools_keys.filter(is_default=True, revoked_at__isnull=True).first()
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
+    team = models.ForeignKey(Team, models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
+
+    @property
+    def can_manage(self) -> bool:
+        """Owners and admins manage members, keys, tokens, prices and budgets."""
+        return self.role in (Role.OWNER, Role.ADMIN)
+
+    @property
+    def can_run(self) -> bool:
+        return self.role != Role.VIEWER
+
+
+class RunToolsKey(models.Model):
+    """A team's RunTools API key. Only ciphertext is stored; see runs.crypto."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="runtools_keys")
+    label = models.CharField(max_length=100)
+    ciphertext = models.TextField(editable=False)
+    # Enough to recognise a key in a list ("rt_live_…abcd"), never enough to use it.
+    kind_prefix = models.CharField(max_length=16, editable=False)
+    last_four = models.CharField(max_length=4, editable=False)
+    is_default = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_tested_at = models.DateTimeField(null=True, blank=True)
+    last_test_ok = models.BooleanField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team"],
+                condition=models.Q(is_default=True, revoked_at__isnull=True),
+                name="one_default_key_per_team",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label} ({self.masked})"
+
+    @property
+    def masked(self) -> str:
+        return f"{self.kind_prefix}…{self.last_four}"
+
+    def set_secret(self, plaintext: str) -> None:
+        from runs.crypto import encrypt
+
+        self.ciphertext = encrypt(plaintext)
+        self.kind_prefix = _key_kind_prefix(plaintext)
+        self.last_four = plaintext[-4:]
+
+
+def _key_kind_prefix(plaintext: str) -> str:
+    for prefix in ("rt_live_", "rt_test_"):
+        if plaintext.startswith(prefix):
+            return prefix
+    return "rt_"
+
+
+TOKEN_PREFIX = "rtd_"  # noqa: S105 - a prefix, not a secret
+
+
+def hash_token(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+class GatewayToken(models.Model):
+    """An rtdash token for scripts. The plaintext is shown once; only its SHA-256 is kept."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="gateway_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, team: Team, name: str, **fields) -> tuple[GatewayToken, str]:
+        """Create a token and return it with its plaintext, which is never stored."""
+        plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            team=team,
+            name=name,
+            prefix=plaintext[:12],
+            token_hash=hash_token(plaintext),
+            **fields,
+        )
+        return token, plaintext
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        now = now or timezone.now()
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now
+
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what. Never holds a secret."""
+
+    team = models.ForeignKey(Team, models.CASCADE, null=True, blank=True, related_name="audit")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Kept as text so the log still says who it was after the user is deleted.
+    actor_label = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=50)
+    target = models.CharField(max_length=200, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            # The team's audit page, newest first.
+            models.Index(fields=["team", "-created_at"], name="audit_team_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.target}"
+
+
+class Thread(models.Model):
+    """rtdash's record of an upstream thread, one per (team, upstream thread id)."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="threads")
+    upstream_id = models.CharField(max_length=200)
+    agent = models.CharField(max_length=200)
+    title = models.CharField(max_length=200, blank=True)
+    turns = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    archived = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_activity_at = models.DateTimeField(default=timezone.now)
+    # Deleted upstream: content is gone, but its runs' usage still counts in reports.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "upstream_id"], name="one_thread_per_team_id"),
+        ]
+        indexes = [
+            # The threads page, most recently active first.
+            models.Index(fields=["team", "-last_activity_at"], name="thread_team_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.upstream_id
+
+
+class Source(models.TextChoices):
+    GATEWAY = "gateway", "Gateway"
+    PLAYGROUND = "playground", "Playground"
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    REGISTERED = "registered", "Registered"
+    DISPATCHED = "dispatched", "Dispatched"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    INTERRUPTED = "interrupted", "Interrupted"
+
+
+FINISHED_STATUSES = frozenset(RunStatus.values) - {RunStatus.RUNNING}
+
+
+class CostStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    COMPUTED = "computed", "Computed"
+    PARTIAL = "partial", "Partial"
+    UNPRICED = "unpriced", "Unpriced"
+
+
+class Run(models.Model):
+    team = models.ForeignKey(Team, models.CASCADE, related_name="runs")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    token = models.ForeignKey(
+        GatewayToken, models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="runs"
+    )
+    # What was asked.
+    agent = models.CharField(max_length=200)
+    prompt = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True)
+    config = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    stream = models.BooleanField(default=True)
+    legacy_path = models.BooleanField(default=False)
+    # What the upstream said.
+    thread = models.ForeignKey(Thread, models.SET_NULL, null=True, blank=True, related_name="runs")
+    upstream_thread_id = models.CharField(max_length=200, blank=True)
+    upstream_run_id = models.CharField(max_length=200, blank=True)
+    sandbox_id = models.CharField(max_length=200, blank=True)
+    execution_mode = models.CharField(max_length=50, blank=True)
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    result = models.TextField(blank=True)
+    iterations = models.PositiveIntegerField(null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    # Usage: a field RunTools did not send stays NULL, never 0.
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    cached_input_tokens = models.BigIntegerField(null=True, blank=True)
+    reasoning_tokens = models.BigIntegerField(null=True, blank=True)
+    total_tokens = models.BigIntegerField(null=True, blank=True)
+    usage = models.JSONField(null=True, blank=True, help_text="The usage object as sent")
+    cost = models.DecimalField(max_digits=20, decimal_places=9, null=True, blank=True)
+    cost_status = models.CharField(
+        max_length=10, choices=CostStatus.choices, default=CostStatus.PENDING
+    )
+    # Timings. Durations are kept in milliseconds so reports can aggregate them in SQL.
+    started_at = models.DateTimeField(default=timezone.now)
+    first_byte_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    first_byte_ms = models.PositiveIntegerField(null=True, blank=True)
+    upstream_ms = models.PositiveIntegerField(null=True, blank=True)
+    overhead_ms = models.FloatField(null=True, blank=True)
+    frame_count = models.PositiveIntegerField(default=0)
+    # Who is reading the upstream right now, and when it last said so; the reaper ends runs
+    # whose reader stopped saying so.
+    reader = models.CharField(max_length=100, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    # Written by `seed_history` for benchmarks; never mixed up with real runs.
+    synthetic = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [
+            # The runs list, newest first, keyset-paginated on (started_at, id).
+            models.Index(fields=["team", "-started_at", "-id"], name="run_team_recent"),
+            # Filtered lists by agent and by status.
+            models.Index(fields=["team", "agent", "-started_at"], name="run_team_agent_recent"),
+            models.Index(fields=["team", "status", "-started_at"], name="run_team_status_recent"),
+            # The reaper's scan for runs that are still marked running.
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=models.Q(status="running"),
+                name="run_running_heartbeat",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} {self.agent} {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class RunEvent(models.Model):
+    """One SSE frame as it came from the upstream; `data` is the raw data text."""
+
+    run = models.ForeignKey(Run, models.CASCADE, related_name="events")
+    sequence = models.PositiveIntegerField()
+    event = models.CharField(max_length=100, blank=True)
+    data = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "sequence"], name="one_event_per_sequence"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}#{self.sequence} {self.event}"
+
+
+class DailyUsage(models.Model):
+    """Per-day rollup of finished runs, updated in the transaction that finishes each run.
+
+    `dimensions` is "agent|user id|token id|source" so the rollup has one row per group even
+    where user or token is NULL (NULLs are never equal in a unique constraint).
+    """
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="daily_usage")
+    day = models.DateField()
+    dimensions = models.CharField(max_length=300)
+    agent = models.CharField(max_length=200)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    token = models.ForeignKey(
+        GatewayToken, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source = models.CharField(max_length=10, choices=Source.choices)
+    runs = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=24, decimal_places=9, default=0)
+    unpriced_runs = models.PositiveIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "day", "dimensions"], name="one_rollup_row_per_group"
+            ),
+        ]
+        indexes = [
+            # Reports read a team's days in a period.
+            models.Index(fields=["team", "day"], name="usage_team_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.day} {self.dimensions}"

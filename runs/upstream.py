@@ -1,0 +1,142 @@
+"""The only code that speaks HTTP to RunTools. No ORM here.
+
+One pooled `httpx.AsyncClient` per event loop (an AsyncClient cannot be shared across loops),
+with timeouts from settings. Transport failures become one `UpstreamError`; HTTP error
+statuses are returned as responses, because the gateway passes them through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+
+import httpx
+from django.conf import settings
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@dataclass
+class UpstreamError(Exception):
+    """The upstream could not be talked to, or answered in a way we cannot use.
+
+    `permanent` is False where trying again later may work (timeouts, connection failures).
+    The message never contains a key: it is shown to users and stored on runs.
+    """
+
+    code: str
+    message: str
+    permanent: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def base_url() -> str:
+    return settings.RUNTOOLS_API_URL.rstrip("/")
+
+
+def client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    existing = _clients.get(loop)
+    if existing is not None and not existing.is_closed:
+        return existing
+    timeout = httpx.Timeout(
+        connect=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
+        read=settings.RTDASH_UPSTREAM_READ_TIMEOUT,
+        write=settings.RTDASH_UPSTREAM_READ_TIMEOUT,
+        pool=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.RTDASH_UPSTREAM_MAX_CONNECTIONS,
+        max_keepalive_connections=min(settings.RTDASH_UPSTREAM_MAX_CONNECTIONS, 50),
+        keepalive_expiry=30,
+    )
+    new = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    _clients[loop] = new
+    return new
+
+
+def _auth_headers(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+def translate(error: httpx.HTTPError) -> UpstreamError:
+    """Map httpx's exceptions to what a person can act on. Never includes request headers."""
+    if isinstance(error, httpx.ConnectTimeout):
+        return UpstreamError("upstream_unreachable", "RunTools did not accept a connection in time")
+    if isinstance(error, httpx.ReadTimeout):
+        return UpstreamError(
+            "upstream_timeout",
+            f"RunTools sent nothing for {settings.RTDASH_UPSTREAM_READ_TIMEOUT:g} s",
+        )
+    if isinstance(error, httpx.TimeoutException):
+        return UpstreamError("upstream_timeout", "RunTools timed out")
+    if isinstance(error, httpx.ConnectError):
+        return UpstreamError("upstream_unreachable", "Could not connect to RunTools")
+    if isinstance(error, httpx.RemoteProtocolError):
+        return UpstreamError("upstream_disconnected", "RunTools closed the connection mid-way")
+    if isinstance(error, httpx.ReadError):
+        return UpstreamError("upstream_disconnected", "The connection to RunTools broke")
+    if isinstance(error, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return UpstreamError("upstream_misconfigured", "RUNTOOLS_API_URL is not usable", True)
+    return UpstreamError("upstream_error", type(error).__name__)
+
+
+async def open_stream(
+    key: str,
+    method: str,
+    path: str,
+    *,
+    content: bytes | None = None,
+    params: dict | None = None,
+    accept: str | None = None,
+) -> httpx.Response:
+    """Send a request and return the response with its body still unread.
+
+    The caller must `aclose()` the response. Raises UpstreamError on transport failure.
+    """
+    headers = _auth_headers(key)
+    if content is not None:
+        headers["Content-Type"] = "application/json"
+    if accept:
+        headers["Accept"] = accept
+    request = client().build_request(
+        method, base_url() + path, content=content, params=params, headers=headers
+    )
+    try:
+        return await client().send(request, stream=True)
+    except httpx.HTTPError as error:
+        raise translate(error) from None
+
+
+async def call(
+    key: str,
+    method: str,
+    path: str,
+    *,
+    content: bytes | None = None,
+    params: dict | None = None,
+) -> httpx.Response:
+    """Send a request and read the whole response. Raises UpstreamError on transport failure."""
+    response = await open_stream(key, method, path, content=content, params=params)
+    try:
+        await response.aread()
+    except httpx.HTTPError as error:
+        raise translate(error) from None
+    finally:
+        await response.aclose()
+    return response
+
+
+async def is_reachable() -> bool:
+    """Whether anything answers HTTP at RUNTOOLS_API_URL (any status counts, even 401)."""
+    try:
+        async with asyncio.timeout(3):
+            response = await client().get(base_url() + "/agents")
+            return response.status_code < 500
+    except (httpx.HTTPError, TimeoutError):
+        return False

@@ -1,0 +1,56 @@
+"""Pages for people. Team data is always reached through runs.access."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from runs import upstream
+from runs.access import team_view
+
+
+@require_GET
+@team_view()
+def overview(request: HttpRequest) -> HttpResponse:
+    return render(request, "runs/overview.html", {})
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:
+        return False
+
+
+async def _channel_layer_ok() -> bool:
+    layer = get_channel_layer()
+    try:
+        async with asyncio.timeout(2):
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "health.ping"})
+            return (await layer.receive(channel)) == {"type": "health.ping"}
+    except Exception:
+        return False
+
+
+@require_GET
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """Unauthenticated liveness for load balancers: says what is down, never any data."""
+    database, layer, reachable = await asyncio.gather(
+        sync_to_async(_database_ok)(), _channel_layer_ok(), upstream.is_reachable()
+    )
+    checks = {"database": database, "channelLayer": layer, "upstream": reachable}
+    status = 200 if all(checks.values()) else 503
+    return JsonResponse(
+        {"ok": status == 200, "checks": checks, "upstreamUrl": settings.RUNTOOLS_API_URL},
+        status=status,
+    )

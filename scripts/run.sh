@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Starts the simulator and the dashboard together; Ctrl-C stops both.
+set -euo pipefail
+host=$1 port=$2 sim_port=$3
+export RUNTOOLS_API_URL="http://127.0.0.1:${sim_port}/v1"
+
+.venv/bin/python -m simulator --host 127.0.0.1 --port "$sim_port" &
+sim_pid=$!
+trap 'kill $sim_pid 2>/dev/null; wait $sim_pid 2>/dev/null' EXIT INT TERM
+
+echo
+echo "  rtdash:    http://${host}:${port}/   (log in as demo / demo)"
+echo "  simulator: ${RUNTOOLS_API_URL}"
+echo "  Ctrl-C stops both."
+echo
+.venv/bin/daphne -b "$host" -p "$port" rtdash.asgi:application

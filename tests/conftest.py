@@ -1,0 +1,116 @@
+"""Shared fixtures: the personas, their teams, and the real simulator on loopback.
+
+alice owns team acme, bob is a member of acme, victor is a viewer in acme, and charlie owns
+globex — the outsider who must never see anything of acme's.
+"""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+from simulator.testing import SimulatorServer
+
+# One encryption key for the whole run, so stored keys stay decryptable across tests.
+TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
+ACME_KEY = "rt_test_demo"
+GLOBEX_KEY = "rt_test_other"
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _encryption_keys(settings):
+    settings.RTDASH_ENCRYPTION_KEYS = TEST_ENCRYPTION_KEY
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """The RunTools simulator as a real HTTP server in its own process."""
+    with SimulatorServer(keys=(ACME_KEY, GLOBEX_KEY)) as server:
+        yield server
+
+
+@pytest.fixture
+def upstream(settings, simulator):
+    """Point rtdash at the simulator for this test."""
+    settings.RUNTOOLS_API_URL = simulator.url
+    return simulator
+
+
+def _user(django_user_model, username: str):
+    return django_user_model.objects.create_user(username, f"{username}@example.com", PASSWORD)
+
+
+@pytest.fixture
+def acme(db):
+    from runs.models import Team
+
+    return Team.objects.create(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def globex(db):
+    from runs.models import Team
+
+    return Team.objects.create(slug="globex", name="Globex")
+
+
+def _member(django_user_model, username, team, role):
+    from runs.models import Membership
+
+    user = _user(django_user_model, username)
+    Membership.objects.create(user=user, team=team, role=role)
+    return user
+
+
+@pytest.fixture
+def alice(django_user_model, acme):
+    return _member(django_user_model, "alice", acme, "owner")
+
+
+@pytest.fixture
+def bob(django_user_model, acme):
+    return _member(django_user_model, "bob", acme, "member")
+
+
+@pytest.fixture
+def victor(django_user_model, acme):
+    return _member(django_user_model, "victor", acme, "viewer")
+
+
+@pytest.fixture
+def charlie(django_user_model, globex):
+    return _member(django_user_model, "charlie", globex, "owner")
+
+
+def _store_key(team, plaintext):
+    from runs.models import RunToolsKey
+
+    key = RunToolsKey(team=team, label="default", is_default=True)
+    key.set_secret(plaintext)
+    key.save()
+    return key
+
+
+@pytest.fixture
+def acme_key(acme):
+    return _store_key(acme, ACME_KEY)
+
+
+@pytest.fixture
+def globex_key(globex):
+    return _store_key(globex, GLOBEX_KEY)
+
+
+@pytest.fixture
+def acme_token(acme, alice):
+    """(GatewayToken, plaintext) for acme."""
+    from runs.models import GatewayToken
+
+    return GatewayToken.issue(acme, "ci", created_by=alice)
+
+
+@pytest.fixture
+def globex_token(globex, charlie):
+    from runs.models import GatewayToken
+
+    return GatewayToken.issue(globex, "ci", created_by=charlie)

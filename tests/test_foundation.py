@@ -1,0 +1,120 @@
+"""Settings, safety checks, health and the layout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from django.core import checks
+
+from runs.checks import SAFETY_TAG
+
+
+def _check_ids(settings) -> set[str]:
+    return {m.id for m in checks.run_checks(tags=[SAFETY_TAG])}
+
+
+def test_it_allows_debug_defaults(settings):
+    settings.DEBUG = True
+    assert _check_ids(settings) == set()
+
+
+def test_it_refuses_unsafe_production_settings(settings):
+    settings.DEBUG = False
+    settings.SECRET_KEY = settings.INSECURE_DEV_SECRET_KEY
+    settings.ALLOWED_HOSTS = ["*"]
+    settings.RTDASH_ENCRYPTION_KEYS = ""
+    assert _check_ids(settings) == {"rtdash.E001", "rtdash.E002", "rtdash.E003", "rtdash.E004"}
+
+
+def test_it_accepts_safe_production_settings(settings):
+    settings.DEBUG = False
+    settings.SECRET_KEY = "x" * 60
+    settings.ALLOWED_HOSTS = ["rtdash.example.com"]
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"]},
+        }
+    }
+    assert _check_ids(settings) == set()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RTDASH_DEBUG", "maybe", "RTDASH_DEBUG must be a boolean"),
+        ("RTDASH_MAX_RUN_SECONDS", "soon", "RTDASH_MAX_RUN_SECONDS must be a whole number"),
+        ("RUNTOOLS_API_URL", "api.runtools.ai", "RUNTOOLS_API_URL must be an http"),
+        ("DATABASE_URL", "nonsense://x", "DATABASE_URL is not a database URL"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL must be a redis:// URL"),
+        ("RTDASH_UPSTREAM_READ_TIMEOUT", "-1", "RTDASH_UPSTREAM_READ_TIMEOUT must be at least"),
+    ],
+)
+def test_a_bad_variable_is_one_clear_line(variable, value, message):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        env={"PATH": "/usr/bin:/bin", variable: value},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_encryption_key_stops_production_startup():
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RTDASH_DEBUG": "0",
+        "RTDASH_SECRET_KEY": "s" * 60,
+        "RTDASH_ENCRYPTION_KEYS": "not-a-fernet-key",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import rtdash.asgi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "RTDASH_ENCRYPTION_KEYS: key #1 is not a Fernet key" in result.stderr
+    assert "not-a-fernet-key" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.django_db
+def test_healthz_reports_every_dependency(client, upstream):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": True, "channelLayer": True, "upstream": True}
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_when_upstream_is_down(client, settings):
+    settings.RUNTOOLS_API_URL = "http://127.0.0.1:9/v1"  # discard port: nothing listens
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["upstream"] is False
+
+
+@pytest.mark.django_db
+def test_healthz_rejects_post(client):
+    assert client.post("/healthz").status_code == 405
+
+
+@pytest.mark.django_db
+def test_overview_requires_login(client):
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_overview_shows_the_team(client, alice):
+    client.force_login(alice)
+    response = client.get("/")
+    assert response.status_code == 200
+    assert b"Acme" in response.content
