@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from runs import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Login, logout, team switching and team settings (members, keys, tokens, audit).
+    path("", include("runs.team_urls")),
 ]
