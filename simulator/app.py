@@ -1,0 +1,313 @@
+"""The simulator's ASGI application: routing, auth, envelopes, and the non-run endpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .agents import AGENTS, MODELS, Agent, find_agent
+from .runs import StreamResponse, handle_run
+from .store import KeyStore, Store, Thread, page_events, page_threads, parse_limit
+from .web import (
+    ApiError,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    bad_request,
+    dumps,
+    error_response,
+    not_found,
+    ok,
+)
+
+logger = logging.getLogger("simulator")
+
+DEFAULT_KEYS = ("rt_test_demo",)
+# Advertised, never enforced: the contract calls these headers optional, and a simulator that
+# throttled would make benchmarks measure the throttle. Use metadata.simulate.status 429.
+RATE_LIMIT = 1000
+
+Reply = Response | StreamResponse | None
+Handler = Callable[["SimulatorApp", Request, KeyStore], Awaitable[Reply]]
+
+
+def keys_from_env() -> tuple[str, ...]:
+    raw = os.environ.get("SIM_API_KEYS", "")
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    return keys or DEFAULT_KEYS
+
+
+@dataclass(frozen=True)
+class Route:
+    pattern: re.Pattern[str]
+    handlers: dict[str, Handler]
+    auth: bool = True
+
+
+ROUTES: list[Route] = []
+
+
+def route(path: str, method: str, *, auth: bool = True) -> Callable[[Handler], Handler]:
+    """Register a handler; `{name}` in the path becomes a parameter matching one segment."""
+    pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
+
+    def register(handler: Handler) -> Handler:
+        for existing in ROUTES:
+            if existing.pattern.pattern == pattern.pattern:
+                existing.handlers[method] = handler
+                return handler
+        ROUTES.append(Route(pattern, {method: handler}, auth))
+        return handler
+
+    return register
+
+
+class SimulatorApp:
+    def __init__(self, keys: Iterable[str] = DEFAULT_KEYS) -> None:
+        self.keys = frozenset(keys)
+        self.store = Store()
+        self._windows: dict[str, tuple[int, int]] = {}  # key -> (minute, requests in it)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        try:
+            reply = await self._dispatch(request)
+        except ApiError as error:
+            reply = error_response(request.request_id, error)
+        except Exception:
+            # Logged with its traceback, then answered in the upstream's own 500 envelope.
+            logger.exception("unhandled error in %s %s", request.method, request.path)
+            reply = error_response(request.request_id, ApiError(500, "internal error"))
+        if reply is None:
+            return  # the client left during a simulated hang
+        self._decorate(reply, request)
+        await reply(send, receive)
+
+    async def _dispatch(self, request: Request) -> Reply:
+        matched = [r for r in ROUTES if r.pattern.match(request.path)]
+        needs_auth = request.path.startswith("/v1/") or any(r.auth for r in matched)
+        if needs_auth:
+            request.api_key = self._authenticate(request)
+        if not matched:
+            raise not_found(f"no route for {request.path}")
+        found = matched[0]
+        handler = found.handlers.get(request.method)
+        if handler is None:
+            allowed = ", ".join(sorted(found.handlers))
+            raise ApiError(
+                405,
+                f"method {request.method} is not allowed on {request.path}",
+                headers=[("allow", allowed)],
+            )
+        match = found.pattern.match(request.path)
+        assert match is not None
+        request.params = match.groupdict()
+        return await handler(self, request, self.store.for_key(request.api_key))
+
+    def _authenticate(self, request: Request) -> str:
+        key = request.header("x-api-key")
+        if not key:
+            scheme, _, token = (request.header("authorization") or "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else ""
+        if not key:
+            raise ApiError(401, "missing API key: send X-API-Key or Authorization: Bearer")
+        if not key.startswith("rt_") or key not in self.keys:
+            raise ApiError(401, "invalid API key", code="invalid_token")
+        return key
+
+    def _decorate(self, reply: Response | StreamResponse, request: Request) -> None:
+        """Request id and rate-limit headers on every reply, unless the reply set its own."""
+        present = {name for name, _ in reply.headers}
+        extra = [("x-request-id", request.request_id)]
+        if request.api_key:
+            minute = int(time.time()) // 60
+            window, used = self._windows.get(request.api_key, (minute, 0))
+            used = used + 1 if window == minute else 1
+            self._windows[request.api_key] = (minute, used)
+            extra += [
+                ("x-ratelimit-limit", str(RATE_LIMIT)),
+                ("x-ratelimit-remaining", str(max(0, RATE_LIMIT - used))),
+                ("x-ratelimit-reset", str((minute + 1) * 60)),
+            ]
+        reply.headers += [(name, value) for name, value in extra if name not in present]
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Only for `uvicorn simulator.app:app`; the CLI runs with lifespan="off".
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+# --- health, agents, models -------------------------------------------------------------------
+
+
+@route("/healthz", "GET", auth=False)
+async def healthz(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    return Response(200, dumps({"ok": True}))
+
+
+@route("/v1/agents", "GET")
+async def list_agents(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    return ok(request, [agent.to_json() for agent in AGENTS])
+
+
+@route("/v1/agents/{slug}", "GET")
+async def get_agent(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    agent = find_agent(request.params["slug"])
+    if agent is None:
+        raise not_found(f"agent {request.params['slug']!r} not found")
+    return ok(request, agent.to_json())
+
+
+@route("/v1/models/available", "GET")
+async def models_available(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    return ok(request, MODELS)
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+@route("/v1/run", "POST")
+async def run(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    return await handle_run(request, keys)
+
+
+@route("/v1/agents/{slug}/run", "POST")
+async def legacy_run(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    return await handle_run(request, keys, agent_slug=request.params["slug"])
+
+
+# --- agent-scoped thread helpers ------------------------------------------------------------
+
+
+def _agent_param(request: Request) -> Agent:
+    slug = request.query("agent")
+    if not slug:
+        raise bad_request("the agent query parameter is required")
+    agent = find_agent(slug)
+    if agent is None:
+        raise not_found(f"agent {slug!r} not found")
+    return agent
+
+
+def _thread_detail(thread: Thread) -> dict[str, Any]:
+    return {"thread": thread.to_json(), "events": [e.to_json() for e in thread.events]}
+
+
+@route("/v1/run/threads", "GET")
+async def list_run_threads(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    agent = _agent_param(request)
+    return ok(request, [t.to_json() for t in keys.newest_first(agent)])
+
+
+def _agent_thread(request: Request, keys: KeyStore) -> Thread:
+    agent = _agent_param(request)
+    thread = keys.threads.get(request.params["thread_id"])
+    # Another agent's thread is as invisible as a missing one.
+    if thread is None or thread.agent is not agent:
+        raise not_found(f"thread {request.params['thread_id']!r} not found for {agent.slug}")
+    return thread
+
+
+@route("/v1/run/threads/{thread_id}", "GET")
+async def get_run_thread(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    return ok(request, _thread_detail(_agent_thread(request, keys)))
+
+
+@route("/v1/run/threads/{thread_id}", "DELETE")
+async def delete_run_thread(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    thread = _agent_thread(request, keys)
+    del keys.threads[thread.id]
+    return ok(request, {"id": thread.id, "deleted": True})
+
+
+# --- canonical thread API -------------------------------------------------------------------
+
+
+def _thread(request: Request, keys: KeyStore) -> Thread:
+    thread = keys.threads.get(request.params["thread_id"])
+    if thread is None:
+        raise not_found(f"thread {request.params['thread_id']!r} not found")
+    return thread
+
+
+@route("/v1/threads", "GET")
+async def list_threads(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    limit = parse_limit(request.query("limit"), default=50, maximum=100)
+    archived_raw = request.query("archived")
+    if archived_raw not in (None, "true", "false"):
+        raise bad_request("archived must be true or false")
+    archived = archived_raw == "true"
+    threads = [t for t in keys.newest_first() if t.archived is archived]
+    page, next_cursor = page_threads(threads, limit, request.query("cursor"))
+    data = [t.to_json() for t in page]
+    # This list puts its paging in `meta`; the events list puts it at the top level.
+    return ok(request, data, hasMore=next_cursor is not None, nextCursor=next_cursor)
+
+
+@route("/v1/threads/{thread_id}", "GET")
+async def get_thread(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    return ok(request, _thread_detail(_thread(request, keys)))
+
+
+@route("/v1/threads/{thread_id}", "PATCH")
+async def patch_thread(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    thread = _thread(request, keys)
+    body = await request.json_object()
+    title, archived = body.get("title"), body.get("archived")
+    if title is not None and (not isinstance(title, str) or not title.strip() or len(title) > 200):
+        raise bad_request("title must be a non-empty string of at most 200 characters")
+    if archived is not None and not isinstance(archived, bool):
+        raise bad_request("archived must be a boolean")
+    if title is not None:
+        thread.title = title
+    if archived is not None:
+        thread.archived = archived
+    keys.touch(thread)
+    return ok(request, thread.to_json())
+
+
+@route("/v1/threads/{thread_id}", "DELETE")
+async def delete_thread(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    del keys.threads[_thread(request, keys).id]
+    return Response(204, content_type=None)
+
+
+@route("/v1/threads/{thread_id}/events", "GET")
+async def thread_events(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    thread = _thread(request, keys)
+    limit = parse_limit(request.query("limit"), default=50, maximum=500)
+    page, next_cursor = page_events(thread.events, limit, request.query("cursor"))
+    body = {
+        "data": [e.to_json() for e in page],
+        # Top-level paging on purpose: the contract says clients must read both places.
+        "hasMore": next_cursor is not None,
+        "nextCursor": next_cursor,
+        "meta": {"requestId": request.request_id},
+    }
+    return Response(200, dumps(body))
+
+
+def create_app(keys: Iterable[str] | None = None) -> SimulatorApp:
+    return SimulatorApp(keys if keys is not None else keys_from_env())
+
+
+# For `uvicorn simulator.app:app` / `daphne simulator.app:app`; keys from SIM_API_KEYS.
+app = create_app()
