@@ -46,7 +46,14 @@ def serve_uvicorn(app: SimulatorApp, host: str, port: int) -> None:
     # httptools parses faster when present; h11 (pure Python) is always there.
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", http=http
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        http=http,
+        # A test that stops the server mid-stream (or mid-hang) should not wait on it.
+        timeout_graceful_shutdown=1,
     )
     uvicorn.Server(config).run()
 
