@@ -82,6 +82,8 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+    # A file, not memory, so live servers in other processes can share the test database.
+    _database["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,0 +1,444 @@
+"""The drop-in RunTools API: same paths, bodies, envelopes and streams, recorded.
+
+A team's scripts change two things, the base URL and the key (an rtdash token), and get what
+RunTools would have given them. The caller's credential is never forwarded: the team's
+default RunTools key is put on the outbound request, and the upstream host comes only from
+settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from runs import upstream
+from runs.crypto import KeyDecryptionError, decrypt_for_upstream
+from runs.models import GatewayToken, Run, RunStatus, Source, Team, Thread, hash_token
+from runs.recording import RunOutcome, finish_run, start_run
+from runs.runner import RunReader, Sink
+from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
+
+# Response headers that belong to one hop, or that rtdash recomputes.
+HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "date",
+        "server",
+        "proxy-authenticate",
+        "upgrade",
+        "trailer",
+    }
+)
+# A client that stops reading without hanging up is cut loose past this much queued data, so
+# the run keeps being read and recorded without rtdash holding an unbounded backlog.
+MAX_CLIENT_BACKLOG_BYTES = 16 * 1024 * 1024
+TOKEN_TOUCH_INTERVAL = timedelta(seconds=60)
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def error_response(status: int, code: str, message: str, **extra) -> JsonResponse:
+    """An error in RunTools' own envelope, so SDKs handle rtdash's errors like upstream's."""
+    body = {"error": {"code": code, "message": message, "requestId": _request_id(), **extra}}
+    return JsonResponse(body, status=status)
+
+
+def _request_id() -> str:
+    return "req_rtd_" + secrets.token_hex(8)
+
+
+def _credential(request: HttpRequest) -> str:
+    key = request.headers.get("X-API-Key", "").strip()
+    if key:
+        return key
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+@dataclass
+class Caller:
+    token: GatewayToken
+    team: Team
+    runtools_key: str
+    run: Run | None = None
+
+
+def _check_rate(token: GatewayToken) -> None:
+    if not token.requests_per_minute:
+        return
+    window = int(time.time() // 60)
+    counter = f"rtdash:gateway-rate:{token.pk}:{window}"
+    cache.add(counter, 0, timeout=120)
+    if cache.incr(counter) > token.requests_per_minute:
+        retry_after = 60 - int(time.time() % 60)
+        raise GatewayError(
+            429,
+            "rate_limited",
+            f"This token allows {token.requests_per_minute} requests per minute.",
+            {"Retry-After": str(retry_after)},
+        )
+
+
+def _authorize(
+    plaintext: str, run_request: RunRequest | None = None, legacy: bool = False
+) -> Caller:
+    """Token → team → decrypted default key (and the Run row, for run requests)."""
+    if not plaintext:
+        raise GatewayError(401, "unauthorized", "Send an rtdash token in X-API-Key.")
+    token = (
+        GatewayToken.objects.select_related("team").filter(token_hash=hash_token(plaintext)).first()
+    )
+    if token is None or not token.is_usable():
+        raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
+    _check_rate(token)
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
+        # At most one write a minute per token, not one per request.
+        GatewayToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    key = token.team.default_key()
+    if key is None:
+        raise GatewayError(
+            503, "no_runtools_key", "The team has no RunTools key; an owner can add one."
+        )
+    try:
+        runtools_key = decrypt_for_upstream(key.ciphertext)
+    except KeyDecryptionError:
+        raise GatewayError(
+            503, "runtools_key_unreadable", "The team's RunTools key cannot be decrypted."
+        ) from None
+    caller = Caller(token=token, team=token.team, runtools_key=runtools_key)
+    if run_request is not None:
+        caller.run = start_run(
+            token.team, run_request, source=Source.GATEWAY, token=token, legacy_path=legacy
+        )
+    return caller
+
+
+def _read_body(request: HttpRequest) -> bytes:
+    limit = settings.RTDASH_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise InvalidRequest("body", f"The request body is larger than {limit} bytes.", 413)
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise InvalidRequest(
+            "body", f"The request body is larger than {limit} bytes.", 413
+        ) from None
+
+
+def _copy_headers(source, response: HttpResponse) -> None:
+    for name, value in source.headers.multi_items():
+        if name.lower() not in HOP_HEADERS:
+            response[name] = value
+
+
+def _upstream_error_outcome(response, body: bytes) -> RunOutcome:
+    outcome = RunOutcome(http_status=response.status_code)
+    code, message = f"http_{response.status_code}", f"RunTools answered {response.status_code}."
+    try:
+        envelope = json.loads(body)
+        error = envelope.get("error") if isinstance(envelope, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or code)
+            message = str(error.get("message") or message)
+    except ValueError:
+        pass
+    outcome.fail(code, message)
+    return outcome
+
+
+def _json_outcome(response, body: bytes) -> RunOutcome:
+    outcome = RunOutcome(http_status=response.status_code)
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        outcome.fail(
+            "invalid_upstream_response", "RunTools answered 200 with a body that is not JSON."
+        )
+        return outcome
+    # Be liberal: some endpoints return raw payloads without the data envelope.
+    data = envelope.get("data", envelope) if isinstance(envelope, dict) else None
+    if isinstance(data, dict):
+        outcome.take_result(data)
+    if not outcome.status:
+        outcome.status = RunStatus.COMPLETED
+    return outcome
+
+
+def _passthrough(response, body: bytes, run_id: int | None = None) -> HttpResponse:
+    result = HttpResponse(body, status=response.status_code)
+    _copy_headers(response, result)
+    if run_id is not None:
+        result["X-Rtdash-Run-Id"] = str(run_id)
+    return result
+
+
+class ClientSink(Sink):
+    """Feeds the gateway's streaming response; survives the client leaving."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.attached = True
+        self.backlog = 0
+
+    async def chunk(self, data: bytes) -> None:
+        if not self.attached:
+            return
+        self.backlog += len(data)
+        if self.backlog > MAX_CLIENT_BACKLOG_BYTES:
+            self.detach()
+            return
+        self.queue.put_nowait(data)
+
+    async def end(self, outcome: RunOutcome, injected: bytes | None) -> None:
+        if self.attached and injected:
+            self.queue.put_nowait(injected)
+        self.queue.put_nowait(None)
+
+    def detach(self) -> None:
+        self.attached = False
+        self.queue.put_nowait(None)
+
+    async def body(self, reader: RunReader) -> AsyncIterator[bytes]:
+        try:
+            while (data := await self.queue.get()) is not None:
+                self.backlog -= len(data)
+                yield data
+        finally:
+            if not reader.finished.is_set():
+                # The client left mid-stream. By default keep reading so usage is recorded.
+                self.attached = False
+                if settings.RTDASH_CANCEL_ON_DISCONNECT:
+                    reader.stop()
+
+
+async def _finish_quietly(run_id: int, outcome: RunOutcome) -> None:
+    await sync_to_async(finish_run)(run_id, outcome)
+
+
+async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
+    received = time.perf_counter()
+    try:
+        raw = _read_body(request)
+        run_request = validate_run(
+            parse_body(raw, settings.RTDASH_MAX_BODY_BYTES), raw, agent_from_path=agent_from_path
+        )
+    except InvalidRequest as problem:
+        code = "payload_too_large" if problem.status == 413 else "bad_request"
+        return error_response(problem.status, code, problem.message, field=problem.field)
+    legacy = agent_from_path is not None
+    try:
+        caller = await sync_to_async(_authorize)(_credential(request), run_request, legacy)
+    except GatewayError as problem:
+        response = error_response(problem.status, problem.code, problem.message)
+        for name, value in problem.headers.items():
+            response[name] = value
+        return response
+    run = caller.run
+    path = f"/agents/{agent_from_path}/run" if legacy else "/run"
+    # Shielded: if the client hangs up, the run is still read to its end and recorded.
+    return await asyncio.shield(
+        asyncio.ensure_future(_forward_run(caller, run, path, run_request, received))
+    )
+
+
+async def _forward_run(
+    caller: Caller, run: Run, path: str, run_request: RunRequest, received: float
+) -> HttpResponse:
+    sent = time.perf_counter()
+    accept = "text/event-stream" if run_request.stream else "application/json"
+    try:
+        response = await upstream.open_stream(
+            caller.runtools_key, "POST", path, content=run_request.body, accept=accept
+        )
+    except upstream.UpstreamError as problem:
+        outcome = RunOutcome()
+        outcome.fail(problem.code, problem.message)
+        await _finish_quietly(run.pk, outcome)
+        return error_response(502, problem.code, problem.message)
+    is_stream = response.headers.get("content-type", "").startswith("text/event-stream")
+    if response.status_code == 200 and is_stream:
+        return _stream(run, response)
+    try:
+        body = await response.aread()
+    except httpx.HTTPError as error:
+        problem = upstream.translate(error)
+        outcome = RunOutcome(http_status=response.status_code)
+        outcome.fail(problem.code, problem.message)
+        await _finish_quietly(run.pk, outcome)
+        return error_response(502, problem.code, problem.message)
+    finally:
+        await response.aclose()
+    returned = time.perf_counter()
+    if response.status_code >= 400:
+        outcome = _upstream_error_outcome(response, body)
+    else:
+        outcome = _json_outcome(response, body)
+    outcome.upstream_ms = (returned - sent) * 1000
+    outcome.overhead_ms = (sent - received) * 1000
+    await _finish_quietly(run.pk, outcome)
+    return _passthrough(response, body, run.pk)
+
+
+def _stream(run: Run, response) -> StreamingHttpResponse:
+    sink = ClientSink()
+    reader = RunReader(run.pk, response, [sink])
+    reader.start()
+    streamed = StreamingHttpResponse(sink.body(reader), status=200)
+    _copy_headers(response, streamed)
+    streamed["Cache-Control"] = "no-cache"
+    # Tell proxies such as nginx not to buffer the stream.
+    streamed["X-Accel-Buffering"] = "no"
+    streamed["X-Rtdash-Run-Id"] = str(run.pk)
+    return streamed
+
+
+@csrf_exempt
+async def run(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return error_response(405, "method_not_allowed", "Use POST.")
+    return await _run(request, None)
+
+
+@csrf_exempt
+async def legacy_run(request: HttpRequest, slug: str) -> HttpResponse:
+    if request.method != "POST":
+        return error_response(405, "method_not_allowed", "Use POST.")
+    return await _run(request, slug)
+
+
+async def _proxy(
+    request: HttpRequest, path: str, allowed: tuple[str, ...], *, on_success=None
+) -> HttpResponse:
+    """Forward a non-run request unchanged, with the team's key in place of the token."""
+    if request.method not in allowed:
+        return error_response(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
+    try:
+        caller = await sync_to_async(_authorize)(_credential(request))
+    except GatewayError as problem:
+        response = error_response(problem.status, problem.code, problem.message)
+        for name, value in problem.headers.items():
+            response[name] = value
+        return response
+    content = None
+    if request.method in ("POST", "PATCH", "PUT"):
+        try:
+            content = _read_body(request)
+        except InvalidRequest as problem:
+            return error_response(problem.status, "payload_too_large", problem.message)
+    params = [(name, value) for name, values in request.GET.lists() for value in values]
+    try:
+        response = await upstream.call(
+            caller.runtools_key, request.method, path, content=content, params=params or None
+        )
+    except upstream.UpstreamError as problem:
+        return error_response(502, problem.code, problem.message)
+    if on_success is not None and response.status_code < 300:
+        await sync_to_async(on_success)(caller.team, content)
+    return _passthrough(response, response.content)
+
+
+def _mark_thread_deleted(thread_id: str):
+    def mark(team: Team, content: bytes | None) -> None:
+        # The thread's runs keep their usage and cost; only its content goes (elsewhere).
+        Thread.objects.filter(team=team, upstream_id=thread_id, deleted_at__isnull=True).update(
+            deleted_at=timezone.now()
+        )
+
+    return mark
+
+
+def _mark_thread_patched(thread_id: str):
+    def mark(team: Team, content: bytes | None) -> None:
+        try:
+            changes = json.loads(content or b"")
+        except ValueError:
+            return
+        if not isinstance(changes, dict):
+            return
+        fields = {}
+        if isinstance(changes.get("title"), str):
+            fields["title"] = changes["title"][:200]
+        if isinstance(changes.get("archived"), bool):
+            fields["archived"] = changes["archived"]
+        if fields:
+            Thread.objects.filter(team=team, upstream_id=thread_id).update(**fields)
+
+    return mark
+
+
+@csrf_exempt
+async def run_threads(request: HttpRequest) -> HttpResponse:
+    return await _proxy(request, "/run/threads", ("GET",))
+
+
+@csrf_exempt
+async def run_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
+    on_success = _mark_thread_deleted(thread_id) if request.method == "DELETE" else None
+    return await _proxy(
+        request, f"/run/threads/{thread_id}", ("GET", "DELETE"), on_success=on_success
+    )
+
+
+@csrf_exempt
+async def threads(request: HttpRequest) -> HttpResponse:
+    return await _proxy(request, "/threads", ("GET",))
+
+
+@csrf_exempt
+async def thread(request: HttpRequest, thread_id: str) -> HttpResponse:
+    on_success = None
+    if request.method == "DELETE":
+        on_success = _mark_thread_deleted(thread_id)
+    elif request.method == "PATCH":
+        on_success = _mark_thread_patched(thread_id)
+    return await _proxy(
+        request, f"/threads/{thread_id}", ("GET", "PATCH", "DELETE"), on_success=on_success
+    )
+
+
+@csrf_exempt
+async def thread_events(request: HttpRequest, thread_id: str) -> HttpResponse:
+    return await _proxy(request, f"/threads/{thread_id}/events", ("GET",))
+
+
+@csrf_exempt
+async def agents(request: HttpRequest) -> HttpResponse:
+    return await _proxy(request, "/agents", ("GET",))
+
+
+@csrf_exempt
+async def agent(request: HttpRequest, slug: str) -> HttpResponse:
+    return await _proxy(request, f"/agents/{slug}", ("GET",))
+
+
+@csrf_exempt
+async def not_proxied(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return error_response(404, "not_found", "rtdash does not proxy this path.")

@@ -1,0 +1,265 @@
+"""The database side of a run's one path: create the Run, store its frames, finish it.
+
+Everything that ends a run — success, upstream error, cut stream, Stop, the reaper — goes
+through `finish_run`, so status, usage, cost, the thread and the daily rollup always move
+together in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from runs.models import (
+    FINISHED_STATUSES,
+    DailyUsage,
+    GatewayToken,
+    Run,
+    RunEvent,
+    RunStatus,
+    Team,
+    Thread,
+)
+from runs.pricing import price_run
+from runs.validation import RunRequest
+
+# Identifies the process reading a run, so the reaper can tell a dead reader from a live one.
+READER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+# RunTools' usage names, with the older OpenAI-style names accepted as fallbacks.
+USAGE_FIELDS = {
+    "input_tokens": ("inputTokens", "promptTokens"),
+    "output_tokens": ("outputTokens", "completionTokens"),
+    "cached_input_tokens": ("cachedInputTokens",),
+    "reasoning_tokens": ("reasoningTokens",),
+    "total_tokens": ("totalTokens",),
+}
+UPSTREAM_STATUSES = {
+    "completed": RunStatus.COMPLETED,
+    "registered": RunStatus.REGISTERED,
+    "dispatched": RunStatus.DISPATCHED,
+    "failed": RunStatus.FAILED,
+    "error": RunStatus.FAILED,
+    "cancelled": RunStatus.CANCELLED,
+    "canceled": RunStatus.CANCELLED,
+}
+THREAD_TITLE_LENGTH = 80
+
+
+@dataclass
+class RunOutcome:
+    """What rtdash learned about a run from the upstream, filled in as it arrives."""
+
+    status: str = ""
+    result: str | None = None
+    usage: dict | None = None
+    iterations: int | None = None
+    upstream_run_id: str = ""
+    upstream_thread_id: str = ""
+    sandbox_id: str = ""
+    execution_mode: str = ""
+    http_status: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    first_byte_at: datetime | None = None
+    upstream_ms: float | None = None
+    overhead_ms: float | None = None
+    frame_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def take_ids(self, data: dict) -> None:
+        """Pick the run's identifiers out of any upstream object that carries them."""
+        for attribute, key in (
+            ("upstream_run_id", "runId"),
+            ("upstream_thread_id", "threadId"),
+            ("sandbox_id", "sandboxId"),
+            ("execution_mode", "executionMode"),
+        ):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                setattr(self, attribute, value[:200])
+
+    def take_result(self, data: dict) -> None:
+        """Read a run result object (the JSON response's data, or a run_completed frame)."""
+        self.take_ids(data)
+        status = data.get("status")
+        if isinstance(status, str) and status:
+            self.status = UPSTREAM_STATUSES.get(status.lower(), RunStatus.COMPLETED)
+        if isinstance(data.get("result"), str):
+            self.result = data["result"]
+        if isinstance(data.get("usage"), dict):
+            self.usage = data["usage"]
+        iterations = data.get("iterations")
+        if isinstance(iterations, int) and not isinstance(iterations, bool) and iterations >= 0:
+            self.iterations = iterations
+
+    def fail(self, code: str, message: str, status: str = RunStatus.FAILED) -> None:
+        self.status = status
+        self.error_code = code[:100]
+        self.error_message = message
+
+
+def _usage_value(usage: dict, names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = usage.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+    return None
+
+
+def start_run(
+    team: Team,
+    request: RunRequest,
+    *,
+    source: str,
+    token: GatewayToken | None = None,
+    user=None,
+    legacy_path: bool = False,
+) -> Run:
+    now = timezone.now()
+    return Run.objects.create(
+        team=team,
+        source=source,
+        token=token,
+        user=user,
+        agent=request.agent,
+        prompt=request.prompt,
+        messages=request.messages,
+        config=request.config,
+        metadata=request.metadata,
+        stream=request.stream,
+        legacy_path=legacy_path,
+        upstream_thread_id=request.thread_id,
+        started_at=now,
+        reader=READER_ID,
+        heartbeat_at=now,
+    )
+
+
+def save_events(run_id: int, events: list[tuple[int, str, str, datetime]]) -> None:
+    """Store a batch of frames; the batch also counts as the reader's heartbeat."""
+    with transaction.atomic():
+        RunEvent.objects.bulk_create(
+            RunEvent(run_id=run_id, sequence=seq, event=event[:100], data=data, created_at=at)
+            for seq, event, data, at in events
+        )
+        Run.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+
+
+def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
+    run.status = outcome.status or RunStatus.COMPLETED
+    if outcome.result is not None:
+        run.result = outcome.result
+    if outcome.usage is not None:
+        run.usage = outcome.usage
+        for column, names in USAGE_FIELDS.items():
+            setattr(run, column, _usage_value(outcome.usage, names))
+    run.iterations = outcome.iterations
+    run.upstream_run_id = outcome.upstream_run_id or run.upstream_run_id
+    run.upstream_thread_id = outcome.upstream_thread_id or run.upstream_thread_id
+    run.sandbox_id = outcome.sandbox_id
+    run.execution_mode = outcome.execution_mode
+    run.http_status = outcome.http_status
+    run.error_code = outcome.error_code
+    run.error_message = outcome.error_message
+    run.frame_count = outcome.frame_count
+    run.finished_at = now
+    run.duration_ms = max(0, round((now - run.started_at).total_seconds() * 1000))
+    if outcome.first_byte_at is not None:
+        run.first_byte_at = outcome.first_byte_at
+        run.first_byte_ms = max(
+            0, round((outcome.first_byte_at - run.started_at).total_seconds() * 1000)
+        )
+    if outcome.upstream_ms is not None:
+        run.upstream_ms = round(outcome.upstream_ms)
+    run.overhead_ms = outcome.overhead_ms
+    run.reader = ""
+
+
+def _link_thread(run: Run, now: datetime) -> None:
+    if not run.upstream_thread_id:
+        return
+    title = (run.prompt or _first_user_message(run.messages)).strip().splitlines()
+    thread, _ = Thread.objects.get_or_create(
+        team_id=run.team_id,
+        upstream_id=run.upstream_thread_id,
+        defaults={
+            "agent": run.agent,
+            "title": (title[0] if title else "")[:THREAD_TITLE_LENGTH],
+            "created_at": run.started_at,
+        },
+    )
+    Thread.objects.filter(pk=thread.pk).update(
+        turns=F("turns") + 1,
+        input_tokens=F("input_tokens") + (run.input_tokens or 0),
+        output_tokens=F("output_tokens") + (run.output_tokens or 0),
+        last_activity_at=now,
+    )
+    run.thread = thread
+
+
+def _first_user_message(messages: list | None) -> str:
+    for message in messages or []:
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+    return ""
+
+
+def record_usage(run: Run) -> None:
+    """Add a finished run to its day's rollup row (created on first use)."""
+    dimensions = f"{run.agent}|{run.user_id or ''}|{run.token_id or ''}|{run.source}"
+    day = run.started_at.date()
+    failed = run.status in (RunStatus.FAILED, RunStatus.INTERRUPTED)
+    increments = {
+        "runs": F("runs") + 1,
+        "completed": F("completed") + int(run.status == RunStatus.COMPLETED),
+        "failed": F("failed") + int(failed),
+        "input_tokens": F("input_tokens") + (run.input_tokens or 0),
+        "output_tokens": F("output_tokens") + (run.output_tokens or 0),
+        "cached_input_tokens": F("cached_input_tokens") + (run.cached_input_tokens or 0),
+        "reasoning_tokens": F("reasoning_tokens") + (run.reasoning_tokens or 0),
+        "cost": F("cost") + (run.cost or 0),
+        "unpriced_runs": F("unpriced_runs") + int(run.cost is None),
+        "duration_ms": F("duration_ms") + (run.duration_ms or 0),
+    }
+    rows = DailyUsage.objects.filter(team_id=run.team_id, day=day, dimensions=dimensions)
+    if rows.update(**increments):
+        return
+    try:
+        with transaction.atomic():
+            DailyUsage.objects.create(
+                team_id=run.team_id,
+                day=day,
+                dimensions=dimensions,
+                agent=run.agent,
+                user_id=run.user_id,
+                token_id=run.token_id,
+                source=run.source,
+            )
+    except IntegrityError:
+        pass  # another run of the same group created it first
+    rows.update(**increments)
+
+
+def finish_run(run_id: int, outcome: RunOutcome) -> Run:
+    """End a run exactly once: status, usage, timings, thread, cost and rollup together."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.status in FINISHED_STATUSES:
+            return run  # already ended (for instance by the reaper); never count it twice
+        _apply(run, outcome, now)
+        _link_thread(run, now)
+        run.cost, run.cost_status = price_run(run)
+        run.save()
+        record_usage(run)
+    return run

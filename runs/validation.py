@@ -1,0 +1,155 @@
+"""Checks a run request before anything is sent upstream; shared by gateway and playground.
+
+Each failure names the field, so a caller can fix it without reading rtdash's source. The
+body is otherwise forwarded exactly as sent: unknown fields are RunTools' business.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_METADATA_BYTES = 16 * 1024
+MAX_TOKENS_RANGE = (1, 128_000)
+MAX_TURNS_RANGE = (1, 1_000)
+TEMPERATURE_RANGE = (0.0, 2.0)
+
+
+class InvalidRequest(Exception):
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """The parts of a run request rtdash records; `body` is what gets forwarded."""
+
+    agent: str
+    prompt: str
+    messages: list | None
+    thread_id: str
+    stream: bool
+    config: dict
+    metadata: dict
+    body: bytes
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parse_body(raw: bytes, max_bytes: int) -> dict:
+    if len(raw) > max_bytes:
+        raise InvalidRequest("body", f"The request body is larger than {max_bytes} bytes.", 413)
+    if not raw.strip():
+        raise InvalidRequest("body", "The request body is empty; send a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRequest("body", f"The request body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body", "The request body must be a JSON object.")
+    return body
+
+
+def _check_messages(messages: Any) -> list:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages", "messages must be a non-empty list.")
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise InvalidRequest(where, f"{where} must be an object with role and content.")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise InvalidRequest(f"{where}.role", f"{where}.role must be a non-empty string.")
+        content, parts = message.get("content"), message.get("parts")
+        if content is None and parts is None:
+            raise InvalidRequest(f"{where}.content", f"{where} needs content (or parts).")
+        if content is not None and not isinstance(content, str):
+            raise InvalidRequest(f"{where}.content", f"{where}.content must be a string.")
+        if parts is not None and not isinstance(parts, list):
+            raise InvalidRequest(f"{where}.parts", f"{where}.parts must be a list.")
+    return messages
+
+
+def _check_config(config: Any) -> dict:
+    if not isinstance(config, dict):
+        raise InvalidRequest("config", "config must be an object.")
+    if "maxTokens" in config:
+        low, high = MAX_TOKENS_RANGE
+        value = config["maxTokens"]
+        if not _is_int(value) or not low <= value <= high:
+            raise InvalidRequest(
+                "config.maxTokens", f"config.maxTokens must be a whole number from {low} to {high}."
+            )
+    if "maxTurns" in config:
+        low, high = MAX_TURNS_RANGE
+        value = config["maxTurns"]
+        if not _is_int(value) or not low <= value <= high:
+            raise InvalidRequest(
+                "config.maxTurns", f"config.maxTurns must be a whole number from {low} to {high}."
+            )
+    if "temperature" in config:
+        low, high = TEMPERATURE_RANGE
+        value = config["temperature"]
+        if not _is_number(value) or not low <= value <= high:
+            raise InvalidRequest(
+                "config.temperature",
+                f"config.temperature must be a number from {low:g} to {high:g}.",
+            )
+    return config
+
+
+def _check_metadata(metadata: Any) -> dict:
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata", "metadata must be an object.")
+    size = len(json.dumps(metadata, separators=(",", ":")).encode())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(
+            "metadata", f"metadata is {size} bytes; at most {MAX_METADATA_BYTES} are allowed."
+        )
+    return metadata
+
+
+def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) -> RunRequest:
+    """Validate a /v1/run body (or a legacy /v1/agents/{slug}/run body, agent from the path)."""
+    agent = agent_from_path if agent_from_path is not None else body.get("agent")
+    if not isinstance(agent, str) or not agent.strip():
+        raise InvalidRequest("agent", "agent is required: the agent's slug or ID, as a string.")
+    if len(agent) > 200:
+        raise InvalidRequest("agent", "agent is longer than 200 characters.")
+    prompt, messages = body.get("prompt"), body.get("messages")
+    if prompt is None and messages is None:
+        raise InvalidRequest("prompt", "Either prompt or messages is required.")
+    if prompt is not None and not isinstance(prompt, str):
+        raise InvalidRequest("prompt", "prompt must be a string.")
+    if messages is not None:
+        _check_messages(messages)
+    if prompt is not None and messages is None and not prompt.strip():
+        raise InvalidRequest("prompt", "prompt is empty.")
+    thread_id = body.get("threadId")
+    if thread_id is not None and (not isinstance(thread_id, str) or len(thread_id) > 200):
+        raise InvalidRequest("threadId", "threadId must be a string of at most 200 characters.")
+    stream = body.get("stream", True)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("stream", "stream must be true or false.")
+    config = _check_config(body.get("config", {}))
+    metadata = _check_metadata(body.get("metadata", {}))
+    return RunRequest(
+        agent=agent,
+        prompt=prompt or "",
+        messages=messages,
+        thread_id=thread_id or "",
+        stream=stream,
+        config=config,
+        metadata=metadata,
+        body=raw,
+    )
