@@ -1,0 +1,100 @@
+"""rtdash itself as a real ASGI server in a subprocess, sharing the test database.
+
+For what an in-process test client cannot show: a client hanging up mid-stream, websockets
+from a real browser, several workers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+
+from simulator.testing import HOST, free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """The URL of the database pytest-django created, for another process to open."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{database['NAME']}"
+    user = database.get("USER") or "postgres"
+    password = f":{database['PASSWORD']}" if database.get("PASSWORD") else ""
+    host = database.get("HOST") or "127.0.0.1"
+    port = database.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{database['NAME']}"
+
+
+class RtdashServer:
+    def __init__(self, upstream_url: str, encryption_keys: str, **env: str) -> None:
+        self.upstream_url = upstream_url
+        self.encryption_keys = encryption_keys
+        self.env = env
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> RtdashServer:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "RUNTOOLS_API_URL": self.upstream_url,
+            "RTDASH_ENCRYPTION_KEYS": self.encryption_keys,
+            "RTDASH_DEBUG": "1",
+            **self.env,
+        }
+        daphne = Path(sys.executable).parent / "daphne"
+        self._process = subprocess.Popen(  # noqa: S603 - our own server
+            [str(daphne), "-b", HOST, "-p", str(self.port), "rtdash.asgi:application"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"rtdash exited:\n{self.log()}")
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=2)  # noqa: S310
+                return self
+            except urllib.error.HTTPError:
+                return self  # it answered (503 is still an answer)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise RuntimeError(f"rtdash did not answer within 20 s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._log.close()
+
+    def __enter__(self) -> RtdashServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
