@@ -58,7 +58,7 @@ class RtdashServer:
             **self.env,
         }
         daphne = Path(sys.executable).parent / "daphne"
-        self._process = subprocess.Popen(  # noqa: S603 - our own server
+        self._process = subprocess.Popen(
             [str(daphne), "-b", HOST, "-p", str(self.port), "rtdash.asgi:application"],
             cwd=PROJECT_ROOT,
             env=env,

@@ -148,7 +148,7 @@ async def test_thread_endpoints_pass_through(as_acme):
 
     one = await as_acme("GET", f"/v1/run/threads/{thread_id}?agent=support-chat")
     assert one.json()["data"]["thread"]["id"] == thread_id
-    assert [e["type"] for e in one.json()["data"]["events"]][0] == "user_message"
+    assert one.json()["data"]["events"][0]["type"] == "user_message"
 
     canonical = await as_acme("GET", "/v1/threads?limit=10")
     assert thread_id in [t["id"] for t in canonical.json()["data"]]
