@@ -301,7 +301,8 @@ def _code_assistant(run: RunInput) -> tuple[tuple[str, ...], tuple[ToolCall, ...
         )
     else:
         answer = (
-            f'Without tool turns I can only suggest it for "{q}": read {path} and run the tests.'
+            f'With a single turn I cannot use tools, so for "{q}" my advice is: '
+            f"read {path} and run the tests yourself."
         )
     return (), calls[:allowed], answer + _continuation(run)
 

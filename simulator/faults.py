@@ -70,7 +70,9 @@ def _number(spec: dict[str, Any], key: str, high: float) -> float | None:
 
 
 def _flag(spec: dict[str, Any], key: str) -> bool:
-    value = spec.get(key, False)
+    value = spec.get(key)
+    if value is None:
+        return False
     if not isinstance(value, bool):
         raise bad_request(f"{_field(key)} must be a boolean")
     return value

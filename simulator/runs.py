@@ -52,14 +52,17 @@ def _message_text(message: Any, index: int) -> tuple[str, str]:
     if not isinstance(role, str) or not role:
         raise bad_request(f"{where}.role must be a non-empty string")
     content = message.get("content")
-    # Liberal: content may be a string, or text may come in `parts` (in either field).
+    # Liberal: text may be in `content` (a string, or a list of parts) or in `parts`; an empty
+    # content string next to text parts is common in SDK output, so parts win over "".
     parts = content if isinstance(content, list) else message.get("parts")
-    if isinstance(content, str):
+    if isinstance(content, str) and (content or parts is None):
         return role, content
-    if content is None and parts is None:
+    if content is not None and not isinstance(content, str | list):
+        raise bad_request(f"{where}.content must be a string")
+    if parts is None:
         raise bad_request(f"{where} needs content or parts")
     if not isinstance(parts, list):
-        raise bad_request(f"{where}.content must be a string")
+        raise bad_request(f"{where}.parts must be a list of objects")
     texts = []
     for part in parts:
         if not isinstance(part, dict):
@@ -112,7 +115,8 @@ def parse_run(body: dict[str, Any], agent_slug: str | None = None) -> RunRequest
     if not isinstance(stream, bool):
         raise bad_request("stream must be a boolean")
 
-    config = body.get("config") or {}
+    config = body.get("config")
+    config = {} if config is None else config
     if not isinstance(config, dict):
         raise bad_request("config must be an object")
     temperature = config.get("temperature")
