@@ -56,6 +56,11 @@ class SimulatorServer:
         return f"http://{HOST}:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The child's process id (benchmarks read its CPU time), None when not running."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def url(self) -> str:
         """The API base URL, used exactly like https://api.runtools.ai/v1."""
         return self.root + "/v1"
