@@ -995,6 +995,21 @@ def test_a_hang_times_out_before_any_header(sim: SimulatorServer) -> None:
         client.post("/run", json=body)
 
 
+def test_a_client_that_gives_up_ends_the_hang(sim: SimulatorServer, api: httpx.Client) -> None:
+    body = {"agent": "support-chat", "prompt": "hi", "threadId": "thr_abandoned"}
+    body |= simulate(hangSeconds=0.6)
+    with (
+        httpx.Client(base_url=sim.url, headers={"X-API-Key": DEMO}, timeout=0.1) as client,
+        pytest.raises(httpx.ReadTimeout),
+    ):
+        client.post("/run", json=body)
+    time.sleep(1)  # past the hang: had the run gone ahead, it would have made the thread
+    assert_error(api.get("/threads/thr_abandoned"), 404, "not_found")
+    # Waited out, the same request does make it.
+    assert run(api, **body).status_code == 200
+    assert api.get("/threads/thr_abandoned").status_code == 200
+
+
 def test_a_hang_then_a_status(api: httpx.Client) -> None:
     started = time.monotonic()
     response = run(api, agent="support-chat", prompt="hi", **simulate(hangSeconds=0.2, status=500))
