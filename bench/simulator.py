@@ -102,8 +102,8 @@ async def one_stream(client: httpx.AsyncClient, deltas: int) -> tuple[int, int]:
 def json_row(label: str, count: int, m: Measured) -> str:
     per_request = m.server_cpu / count
     return (
-        f"| {label} | {count / m.seconds:,.0f} req/s | {per_request * 1e6:,.0f} µs/req "
-        f"| ≈ {1 / per_request:,.0f} req/s |"
+        f"| {label} | {count / m.seconds:,.0f} req/s | {m.server_cpu / m.seconds:.0%} "
+        f"| {per_request * 1e6:,.0f} µs/req | ≈ {1 / per_request:,.0f} req/s |"
     )
 
 
@@ -137,12 +137,12 @@ async def measure() -> str:
             "## Simulator throughput",
             "",
             "`python -m bench.simulator`: the simulator (uvicorn, h11) on loopback, driven by one",
-            "httpx.AsyncClient on the same machine. The client is the slower side (the server",
-            "sits at about a quarter of a core during the JSON runs), so the server's own CPU",
-            "time per request, from /proc, is shown with the ceiling it implies on one core.",
+            "httpx.AsyncClient on the same machine. The client is the slower side (see how",
+            "busy the server is), so the server's own CPU time per request, from /proc, is",
+            "shown with the ceiling it implies on one core.",
             "",
-            "| JSON runs (`stream: false`) | measured | server CPU | server ceiling |",
-            "|---|---|---|---|",
+            "| JSON runs (`stream: false`) | measured | server busy | server CPU | ceiling |",
+            "|---|---|---|---|---|",
             json_row(f"sequential, {sequential} requests", sequential, seq_m),
             json_row(f"concurrency {CONCURRENCY}, {concurrent} requests", concurrent, con_m),
             "",
