@@ -34,6 +34,21 @@ def get_for_team_or_404(model: type[M], team: Team, **lookup) -> M:
         raise Http404(f"No such {model._meta.verbose_name}") from None
 
 
+def user_memberships(user) -> QuerySet[Membership]:
+    """The teams a user belongs to, in the order the team switcher lists them."""
+    return Membership.objects.filter(user=user).select_related("team").order_by("team__slug")
+
+
+def choose_team(request: HttpRequest, team_id: object) -> Membership:
+    """Make one of the user's teams the current one for this session; 404 for any other."""
+    try:
+        membership = user_memberships(request.user).get(team_id=team_id)
+    except (Membership.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such team") from None
+    request.session[SESSION_TEAM_KEY] = membership.team_id
+    return membership
+
+
 def current_membership(request: HttpRequest) -> Membership | None:
     """The membership for the team chosen in this session, else the user's first team."""
     if not request.user.is_authenticated:

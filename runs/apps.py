@@ -8,4 +8,7 @@ class RunsConfig(AppConfig):
     verbose_name = "rtdash"
 
     def ready(self) -> None:
-        from runs import checks  # noqa: F401  (registers the safety checks)
+        from runs import (
+            checks,  # noqa: F401  (registers the safety checks)
+            signals,  # noqa: F401  (audits logins and failed logins)
+        )

@@ -1,0 +1,62 @@
+"""Fixed-window counters in the cache, for throttling login attempts (and anything like it).
+
+The cache is per process (see CACHES in settings), so with several workers the effective limit
+is the limit times the number of workers: good enough to make guessing passwords slow, and it
+needs no extra service.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core.cache import cache
+
+LOGIN_WINDOW_SECONDS = 15 * 60
+
+
+class FixedWindow:
+    """Counts events for one identity in a window that starts with the first event."""
+
+    def __init__(self, scope: str, identity: str, *, limit: int, window: int) -> None:
+        # Hashed so any username (spaces, unicode, 500 characters) makes a valid cache key.
+        digest = hashlib.sha256(identity.encode()).hexdigest()
+        self.key = f"rtdash:rl:{scope}:{digest}"
+        self.limit = limit
+        self.window = window
+
+    def count(self) -> int:
+        return cache.get(self.key, 0)
+
+    def exhausted(self) -> bool:
+        return self.count() >= self.limit
+
+    def hit(self) -> int:
+        """Count one event and return the count so far in this window."""
+        # add() only sets the key when it is missing, so the window starts at the first event
+        # and incr() keeps its expiry.
+        cache.add(self.key, 0, timeout=self.window)
+        try:
+            return cache.incr(self.key)
+        except ValueError:
+            # The key expired between add() and incr(): this event opens a new window.
+            cache.set(self.key, 1, timeout=self.window)
+            return 1
+
+    def reset(self) -> None:
+        cache.delete(self.key)
+
+
+def login_attempts(ip: str | None, username: str) -> FixedWindow:
+    """Failed logins for one username from one address, per 15 minutes.
+
+    Keyed on both so that someone guessing from one address cannot lock the real user out
+    from everywhere else.
+    """
+    identity = f"{ip or '-'}|{username.strip().lower()}"
+    return FixedWindow(
+        "login",
+        identity,
+        limit=settings.RTDASH_LOGIN_ATTEMPTS_PER_15_MINUTES,
+        window=LOGIN_WINDOW_SECONDS,
+    )
