@@ -26,23 +26,24 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core import checks
 
+from rtdash.gateway_handler import GatewayASGIHandler, split_by_path
 from runs.checks import SAFETY_TAG
 from runs.routing import websocket_urlpatterns
 
 # ASGI servers do not run system checks; refuse an unsafe production setup here.
 _unsafe = [m for m in checks.run_checks(tags=[SAFETY_TAG]) if m.is_serious()]
 if _unsafe:
-    sys.exit(
-        "rtdash: refusing to start:\n" + "\n".join(f"  {m.msg} {m.hint or ''}" for m in _unsafe)
-    )
+    reasons = "\n".join(f"  {message.msg} {message.hint or ''}" for message in _unsafe)
+    sys.exit("rtdash: refusing to start:\n" + reasons)
 
-http_app = (
-    ASGIStaticFilesHandler(django_asgi_app) if settings.RTDASH_SERVE_STATIC else django_asgi_app
-)
+# Static files are few and small; serving them here saves a newcomer a separate web server.
+pages_app = django_asgi_app
+if settings.RTDASH_SERVE_STATIC:
+    pages_app = ASGIStaticFilesHandler(django_asgi_app)
 
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
+        "http": split_by_path(GatewayASGIHandler(), pages_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -6,6 +6,7 @@ defaults that are only safe on a laptop.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -76,14 +77,14 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the dashboard read while a run is being written; synchronous=NORMAL keeps every
     # committed run across an application crash while skipping an fsync per commit, and
     # IMMEDIATE transactions avoid "database is locked" upgrades under concurrent writers.
-    _database["CONN_MAX_AGE"] = 0
     _database["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
     # A file, not memory, so live servers in other processes can share the test database.
-    _database["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
+    # One per test process, so two suites running at once never share a file.
+    _database["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -29,7 +29,7 @@ from runs import upstream
 from runs.crypto import KeyDecryptionError, decrypt_for_upstream
 from runs.models import GatewayToken, Run, RunStatus, Source, Team, Thread, hash_token
 from runs.recording import RunOutcome, finish_run, start_run
-from runs.runner import RunReader, Sink
+from runs.runner import READERS, RunReader, Sink
 from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
 
 # Response headers that belong to one hop, or that rtdash recomputes.
@@ -227,20 +227,40 @@ class ClientSink(Sink):
         self.queue.put_nowait(None)
 
     async def body(self, reader: RunReader) -> AsyncIterator[bytes]:
+        complete = False
         try:
             while (data := await self.queue.get()) is not None:
                 self.backlog -= len(data)
                 yield data
+            complete = True
         finally:
-            if not reader.finished.is_set():
+            if not complete:
                 # The client left mid-stream. By default keep reading so usage is recorded.
                 self.attached = False
                 if settings.RTDASH_CANCEL_ON_DISCONNECT:
                     reader.stop()
 
 
-async def _finish_quietly(run_id: int, outcome: RunOutcome) -> None:
-    await sync_to_async(finish_run)(run_id, outcome)
+# Finishing tasks still running, held so they are not garbage-collected mid-write.
+_FINISHING: set[asyncio.Task] = set()
+
+
+async def settle() -> None:
+    """Wait until every run this process is reading or finishing has its final record."""
+    while _FINISHING or READERS:
+        await asyncio.gather(*_FINISHING, *(reader.finished.wait() for reader in READERS.values()))
+
+
+def _finish_after_response(run_id: int, outcome: RunOutcome) -> None:
+    """Complete the run's record just after the response leaves.
+
+    The Run row was committed before the request went upstream, so the run is in the history
+    whatever happens; its completion (usage, thread, rollup: about 2.5 ms of ORM work on
+    SQLite) need not delay the caller. A crash in between leaves it `running` for the reaper.
+    """
+    task = asyncio.ensure_future(sync_to_async(finish_run)(run_id, outcome))
+    _FINISHING.add(task)
+    task.add_done_callback(_FINISHING.discard)
 
 
 async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
@@ -281,7 +301,7 @@ async def _forward_run(
     except upstream.UpstreamError as problem:
         outcome = RunOutcome()
         outcome.fail(problem.code, problem.message)
-        await _finish_quietly(run.pk, outcome)
+        _finish_after_response(run.pk, outcome)
         return error_response(502, problem.code, problem.message)
     is_stream = response.headers.get("content-type", "").startswith("text/event-stream")
     if response.status_code == 200 and is_stream:
@@ -292,7 +312,7 @@ async def _forward_run(
         problem = upstream.translate(error)
         outcome = RunOutcome(http_status=response.status_code)
         outcome.fail(problem.code, problem.message)
-        await _finish_quietly(run.pk, outcome)
+        _finish_after_response(run.pk, outcome)
         return error_response(502, problem.code, problem.message)
     finally:
         await response.aclose()
@@ -303,7 +323,7 @@ async def _forward_run(
         outcome = _json_outcome(response, body)
     outcome.upstream_ms = (returned - sent) * 1000
     outcome.overhead_ms = (sent - received) * 1000
-    await _finish_quietly(run.pk, outcome)
+    _finish_after_response(run.pk, outcome)
     return _passthrough(response, body, run.pk)
 
 

@@ -167,6 +167,9 @@ class RunReader:
             self.outcome.first_byte_at = timezone.now()
         for sink in self.sinks:
             await sink.chunk(chunk)
+        # Let the sinks send this chunk before spending CPU on parsing it: when the upstream
+        # has more data ready, the read loop would otherwise never give up the event loop.
+        await asyncio.sleep(0)
         frames = self.parser.feed(chunk)
         if frames:
             numbered = self._observe_all(frames)
@@ -225,13 +228,15 @@ class RunReader:
         if self.outcome.result is None:
             # Not every runtime repeats the answer in its final frame.
             self.outcome.result = self._last_message or "".join(self._deltas) or None
+        # The client has everything once the upstream has ended: let it go before the
+        # database work, which is the run's record, not the client's concern.
+        for sink in self.sinks:
+            await sink.end(self.outcome, injected)
         try:
             await self.writer.close()
             await sync_to_async(finish_run)(self.run_id, self.outcome)
         finally:
             READERS.pop(self.run_id, None)
             self.finished.set()
-            for sink in self.sinks:
-                await sink.end(self.outcome, injected)
             for callback in self.on_finish:
                 await callback()

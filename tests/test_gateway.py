@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from runs.gateway import settle
 from runs.models import DailyUsage, Run, RunEvent, Thread
 from tests.conftest import ACME_KEY
 from tests.streams import frames, normalise_ids, payloads
@@ -32,9 +33,12 @@ def gateway(async_client, upstream, acme_key, acme_token):
         sent_headers = {"X-API-Key": plaintext, **(headers or {})}
         if raw is None and body is not None:
             raw = json.dumps(body).encode()
-        return await async_client.generic(
+        response = await async_client.generic(
             method, path, raw or b"", content_type="application/json", headers=sent_headers
         )
+        if not response.streaming:
+            await settle()
+        return response
 
     return call
 
@@ -52,6 +56,12 @@ def latest_run() -> Run:
     return Run.objects.order_by("-pk").first()
 
 
+async def finished_run() -> Run:
+    """The latest run once recorded: its record is completed just after the response."""
+    await settle()
+    return await sync_to_async(latest_run)()
+
+
 # --- JSON mode --------------------------------------------------------------------------
 
 
@@ -63,7 +73,7 @@ async def test_the_seed_example_works_verbatim(gateway, upstream):
     data = response.json()["data"]
     assert data["status"] == "completed"
 
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert response["X-Rtdash-Run-Id"] == str(run.pk)
     assert run.source == "gateway"
     assert run.status == "completed"
@@ -110,7 +120,7 @@ async def test_missing_usage_fields_stay_empty_not_zero(gateway):
     }
     response = await gateway("POST", "/v1/run", body)
     assert "outputTokens" not in response.json()["data"]["usage"]
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.input_tokens is not None
     assert run.output_tokens is None
     assert run.total_tokens is None
@@ -121,7 +131,7 @@ async def test_it_records_deep_thinker_reasoning_tokens(gateway):
         "POST", "/v1/run", {"agent": "deep-thinker", "prompt": "Why?", "stream": False}
     )
     usage = response.json()["data"]["usage"]
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.reasoning_tokens == usage["reasoningTokens"] > 0
 
 
@@ -130,7 +140,7 @@ async def test_it_records_unfinished_upstream_statuses(gateway, run_status):
     body = {**SEED_EXAMPLE, "metadata": {"simulate": {"runStatus": run_status}}}
     response = await gateway("POST", "/v1/run", body)
     assert response.json()["data"]["status"] == run_status
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.status == run_status
 
 
@@ -140,7 +150,7 @@ async def test_the_legacy_path_works_and_is_recorded(gateway, upstream):
     expected = await direct(upstream, "POST", "/agents/support-chat/run", body)
     assert response.status_code == 200
     assert normalise_ids(response.content) == normalise_ids(expected.content)
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.agent == "support-chat"
     assert run.legacy_path is True
 
@@ -181,7 +191,7 @@ async def test_upstream_errors_pass_through_and_are_recorded(gateway, status, co
     assert error["code"] in (code, "unauthorized")
     if status == 429:
         assert response["Retry-After"] == "2"
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.status == "failed"
     assert run.http_status == status
     assert run.error_code == error["code"]
@@ -192,7 +202,7 @@ async def test_an_unknown_agent_is_the_upstreams_404(gateway):
     response = await gateway("POST", "/v1/run", {**SEED_EXAMPLE, "agent": "no-such-agent"})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert (run.status, run.error_code) == ("failed", "not_found")
 
 
@@ -201,7 +211,7 @@ async def test_an_unreachable_upstream_is_a_clear_502(gateway, settings):
     response = await gateway("POST", "/v1/run", SEED_EXAMPLE)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_unreachable"
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert (run.status, run.error_code) == ("failed", "upstream_unreachable")
 
 
@@ -211,7 +221,7 @@ async def test_a_hanging_upstream_times_out_and_is_recorded(gateway, settings):
     response = await gateway("POST", "/v1/run", body)
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_timeout"
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert (run.status, run.error_code) == ("failed", "upstream_timeout")
 
 
@@ -229,7 +239,7 @@ async def test_a_stream_passes_through_unchanged(gateway, upstream):
     assert response["X-Run-ID"].startswith("run_")
     assert response["X-Thread-ID"].startswith("thr_")
 
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     final = payloads(raw)[-1]
     assert final["type"] == "run_completed"
     assert run.status == "completed"
@@ -264,7 +274,7 @@ async def test_odd_frames_pass_through_untouched_and_the_run_completes(gateway, 
     raw = await stream_body(response)
     expected = await direct(upstream, "POST", "/run", body)
     assert normalise_ids(raw) == normalise_ids(expected.content)
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.status == "completed"
     assert run.output_tokens is not None
     assert run.frame_count == len(frames(raw))
@@ -278,7 +288,7 @@ async def test_a_cut_stream_ends_with_an_error_frame_and_is_interrupted(gateway)
     event, data = received[-1]
     assert event == "error"
     assert json.loads(data)["error"]["code"] == "upstream_disconnected"
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.status == "interrupted"
     assert run.error_code == "upstream_disconnected"
     assert await RunEvent.objects.filter(run=run).acount() == 3
@@ -289,7 +299,7 @@ async def test_an_error_frame_fails_the_run_with_its_reason(gateway):
     response = await gateway("POST", "/v1/run", body)
     received = frames(await stream_body(response))
     assert received[-1][0] == "error"
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.status == "failed"
     assert run.error_code == json.loads(received[-1][1])["error"]["code"]
 
@@ -300,7 +310,7 @@ async def test_a_long_stream_is_relayed_and_stored_completely(gateway):
     received = frames(await stream_body(response))
     deltas = [f for f in received if f[0] == "assistant_message_delta"]
     assert len(deltas) == 5000
-    run = await sync_to_async(latest_run)()
+    run = await finished_run()
     assert run.status == "completed"
     assert await RunEvent.objects.filter(run=run).acount() == len(received)
 

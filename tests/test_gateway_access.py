@@ -9,6 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
+from runs.gateway import settle
 from runs.models import GatewayToken, Run, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,9 +18,11 @@ BODY = {"agent": "support-chat", "prompt": "Hello", "stream": False}
 
 
 async def post_run(async_client, headers, body=BODY):
-    return await async_client.post(
+    response = await async_client.post(
         "/v1/run", json.dumps(body), content_type="application/json", headers=headers
     )
+    await settle()
+    return response
 
 
 @pytest.mark.usefixtures("upstream", "acme_key")
@@ -114,9 +117,11 @@ def as_acme(async_client, upstream, acme_key, acme_token):
 
     async def call(method, path, body=None):
         data = json.dumps(body) if body is not None else ""
-        return await async_client.generic(
+        response = await async_client.generic(
             method, path, data, content_type="application/json", headers={"X-API-Key": plaintext}
         )
+        await settle()
+        return response
 
     return call
 
@@ -127,9 +132,11 @@ def as_globex(async_client, upstream, globex_key, globex_token):
 
     async def call(method, path, body=None):
         data = json.dumps(body) if body is not None else ""
-        return await async_client.generic(
+        response = await async_client.generic(
             method, path, data, content_type="application/json", headers={"X-API-Key": plaintext}
         )
+        await settle()
+        return response
 
     return call
 

@@ -1,0 +1,149 @@
+"""What rtdash's gateway adds on top of the upstream, measured side by side.
+
+Requests alternate direct-to-simulator and through-rtdash in one run, so both see the same
+machine state. Every run through rtdash is recorded as usual (SQLite by default).
+
+    .venv/bin/python -m bench.gateway
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from bench._results import write_section
+from bench.harness import SIM_KEY, Stack, summary
+
+JSON_BODY = {
+    "agent": "code-assistant",
+    "prompt": "Run the tests and summarize failures.",
+    "stream": False,
+    "config": {"maxTurns": 12},
+}
+STREAM_BODY = {
+    "agent": "support-chat",
+    "prompt": "Count",
+    "metadata": {"simulate": {"deltas": 10_000}},
+}
+SEQUENTIAL = 400
+CONCURRENT = 16
+CONCURRENT_TOTAL = 1600
+STREAM_ROUNDS = 5
+
+
+async def _timed_json(client: httpx.AsyncClient, url: str, key: str) -> float:
+    started = time.perf_counter()
+    response = await client.post(url, json=JSON_BODY, headers={"X-API-Key": key})
+    elapsed = (time.perf_counter() - started) * 1000
+    assert response.status_code == 200, response.text
+    return elapsed
+
+
+async def _sequential(client, direct_url, rtdash_url, token):
+    direct, through = [], []
+    for _ in range(20):  # warm both paths: connections, caches, imports
+        await _timed_json(client, direct_url, SIM_KEY)
+        await _timed_json(client, rtdash_url, token)
+    for _ in range(SEQUENTIAL):
+        direct.append(await _timed_json(client, direct_url, SIM_KEY))
+        through.append(await _timed_json(client, rtdash_url, token))
+    return summary(direct), summary(through)
+
+
+async def _concurrent(client, url, key):
+    latencies: list[float] = []
+    remaining = CONCURRENT_TOTAL
+
+    async def worker():
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            latencies.append(await _timed_json(client, url, key))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENT)))
+    elapsed = time.perf_counter() - started
+    return summary(latencies), CONCURRENT_TOTAL / elapsed
+
+
+async def _timed_stream(client, url, key) -> tuple[float, float, int]:
+    started = time.perf_counter()
+    first = None
+    received = []
+    async with client.stream("POST", url, json=STREAM_BODY, headers={"X-API-Key": key}) as response:
+        assert response.status_code == 200
+        async for chunk in response.aiter_raw():
+            if first is None:
+                first = time.perf_counter()
+            received.append(chunk)
+    ended = time.perf_counter()
+    frames = b"".join(received).count(b"\n\n")
+    return (first - started) * 1000, (ended - started) * 1000, frames
+
+
+async def measure(stack: Stack) -> str:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        direct_url = stack.simulator.url + "/run"
+        rtdash_url = stack.url + "/v1/run"
+        direct, through = await _sequential(client, direct_url, rtdash_url, stack.token)
+        direct_c, direct_rps = await _concurrent(client, direct_url, SIM_KEY)
+        through_c, through_rps = await _concurrent(client, rtdash_url, stack.token)
+        streams = {"direct": [], "rtdash": []}
+        for _ in range(STREAM_ROUNDS):
+            streams["direct"].append(await _timed_stream(client, direct_url, SIM_KEY))
+            streams["rtdash"].append(await _timed_stream(client, rtdash_url, stack.token))
+
+    def row(name, values):
+        return f"| {name} | {values['p50']:.2f} | {values['p95']:.2f} | {values['p99']:.2f} |"
+
+    def stream_stat(kind, index):
+        return sorted(s[index] for s in streams[kind])[len(streams[kind]) // 2]
+
+    overhead = through["p50"] - direct["p50"]
+    ratio = stream_stat("rtdash", 1) / stream_stat("direct", 1)
+    lines = [
+        "## Gateway overhead (`bench/gateway.py`)",
+        "",
+        f"JSON `POST /v1/run`, {SEQUENTIAL} sequential requests each way, alternating "
+        "(milliseconds, client-side):",
+        "",
+        "| path | p50 | p95 | p99 |",
+        "|---|---|---|---|",
+        row("direct to simulator", direct),
+        row("through rtdash (recorded)", through),
+        "",
+        f"**JSON p50 overhead: {overhead:.2f} ms** (target ≤ 4 ms); "
+        f"p95 overhead {through['p95'] - direct['p95']:.2f} ms.",
+        "",
+        f"Concurrency {CONCURRENT}, {CONCURRENT_TOTAL} requests each way:",
+        "",
+        "| path | p50 | p95 | p99 | req/s |",
+        "|---|---|---|---|---|",
+        row("direct to simulator", direct_c) + f" {direct_rps:.0f} |",
+        row("through rtdash (recorded)", through_c) + f" {through_rps:.0f} |",
+        "",
+        f"10,000-delta stream, median of {STREAM_ROUNDS} (milliseconds):",
+        "",
+        "| path | first frame | total | frames |",
+        "|---|---|---|---|",
+        f"| direct | {stream_stat('direct', 0):.1f} | {stream_stat('direct', 1):.1f} | "
+        f"{streams['direct'][0][2]} |",
+        f"| through rtdash (recorded) | {stream_stat('rtdash', 0):.1f} | "
+        f"{stream_stat('rtdash', 1):.1f} | {streams['rtdash'][0][2]} |",
+        "",
+        f"**Stream total through rtdash / direct: {ratio:.2f}x** (target ≤ 1.25x).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    with Stack() as stack:
+        markdown = asyncio.run(measure(stack))
+    write_section("gateway", markdown)
+
+
+if __name__ == "__main__":
+    main()

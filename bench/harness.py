@@ -1,0 +1,148 @@
+"""Shared pieces for benchmarks: a scratch rtdash (own SQLite file or PostgreSQL) with a team,
+its key and a token, served by a real ASGI server next to the simulator."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from simulator.testing import HOST, SimulatorServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM_KEY = "rt_test_demo"
+
+
+# A team with the simulator's key and a token; prints the token.
+SETUP_TEAM = f"""
+from runs.models import GatewayToken, RunToolsKey, Team
+team, _ = Team.objects.get_or_create(slug="bench", defaults={{"name": "Bench"}})
+if not team.runtools_keys.exists():
+    key = RunToolsKey(team=team, label="simulator", is_default=True)
+    key.set_secret("{SIM_KEY}")
+    key.save()
+print(GatewayToken.issue(team, "bench")[1])
+"""
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(values, 0.50),
+        "p95": percentile(values, 0.95),
+        "p99": percentile(values, 0.99),
+        "mean": statistics.fmean(values) if values else float("nan"),
+    }
+
+
+class Stack:
+    """Simulator + migrated scratch database + rtdash under daphne (or uvicorn)."""
+
+    def __init__(self, server: str = "daphne", database_url: str | None = None, **env: str):
+        self.server = server
+        self.scratch = tempfile.TemporaryDirectory(prefix="rtdash-bench-")
+        self.database_url = database_url or f"sqlite:///{self.scratch.name}/bench.sqlite3"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "RTDASH_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "RTDASH_DEBUG": "1",
+            "RTDASH_LOG_LEVEL": "WARNING",
+            **env,
+        }
+        self.simulator = SimulatorServer()
+        self.process: subprocess.Popen | None = None
+        self.port = 0
+        self.token = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def _manage(self, *args: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stdout.strip()
+
+    def start(self) -> Stack:
+        self.simulator.start()
+        self.env["RUNTOOLS_API_URL"] = self.simulator.url
+        self._manage("migrate", "--noinput")
+        self.token = self._manage("shell", "-c", SETUP_TEAM).splitlines()[-1]
+        self.port = free_port()
+        if self.server == "uvicorn":
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "rtdash.asgi:application",
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
+        else:
+            command = [
+                str(Path(sys.executable).parent / "daphne"),
+                "-b",
+                HOST,
+                "-p",
+                str(self.port),
+                "rtdash.asgi:application",
+            ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=2)  # noqa: S310
+                return self
+            except urllib.error.HTTPError:
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise RuntimeError("rtdash did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.simulator.stop()
+        self.scratch.cleanup()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
