@@ -159,7 +159,7 @@ def _copy_headers(source, response: HttpResponse) -> None:
             response[name] = value
 
 
-def _upstream_error_outcome(response, body: bytes) -> RunOutcome:
+def error_outcome(response, body: bytes) -> RunOutcome:
     outcome = RunOutcome(http_status=response.status_code)
     code, message = f"http_{response.status_code}", f"RunTools answered {response.status_code}."
     try:
@@ -174,7 +174,7 @@ def _upstream_error_outcome(response, body: bytes) -> RunOutcome:
     return outcome
 
 
-def _json_outcome(response, body: bytes) -> RunOutcome:
+def json_outcome(response, body: bytes) -> RunOutcome:
     outcome = RunOutcome(http_status=response.status_code)
     try:
         envelope = json.loads(body)
@@ -318,9 +318,9 @@ async def _forward_run(
         await response.aclose()
     returned = time.perf_counter()
     if response.status_code >= 400:
-        outcome = _upstream_error_outcome(response, body)
+        outcome = error_outcome(response, body)
     else:
-        outcome = _json_outcome(response, body)
+        outcome = json_outcome(response, body)
     outcome.upstream_ms = (returned - sent) * 1000
     outcome.overhead_ms = (sent - received) * 1000
     _finish_after_response(run.pk, outcome)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, DecimalField, F, Q, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from runs.models import (
@@ -263,3 +265,61 @@ def finish_run(run_id: int, outcome: RunOutcome) -> Run:
         run.save()
         record_usage(run)
     return run
+
+
+def rebuild_usage(team: Team | None = None, since=None) -> int:
+    """Rebuild the daily rollup from the runs with one grouped query; returns runs counted.
+
+    Uses the same grouping and counting rules as `record_usage`, so the two always agree.
+    """
+    runs = Run.objects.filter(status__in=FINISHED_STATUSES)
+    rollup = DailyUsage.objects.all()
+    if team is not None:
+        runs, rollup = runs.filter(team=team), rollup.filter(team=team)
+    if since is not None:
+        runs, rollup = runs.filter(started_at__date__gte=since), rollup.filter(day__gte=since)
+    failed = [RunStatus.FAILED, RunStatus.INTERRUPTED]
+    groups = (
+        runs.annotate(day=TruncDate("started_at", tzinfo=UTC))
+        .values("team_id", "day", "agent", "user_id", "token_id", "source")
+        .annotate(
+            n_runs=Count("pk"),
+            n_completed=Count("pk", filter=Q(status=RunStatus.COMPLETED)),
+            n_failed=Count("pk", filter=Q(status__in=failed)),
+            sum_input=Coalesce(Sum("input_tokens"), 0),
+            sum_output=Coalesce(Sum("output_tokens"), 0),
+            sum_cached=Coalesce(Sum("cached_input_tokens"), 0),
+            sum_reasoning=Coalesce(Sum("reasoning_tokens"), 0),
+            sum_cost=Coalesce(Sum("cost"), Decimal(0), output_field=DecimalField()),
+            n_unpriced=Count("pk", filter=Q(cost__isnull=True)),
+            sum_duration=Coalesce(Sum("duration_ms"), 0),
+        )
+        .order_by()
+    )
+    rows = [
+        DailyUsage(
+            team_id=group["team_id"],
+            day=group["day"],
+            dimensions=f"{group['agent']}|{group['user_id'] or ''}|{group['token_id'] or ''}|"
+            f"{group['source']}",
+            agent=group["agent"],
+            user_id=group["user_id"],
+            token_id=group["token_id"],
+            source=group["source"],
+            runs=group["n_runs"],
+            completed=group["n_completed"],
+            failed=group["n_failed"],
+            input_tokens=group["sum_input"],
+            output_tokens=group["sum_output"],
+            cached_input_tokens=group["sum_cached"],
+            reasoning_tokens=group["sum_reasoning"],
+            cost=group["sum_cost"],
+            unpriced_runs=group["n_unpriced"],
+            duration_ms=group["sum_duration"],
+        )
+        for group in groups.iterator(chunk_size=5000)
+    ]
+    with transaction.atomic():
+        rollup.delete()
+        DailyUsage.objects.bulk_create(rows, batch_size=2000)
+    return sum(row.runs for row in rows)

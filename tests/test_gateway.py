@@ -395,3 +395,25 @@ async def test_nothing_else_is_proxied(gateway):
     response = await gateway("GET", "/v1/models/available")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+async def test_the_rollup_equals_a_rebuild_from_the_runs(gateway, acme):
+    from runs.recording import rebuild_usage
+
+    await gateway("POST", "/v1/run", SEED_EXAMPLE)
+    await gateway("POST", "/v1/run", {**SEED_EXAMPLE, "agent": "deep-thinker"})
+    await gateway("POST", "/v1/run", {**SEED_EXAMPLE, "metadata": {"simulate": {"status": 500}}})
+    stream = await gateway("POST", "/v1/run", {"agent": "support-chat", "prompt": "Hi"})
+    await stream_body(stream)
+    await settle()
+
+    def snapshot():
+        fields = ["day", "dimensions", "runs", "completed", "failed", "input_tokens"]
+        fields += ["output_tokens", "cached_input_tokens", "reasoning_tokens", "unpriced_runs"]
+        return sorted(DailyUsage.objects.filter(team=acme).values_list(*fields))
+
+    incremental = await sync_to_async(snapshot)()
+    counted = await sync_to_async(rebuild_usage)(acme)
+    assert counted == 4
+    assert await sync_to_async(snapshot)() == incremental
+    assert sum(row[2] for row in incremental) == 4

@@ -1,0 +1,145 @@
+"""A realistic history for the demo, made by really running agents against the simulator.
+
+Every run goes through the same path as a gateway or playground run (start_run → upstream →
+RunReader or the JSON outcome → finish_run), so every number on the dashboard is real. Only
+the timestamps are spread over the last 30 days afterwards, and the daily rollup rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from runs import upstream
+from runs.gateway import error_outcome, json_outcome
+from runs.models import GatewayToken, Run, RunEvent, Source, Team
+from runs.recording import RunOutcome, finish_run, rebuild_usage, start_run
+from runs.runner import RunReader
+from runs.validation import validate_run
+
+PROMPTS = {
+    "code-assistant": [
+        "Run the tests and summarize failures.",
+        "Why does tests/test_billing.py fail on CI but not locally?",
+        "Refactor src/export.py to stream rows instead of loading them all.",
+        "Add type hints to app/models.py and fix what mypy finds.",
+    ],
+    "support-chat": [
+        "A customer cannot reset their password. What should I tell them?",
+        "Draft a friendly reply about the delayed shipment.",
+        "Summarize this week's top three support themes.",
+    ],
+    "deep-thinker": [
+        "Should we shard the orders table now or next quarter?",
+        "Compare three ways to price the new API tier.",
+    ],
+    "slow-poke": ["Walk me through the deploy checklist slowly."],
+}
+FOLLOW_UPS = [
+    "Go on.",
+    "Can you make it shorter?",
+    "What would you do next?",
+    "Thanks — and the edge cases?",
+]
+FAULTS = [
+    {"status": 429, "retryAfter": 3},
+    {"status": 500},
+    {"status": 502},
+    {"cutAfter": 4},
+    {"errorAfter": 3},
+]
+
+
+async def _execute(team: Team, body: dict, *, user=None, token=None, source: str) -> Run:
+    raw = json.dumps(body).encode()
+    run_request = validate_run(body, raw)
+    run = await sync_to_async(start_run)(team, run_request, source=source, user=user, token=token)
+    key = await sync_to_async(_team_key)(team)
+    try:
+        response = await upstream.open_stream(key, "POST", "/run", content=raw)
+    except upstream.UpstreamError as problem:
+        outcome = RunOutcome()
+        outcome.fail(problem.code, problem.message)
+        return await sync_to_async(finish_run)(run.pk, outcome)
+    if response.status_code == 200 and run_request.stream:
+        reader = RunReader(run.pk, response, [])
+        await reader.start()
+        return await Run.objects.aget(pk=run.pk)
+    body_bytes = await response.aread()
+    await response.aclose()
+    if response.status_code >= 400:
+        outcome = error_outcome(response, body_bytes)
+    else:
+        outcome = json_outcome(response, body_bytes)
+    return await sync_to_async(finish_run)(run.pk, outcome)
+
+
+def _team_key(team: Team) -> str:
+    from runs.crypto import decrypt_for_upstream
+
+    return decrypt_for_upstream(team.default_key().ciphertext)
+
+
+def _spread_back(run: Run, when) -> None:
+    """Move a finished run (and its frames) to `when`, keeping its durations."""
+    shift = when - run.started_at
+    Run.objects.filter(pk=run.pk).update(
+        started_at=when,
+        finished_at=run.finished_at + shift if run.finished_at else None,
+        first_byte_at=run.first_byte_at + shift if run.first_byte_at else None,
+    )
+    for event in RunEvent.objects.filter(run=run).only("pk", "created_at"):
+        RunEvent.objects.filter(pk=event.pk).update(created_at=event.created_at + shift)
+
+
+async def seed(team: Team, users: list, tokens: list[GatewayToken], count: int, seed_value=7):
+    """Run `count` agent runs for `team` and spread them over the last 30 days."""
+    rng = random.Random(seed_value)
+    now = timezone.now()
+    threads: list[tuple[str, str]] = []  # (agent, upstream thread id) to continue
+    made = []
+    for index in range(count):
+        source = Source.GATEWAY if rng.random() < 0.45 else Source.PLAYGROUND
+        user = rng.choice(users) if source == Source.PLAYGROUND else None
+        token = rng.choice(tokens) if source == Source.GATEWAY else None
+        if threads and rng.random() < 0.3:
+            agent, thread_id = rng.choice(threads)
+            body = {"agent": agent, "prompt": rng.choice(FOLLOW_UPS), "threadId": thread_id}
+        else:
+            agent = rng.choices(list(PROMPTS), weights=[5, 4, 2, 1])[0]
+            body = {"agent": agent, "prompt": rng.choice(PROMPTS[agent])}
+        body["stream"] = rng.random() < 0.7
+        body["config"] = {"maxTurns": rng.choice([4, 8, 12]), "maxTokens": 4096}
+        simulate = {"dripMs": 0} if agent == "slow-poke" else {}
+        if rng.random() < 0.07:
+            simulate.update(rng.choice(FAULTS))
+        body["metadata"] = {"env": rng.choice(["prod", "staging"]), "simulate": simulate}
+        run = await _execute(team, body, user=user, token=token, source=source)
+        if run.upstream_thread_id and run.status == "completed":
+            threads.append((agent, run.upstream_thread_id))
+        # Older runs first, so a thread's turns stay in order; busier on weekdays and lately.
+        age = timedelta(days=30) * (1 - (index / max(count, 1)) ** 0.8)
+        made.append((run, now - age + timedelta(seconds=rng.randint(0, 3600))))
+    for run, when in made:
+        await sync_to_async(_spread_back)(await Run.objects.aget(pk=run.pk), min(when, now))
+    await sync_to_async(rebuild_usage)(team)
+    return len(made)
+
+
+def seed_with_simulator(team: Team, users: list, tokens: list[GatewayToken], count: int) -> int:
+    """Start a private simulator, point rtdash at it for the seed, and stop it again."""
+    from simulator.testing import SimulatorServer
+
+    with SimulatorServer(keys=("rt_test_demo",)) as simulator:
+        previous = settings.RUNTOOLS_API_URL
+        settings.RUNTOOLS_API_URL = simulator.url
+        try:
+            return asyncio.run(seed(team, users, tokens, count))
+        finally:
+            settings.RUNTOOLS_API_URL = previous
