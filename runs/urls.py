@@ -1,3 +1,5 @@
+"""Pages for people. Each feature keeps its routes in its own module."""
+
 from __future__ import annotations
 
 from django.urls import include, path
@@ -9,4 +11,10 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     # Login, logout, team switching and team settings (members, keys, tokens, audit).
     path("", include("runs.team_urls")),
+    # Run history and threads: /runs, /runs/<id>, /threads, /threads/<id>, exports.
+    path("", include("runs.history_urls")),
+    # The playground: /playground and its run endpoints.
+    path("", include("runs.playground_urls")),
+    # Usage and cost reports, prices, budgets, /api/usage.
+    path("", include("runs.reports_urls")),
 ]
