@@ -114,3 +114,35 @@ def globex_token(globex, charlie):
     from runs.models import GatewayToken
 
     return GatewayToken.issue(globex, "ci", created_by=charlie)
+
+
+# --- Teams, keys, tokens and the audit log ------------------------------------------------
+
+
+@pytest.fixture
+def clear_cache():
+    """Start with an empty cache: the login throttle counts failures there, per process."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def dave(django_user_model, db):
+    """A user with an account and no team yet, to be added to one."""
+    return _user(django_user_model, "dave")
+
+
+@pytest.fixture
+def operator(django_user_model, db):
+    """A superuser, for the Django admin."""
+    return django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
+
+
+@pytest.fixture
+def fast_passwords(settings):
+    """A fast hasher: the default spends ~0.3 s per password, which is the point in production
+    and most of the time of a test that makes five users."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

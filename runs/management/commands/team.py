@@ -44,6 +44,23 @@ class Command(BaseCommand):
             sys.exit(error.returncode)
         super().run_from_argv(argv)
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        report = parser.error
+
+        def error(message: str):
+            # argparse repeats unexpected arguments, and a key pasted onto the command line
+            # would end up in a CI log as well as in the shell history: never repeat them.
+            if message.startswith("unrecognized arguments"):
+                message = (
+                    "unexpected arguments (not repeated here; set-key reads the key from "
+                    "stdin, never from the command line)"
+                )
+            return report(message)
+
+        parser.error = error
+        return parser
+
     def add_arguments(self, parser) -> None:
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
