@@ -11,9 +11,10 @@ import functools
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.db.models import Model, QuerySet
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django_htmx.http import HttpResponseClientRedirect
 
 from runs.models import Membership, Team
 
@@ -63,6 +64,16 @@ def current_membership(request: HttpRequest) -> Membership | None:
     return membership
 
 
+def _to_login(request: HttpRequest) -> HttpResponse:
+    htmx = getattr(request, "htmx", None)
+    if not htmx:
+        return redirect_to_login(request.get_full_path())
+    # Following a redirect, htmx would put the login form inside the part of the page it was
+    # updating; send the whole page there instead, and back to that page after login.
+    login = redirect_to_login(htmx.current_url_abs_path or request.get_full_path())
+    return HttpResponseClientRedirect(login.url)
+
+
 def team_view(*, manage: bool = False, run: bool = False) -> Callable[[Callable], Callable]:
     """Decorate a page view: logged in, a member of the current team, with enough role.
 
@@ -71,9 +82,10 @@ def team_view(*, manage: bool = False, run: bool = False) -> Callable[[Callable]
     """
 
     def decorator(view: Callable) -> Callable:
-        @login_required
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return _to_login(request)
             membership = current_membership(request)
             if membership is None:
                 raise Http404("You are not a member of any team.")

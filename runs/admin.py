@@ -92,7 +92,8 @@ class GatewayTokenAdmin(admin.ModelAdmin):
         "revoked_at",
         "requests_per_minute",
     ]
-    readonly_fields = ["team", "prefix", "created_by", "created_at", "last_used_at"]
+    # Revocation is final (and audited from team settings), so it is not undone here.
+    readonly_fields = ["team", "prefix", "created_by", "created_at", "last_used_at", "revoked_at"]
 
     def has_add_permission(self, request) -> bool:
         return False

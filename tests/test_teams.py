@@ -286,3 +286,15 @@ def test_it_404s_another_teams_member(client, alice, charlie, globex):
     url = reverse("member_role", args=[_membership(charlie, globex).pk])
     assert client.post(url, {"role": "viewer"}).status_code == 404
     assert _membership(charlie, globex).role == Role.OWNER
+
+
+def test_an_htmx_request_without_a_session_reloads_to_the_login_page(client, db):
+    response = client.post(
+        reverse("key_add"),
+        {},
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL="http://testserver/settings/",
+    )
+    # Not a 302 that htmx would follow and swap into the keys section.
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == reverse("login") + "?next=/settings/"

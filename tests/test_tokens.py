@@ -139,3 +139,15 @@ def test_it_requires_manage_role(client, bob, victor, acme, acme_token, persona)
     assert list(GatewayToken.objects.filter(team=acme)) == [token]
     token.refresh_from_db()
     assert token.revoked_at is None
+
+
+def test_the_admin_shows_neither_hash_nor_a_way_to_unrevoke(client, operator, acme_token):
+    token, plaintext = acme_token
+    token.revoke()
+    client.force_login(operator)
+    page = client.get(reverse("admin:runs_gatewaytoken_change", args=[token.pk])).content.decode()
+    assert token.prefix in page
+    assert token.token_hash not in page
+    assert plaintext not in page
+    assert 'name="revoked_at' not in page
+    assert client.get(reverse("admin:runs_gatewaytoken_add")).status_code == 403
