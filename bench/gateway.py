@@ -95,6 +95,9 @@ async def measure(stack: Stack) -> str:
         for _ in range(STREAM_ROUNDS):
             streams["direct"].append(await _timed_stream(client, direct_url, SIM_KEY))
             streams["rtdash"].append(await _timed_stream(client, rtdash_url, stack.token))
+            # Let rtdash store the last stream before the next one is timed: each stream is
+            # measured on its own, not behind its predecessor's bookkeeping.
+            await asyncio.sleep(1)
 
     def row(name, values):
         return f"| {name} | {values['p50']:.2f} | {values['p95']:.2f} | {values['p99']:.2f} |"

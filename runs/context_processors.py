@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
+from runs.models import Membership
+
 # The main navigation. A page appears once its URL exists, so features can land one by one.
 NAV = [
     ("Playground", "playground"),
@@ -26,8 +28,12 @@ def _nav_items() -> list[dict[str, str]]:
 def team(request: HttpRequest) -> dict:
     """The current team and role for the layout (set by `team_view`)."""
     membership = getattr(request, "membership", None)
+    team_count = 0
+    if membership is not None:
+        team_count = Membership.objects.filter(user_id=membership.user_id).count()
     return {
         "membership": membership,
         "team": getattr(membership, "team", None),
+        "team_count": team_count,
         "nav_items": _nav_items() if membership else [],
     }

@@ -21,13 +21,24 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
+from django.db.models import OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from runs import upstream
+from runs.budgets import BudgetExceeded, enforce_budget
 from runs.crypto import KeyDecryptionError, decrypt_for_upstream
-from runs.models import GatewayToken, Run, RunStatus, Source, Team, Thread, hash_token
+from runs.models import (
+    GatewayToken,
+    Run,
+    RunStatus,
+    RunToolsKey,
+    Source,
+    Team,
+    Thread,
+    hash_token,
+)
 from runs.recording import RunOutcome, finish_run, start_run
 from runs.runner import READERS, RunReader, Sink
 from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
@@ -108,8 +119,16 @@ def _authorize(
     """Token → team → decrypted default key (and the Run row, for run requests)."""
     if not plaintext:
         raise GatewayError(401, "unauthorized", "Send an rtdash token in X-API-Key.")
+    # One query for the token, its team and the team's default key (the hot path of every
+    # gateway request).
+    default_key = RunToolsKey.objects.filter(
+        team=OuterRef("team"), is_default=True, revoked_at__isnull=True
+    ).values("ciphertext")[:1]
     token = (
-        GatewayToken.objects.select_related("team").filter(token_hash=hash_token(plaintext)).first()
+        GatewayToken.objects.select_related("team")
+        .annotate(default_key_ciphertext=Subquery(default_key))
+        .filter(token_hash=hash_token(plaintext))
+        .first()
     )
     if token is None or not token.is_usable():
         raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
@@ -118,19 +137,22 @@ def _authorize(
     if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
         # At most one write a minute per token, not one per request.
         GatewayToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    key = token.team.default_key()
-    if key is None:
+    if token.default_key_ciphertext is None:
         raise GatewayError(
             503, "no_runtools_key", "The team has no RunTools key; an owner can add one."
         )
     try:
-        runtools_key = decrypt_for_upstream(key.ciphertext)
+        runtools_key = decrypt_for_upstream(token.default_key_ciphertext)
     except KeyDecryptionError:
         raise GatewayError(
             503, "runtools_key_unreadable", "The team's RunTools key cannot be decrypted."
         ) from None
     caller = Caller(token=token, team=token.team, runtools_key=runtools_key)
     if run_request is not None:
+        try:
+            enforce_budget(token.team, run_request.agent)
+        except BudgetExceeded as exceeded:
+            raise GatewayError(402, exceeded.code, exceeded.message) from None
         caller.run = start_run(
             token.team, run_request, source=Source.GATEWAY, token=token, legacy_path=legacy
         )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, DecimalField, F, Q, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -146,11 +146,19 @@ def start_run(
 
 
 def save_events(run_id: int, events: list[tuple[int, str, str, datetime]]) -> None:
-    """Store a batch of frames; the batch also counts as the reader's heartbeat."""
-    with transaction.atomic():
-        RunEvent.objects.bulk_create(
-            RunEvent(run_id=run_id, sequence=seq, event=event[:100], data=data, created_at=at)
-            for seq, event, data, at in events
+    """Store a batch of frames; the batch also counts as the reader's heartbeat.
+
+    One executemany instead of bulk_create: building model instances cost ~37 µs a frame
+    (375 ms for a 10,000-delta stream, measured in-process), the raw insert ~5 µs.
+    """
+    table = RunEvent._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = [(run_id, seq, event[:100], data, adapt(at)) for seq, event, data, at in events]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (run_id, sequence, event, data, created_at) "  # noqa: S608 - table name from the model, values bound
+            "VALUES (%s, %s, %s, %s, %s)",
+            rows,
         )
         Run.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
 
@@ -252,17 +260,41 @@ def record_usage(run: Run) -> None:
     rows.update(**increments)
 
 
+# What finishing a run reads and writes; everything else on the row was set at its start.
+FINISH_READS = (
+    "team_id",
+    "user_id",
+    "token_id",
+    "source",
+    "agent",
+    "prompt",
+    "messages",
+    "config",
+    "status",
+    "started_at",
+    "upstream_run_id",
+    "upstream_thread_id",
+)
+FINISH_WRITES = [
+    "status", "result", "usage", *USAGE_FIELDS, "iterations", "upstream_run_id",
+    "upstream_thread_id", "sandbox_id", "execution_mode", "http_status", "error_code",
+    "error_message", "frame_count", "finished_at", "duration_ms", "first_byte_at",
+    "first_byte_ms", "upstream_ms", "overhead_ms", "reader", "thread", "cost", "cost_status",
+]  # fmt: skip
+
+
 def finish_run(run_id: int, outcome: RunOutcome) -> Run:
     """End a run exactly once: status, usage, timings, thread, cost and rollup together."""
     now = timezone.now()
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_id)
+        run = Run.objects.select_for_update().only(*FINISH_READS).get(pk=run_id)
         if run.status in FINISHED_STATUSES:
             return run  # already ended (for instance by the reaper); never count it twice
         _apply(run, outcome, now)
         _link_thread(run, now)
         run.cost, run.cost_status = price_run(run)
-        run.save()
+        # Only what finishing changes: saving all ~50 columns costs a third of the finish.
+        run.save(update_fields=FINISH_WRITES)
         record_usage(run)
     return run
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet
+
 from simulator.testing import SimulatorServer
 
 # One encryption key for the whole run, so stored keys stay decryptable across tests.
@@ -141,7 +142,7 @@ def operator(django_user_model, db):
     return django_user_model.objects.create_superuser("operator", "op@example.com", PASSWORD)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fast_passwords(settings):
     """A fast hasher: the default spends ~0.3 s per password, which is the point in production
     and most of the time of a test that makes five users."""
