@@ -16,11 +16,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from runs import upstream
-from runs.gateway import error_outcome, json_outcome
+from runs.execution import launch
 from runs.models import GatewayToken, Run, RunEvent, Source, Team
-from runs.recording import RunOutcome, finish_run, rebuild_usage, start_run
-from runs.runner import RunReader
+from runs.recording import rebuild_usage
 from runs.validation import validate_run
 
 PROMPTS = {
@@ -58,32 +56,10 @@ FAULTS = [
 
 async def _execute(team: Team, body: dict, *, user=None, token=None, source: str) -> Run:
     raw = json.dumps(body).encode()
-    run_request = validate_run(body, raw)
-    run = await sync_to_async(start_run)(team, run_request, source=source, user=user, token=token)
-    key = await sync_to_async(_team_key)(team)
-    try:
-        response = await upstream.open_stream(key, "POST", "/run", content=raw)
-    except upstream.UpstreamError as problem:
-        outcome = RunOutcome()
-        outcome.fail(problem.code, problem.message)
-        return await sync_to_async(finish_run)(run.pk, outcome)
-    if response.status_code == 200 and run_request.stream:
-        reader = RunReader(run.pk, response, [])
-        await reader.start()
-        return await Run.objects.aget(pk=run.pk)
-    body_bytes = await response.aread()
-    await response.aclose()
-    if response.status_code >= 400:
-        outcome = error_outcome(response, body_bytes)
-    else:
-        outcome = json_outcome(response, body_bytes)
-    return await sync_to_async(finish_run)(run.pk, outcome)
-
-
-def _team_key(team: Team) -> str:
-    from runs.crypto import decrypt_for_upstream
-
-    return decrypt_for_upstream(team.default_key().ciphertext)
+    started = await launch(team, validate_run(body, raw), source=source, user=user, token=token)
+    if started.reader is not None:
+        await started.reader.task
+    return await Run.objects.aget(pk=started.run.pk)
 
 
 def _spread_back(run: Run, when) -> None:

@@ -32,14 +32,13 @@ from runs.crypto import KeyDecryptionError, decrypt_for_upstream
 from runs.models import (
     GatewayToken,
     Run,
-    RunStatus,
     RunToolsKey,
     Source,
     Team,
     Thread,
     hash_token,
 )
-from runs.recording import RunOutcome, finish_run, start_run
+from runs.recording import RunOutcome, error_outcome, finish_run, json_outcome, start_run
 from runs.runner import READERS, RunReader, Sink
 from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
 
@@ -179,39 +178,6 @@ def _copy_headers(source, response: HttpResponse) -> None:
     for name, value in source.headers.multi_items():
         if name.lower() not in HOP_HEADERS:
             response[name] = value
-
-
-def error_outcome(response, body: bytes) -> RunOutcome:
-    outcome = RunOutcome(http_status=response.status_code)
-    code, message = f"http_{response.status_code}", f"RunTools answered {response.status_code}."
-    try:
-        envelope = json.loads(body)
-        error = envelope.get("error") if isinstance(envelope, dict) else None
-        if isinstance(error, dict):
-            code = str(error.get("code") or code)
-            message = str(error.get("message") or message)
-    except ValueError:
-        pass
-    outcome.fail(code, message)
-    return outcome
-
-
-def json_outcome(response, body: bytes) -> RunOutcome:
-    outcome = RunOutcome(http_status=response.status_code)
-    try:
-        envelope = json.loads(body)
-    except ValueError:
-        outcome.fail(
-            "invalid_upstream_response", "RunTools answered 200 with a body that is not JSON."
-        )
-        return outcome
-    # Be liberal: some endpoints return raw payloads without the data envelope.
-    data = envelope.get("data", envelope) if isinstance(envelope, dict) else None
-    if isinstance(data, dict):
-        outcome.take_result(data)
-    if not outcome.status:
-        outcome.status = RunStatus.COMPLETED
-    return outcome
 
 
 def _passthrough(response, body: bytes, run_id: int | None = None) -> HttpResponse:

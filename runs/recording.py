@@ -7,6 +7,7 @@ together in one transaction.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass, field
@@ -106,6 +107,41 @@ class RunOutcome:
         self.status = status
         self.error_code = code[:100]
         self.error_message = message
+
+
+def error_outcome(response, body: bytes) -> RunOutcome:
+    """The outcome of an upstream HTTP error: its status and the envelope's code and message."""
+    outcome = RunOutcome(http_status=response.status_code)
+    code, message = f"http_{response.status_code}", f"RunTools answered {response.status_code}."
+    try:
+        envelope = json.loads(body)
+        error = envelope.get("error") if isinstance(envelope, dict) else None
+        if isinstance(error, dict):
+            code = str(error.get("code") or code)
+            message = str(error.get("message") or message)
+    except ValueError:
+        pass
+    outcome.fail(code, message)
+    return outcome
+
+
+def json_outcome(response, body: bytes) -> RunOutcome:
+    """The outcome of a successful non-streaming run."""
+    outcome = RunOutcome(http_status=response.status_code)
+    try:
+        envelope = json.loads(body)
+    except ValueError:
+        outcome.fail(
+            "invalid_upstream_response", "RunTools answered 200 with a body that is not JSON."
+        )
+        return outcome
+    # Be liberal: some endpoints return raw payloads without the data envelope.
+    data = envelope.get("data", envelope) if isinstance(envelope, dict) else None
+    if isinstance(data, dict):
+        outcome.take_result(data)
+    if not outcome.status:
+        outcome.status = RunStatus.COMPLETED
+    return outcome
 
 
 def _usage_value(usage: dict, names: tuple[str, ...]) -> int | None:
