@@ -23,6 +23,17 @@ def _encryption_keys(settings):
     settings.RTDASH_ENCRYPTION_KEYS = TEST_ENCRYPTION_KEY
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit and throttle counters must not leak from one test into the next (with
+    REDIS_URL set they live in Redis and would outlive the test process)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def simulator():
     """The RunTools simulator as a real HTTP server in its own process."""
