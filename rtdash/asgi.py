@@ -28,6 +28,7 @@ from django.core import checks
 
 from rtdash.gateway_handler import GatewayASGIHandler, split_by_path
 from runs.checks import SAFETY_TAG
+from runs.reaper import start_maintenance
 from runs.routing import websocket_urlpatterns
 
 # ASGI servers do not run system checks; refuse an unsafe production setup here.
@@ -35,6 +36,9 @@ _unsafe = [m for m in checks.run_checks(tags=[SAFETY_TAG]) if m.is_serious()]
 if _unsafe:
     reasons = "\n".join(f"  {message.msg} {message.hint or ''}" for message in _unsafe)
     sys.exit("rtdash: refusing to start:\n" + reasons)
+
+# This worker's heartbeat-and-reaper thread: no run is left `running` by a dead worker.
+start_maintenance()
 
 # Static files are few and small; serving them here saves a newcomer a separate web server.
 pages_app = django_asgi_app

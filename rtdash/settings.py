@@ -92,6 +92,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = envstr("REDIS_URL", "")
 # A run may stream for RTDASH_MAX_RUN_SECONDS; group membership must outlive it.
 RTDASH_MAX_RUN_SECONDS = envint("RTDASH_MAX_RUN_SECONDS", 1800, minimum=1)
+# Each worker stamps its live runs every 10 s; a run unstamped this long has lost its reader.
+RTDASH_REAPER_STALE_SECONDS = envint("RTDASH_REAPER_STALE_SECONDS", 60, minimum=15)
+# How often each worker looks for such runs (0 turns the worker's reaper off).
+RTDASH_REAPER_INTERVAL = envint("RTDASH_REAPER_INTERVAL", 30, minimum=0)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")

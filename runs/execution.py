@@ -16,7 +16,7 @@ from runs.budgets import enforce_budget
 from runs.crypto import decrypt_for_upstream
 from runs.models import Run, Team
 from runs.recording import RunOutcome, error_outcome, finish_run, json_outcome, start_run
-from runs.runner import RunReader, Sink
+from runs.runner import IN_FLIGHT, READERS, RunReader, Sink
 from runs.validation import RunRequest
 
 
@@ -59,6 +59,15 @@ async def launch(
     Raises BudgetExceeded or NoRunToolsKey before anything is recorded or sent.
     """
     run, runtools_key = await sync_to_async(_prepare)(team, run_request, source, user, token)
+    IN_FLIGHT.add(run.pk)
+    try:
+        return await _send(run, runtools_key, run_request, sinks)
+    finally:
+        if run.pk in IN_FLIGHT and run.pk not in READERS:
+            IN_FLIGHT.discard(run.pk)  # finished here; a reader removes its own run
+
+
+async def _send(run: Run, runtools_key: str, run_request: RunRequest, sinks) -> Launch:
     accept = "text/event-stream" if run_request.stream else "application/json"
     try:
         response = await upstream.open_stream(

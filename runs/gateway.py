@@ -39,7 +39,7 @@ from runs.models import (
     hash_token,
 )
 from runs.recording import RunOutcome, error_outcome, finish_run, json_outcome, start_run
-from runs.runner import READERS, RunReader, Sink
+from runs.runner import IN_FLIGHT, READERS, RunReader, Sink
 from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
 
 # Response headers that belong to one hop, or that rtdash recomputes.
@@ -249,6 +249,7 @@ def _finish_after_response(run_id: int, outcome: RunOutcome) -> None:
     task = asyncio.ensure_future(sync_to_async(finish_run)(run_id, outcome))
     _FINISHING.add(task)
     task.add_done_callback(_FINISHING.discard)
+    task.add_done_callback(lambda _task: IN_FLIGHT.discard(run_id))
 
 
 async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
@@ -280,6 +281,7 @@ async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpRespons
 async def _forward_run(
     caller: Caller, run: Run, path: str, run_request: RunRequest, received: float
 ) -> HttpResponse:
+    IN_FLIGHT.add(run.pk)
     sent = time.perf_counter()
     accept = "text/event-stream" if run_request.stream else "application/json"
     try:

@@ -50,6 +50,9 @@ FINAL_EVENTS = COMPLETION_EVENTS | {"error"}
 
 # Readers running in this process, by run id, so Stop can find them.
 READERS: dict[int, RunReader] = {}
+# Every run this process is still working on (streams being read, JSON calls in flight): the
+# maintenance thread stamps their heartbeats so the reaper leaves them alone.
+IN_FLIGHT: set[int] = set()
 
 
 def disconnect_frame(message: str) -> bytes:
@@ -146,6 +149,7 @@ class RunReader:
 
     def start(self) -> asyncio.Task:
         READERS[self.run_id] = self
+        IN_FLIGHT.add(self.run_id)
         self.task = asyncio.ensure_future(self._read())
         return self.task
 
@@ -337,6 +341,7 @@ class RunReader:
             await sync_to_async(finish_run)(self.run_id, self.outcome)
         finally:
             READERS.pop(self.run_id, None)
+            IN_FLIGHT.discard(self.run_id)
             self.finished.set()
             for callback in self.on_finish:
                 await callback()

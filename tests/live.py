@@ -83,6 +83,12 @@ class RtdashServer:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed or OOM-killed worker: nothing gets to clean up."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
