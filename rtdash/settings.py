@@ -85,6 +85,7 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so live servers in other processes can share the test database.
     # One per test process, so two suites running at once never share a file.
     _database["TEST"] = {"NAME": str(BASE_DIR / "var" / f"test-db-{os.getpid()}.sqlite3")}
+    (BASE_DIR / "var").mkdir(exist_ok=True)
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
