@@ -105,7 +105,16 @@ async def seed(team: Team, users: list, tokens: list[GatewayToken], count: int, 
     for run, when in made:
         await sync_to_async(_spread_back)(await Run.objects.aget(pk=run.pk), min(when, now))
     await sync_to_async(rebuild_usage)(team)
+    await sync_to_async(_touch_tokens)(tokens)
     return len(made)
+
+
+def _touch_tokens(tokens: list[GatewayToken]) -> None:
+    """A token's last use is its latest run, as the gateway would have recorded it."""
+    for token in tokens:
+        latest = Run.objects.filter(token=token).order_by("-started_at").first()
+        if latest is not None:
+            GatewayToken.objects.filter(pk=token.pk).update(last_used_at=latest.started_at)
 
 
 def seed_with_simulator(team: Team, users: list, tokens: list[GatewayToken], count: int) -> int:
