@@ -1,0 +1,242 @@
+"""The statistics rollup beside DailyUsage: percentiles, iterations, maxTurns and partial costs.
+
+DailyUsage holds sums, which is all most report columns need. Percentiles cannot be summed,
+so each (team, day, dimensions) group also keeps log-scale histograms of run durations and of
+times to the first frame. Bucket `b >= 1` holds values in [g^(b-1), g^b) milliseconds with
+g = 1.05 (bucket 0 holds values under 1 ms); a percentile read from the merged histogram is the
+bucket's geometric middle, within ±2.5% of the exact value, however many runs went in.
+
+The rows are kept in step with finished runs by `record_run_stats` (per run) and
+`rebuild_run_stats` (a range of days, from the runs). `refresh_stale_days` compares each day's
+run count with DailyUsage's and rebuilds any day that disagrees, so a missed update (or a
+rollup rebuilt by a command that does not know about these rows) only costs one rebuild of
+that day on the next report.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.db.models.fields.json import KeyTextTransform
+
+from runs.models import (
+    FINISHED_STATUSES,
+    CostStatus,
+    DailyRunStats,
+    DailyUsage,
+    Run,
+    Team,
+)
+
+GAMMA = 1.05
+_LOG_GAMMA = math.log(GAMMA)
+
+
+def bucket_of(ms: float) -> int:
+    """The histogram bucket of a duration in milliseconds."""
+    if ms < 1:
+        return 0
+    return 1 + int(math.log(ms) / _LOG_GAMMA)
+
+
+def bucket_value(bucket: int) -> float:
+    """The value a bucket stands for: its geometric middle (bucket 0: zero)."""
+    if bucket <= 0:
+        return 0.0
+    return GAMMA ** (bucket - 0.5)
+
+
+def percentile(histogram: dict[int, int], fraction: float) -> float | None:
+    """Nearest-rank percentile of a merged histogram (bucket → count); None when empty."""
+    count = sum(histogram.values())
+    if count == 0:
+        return None
+    rank = max(1, math.ceil(fraction * count))
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= rank:
+            return bucket_value(bucket)
+    return bucket_value(max(histogram))  # unreachable: seen ends at count
+
+
+def merge_into(total: Counter, histogram: dict) -> None:
+    """Add a stored histogram (JSON keys are strings) to `total`."""
+    for bucket, count in histogram.items():
+        total[int(bucket)] += count
+
+
+def dimensions_of(agent: str, user_id: int | None, token_id: int | None, source: str) -> str:
+    """The DailyUsage group key, built exactly as runs.recording builds it."""
+    return f"{agent}|{user_id or ''}|{token_id or ''}|{source}"
+
+
+def _max_turns(config) -> int | None:
+    value = config.get("maxTurns") if isinstance(config, dict) else config
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+class _Group:
+    __slots__ = ("durations", "first_bytes", "hit", "iterations", "iterations_sum", "partial",
+                 "runs", "turns")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.runs = self.partial = self.iterations = self.iterations_sum = 0
+        self.turns = self.hit = 0
+        self.durations: Counter = Counter()
+        self.first_bytes: Counter = Counter()
+
+    def add(self, cost_status, iterations, max_turns, duration_ms, first_byte_ms) -> None:
+        self.runs += 1
+        self.partial += cost_status == CostStatus.PARTIAL
+        if iterations is not None:
+            self.iterations += 1
+            self.iterations_sum += iterations
+            if max_turns is not None:
+                self.turns += 1
+                self.hit += iterations >= max_turns
+        if duration_ms is not None:
+            self.durations[bucket_of(duration_ms)] += 1
+        if first_byte_ms is not None:
+            self.first_bytes[bucket_of(first_byte_ms)] += 1
+
+    def fields(self) -> dict:
+        return {
+            "runs": self.runs,
+            "partial_runs": self.partial,
+            "iterations_runs": self.iterations,
+            "iterations_sum": self.iterations_sum,
+            "max_turns_runs": self.turns,
+            "max_turns_hit": self.hit,
+            "duration_histogram": {str(b): n for b, n in sorted(self.durations.items())},
+            "first_byte_histogram": {str(b): n for b, n in sorted(self.first_bytes.items())},
+        }
+
+
+def _value(run: Run, deferred: set[str], name: str):
+    # finish_run loads only some columns: one it neither loaded nor set is still NULL.
+    return None if name in deferred else getattr(run, name)
+
+
+def record_run_stats(run: Run) -> None:
+    """Add one finished run to its group's statistics row (call beside record_usage)."""
+    deferred = run.get_deferred_fields()
+    group = _Group()
+    group.add(
+        run.cost_status,
+        _value(run, deferred, "iterations"),
+        _max_turns(_value(run, deferred, "config")),
+        _value(run, deferred, "duration_ms"),
+        _value(run, deferred, "first_byte_ms"),
+    )
+    dimensions = dimensions_of(run.agent, run.user_id, run.token_id, run.source)
+    key = {"team_id": run.team_id, "day": run.started_at.date(), "dimensions": dimensions}
+    with transaction.atomic():
+        row = DailyRunStats.objects.select_for_update().filter(**key).first()
+        if row is None:
+            try:
+                with transaction.atomic():
+                    DailyRunStats.objects.create(**key, **group.fields())
+                    return
+            except IntegrityError:
+                row = DailyRunStats.objects.select_for_update().get(**key)
+        row.runs += group.runs
+        row.partial_runs += group.partial
+        row.iterations_runs += group.iterations
+        row.iterations_sum += group.iterations_sum
+        row.max_turns_runs += group.turns
+        row.max_turns_hit += group.hit
+        for attribute, added in (
+            ("duration_histogram", group.durations),
+            ("first_byte_histogram", group.first_bytes),
+        ):
+            merged: Counter = Counter()
+            merge_into(merged, getattr(row, attribute))
+            merged.update(added)
+            setattr(row, attribute, {str(b): n for b, n in sorted(merged.items())})
+        row.save()
+
+
+def _day_bounds(since: date | None, until: date | None) -> dict:
+    lookup = {}
+    if since is not None:
+        lookup["started_at__gte"] = datetime.combine(since, time.min, tzinfo=UTC)
+    if until is not None:
+        lookup["started_at__lt"] = datetime.combine(until + timedelta(days=1), time.min, UTC)
+    return lookup
+
+
+def rebuild_run_stats(
+    team: Team | int | None = None, since: date | None = None, until: date | None = None
+) -> int:
+    """Rebuild the statistics rows of `team` (or every team) for [since, until] from the runs.
+
+    Reads only the columns it needs, in one pass; returns the number of runs counted.
+    """
+    team_id = team.pk if isinstance(team, Team) else team
+    runs = Run.objects.filter(status__in=FINISHED_STATUSES, **_day_bounds(since, until))
+    rows = DailyRunStats.objects.all()
+    if team_id is not None:
+        runs, rows = runs.filter(team_id=team_id), rows.filter(team_id=team_id)
+    if since is not None:
+        rows = rows.filter(day__gte=since)
+    if until is not None:
+        rows = rows.filter(day__lte=until)
+    groups: dict[tuple, _Group] = defaultdict(_Group)
+    columns = runs.annotate(max_turns=KeyTextTransform("maxTurns", "config")).values_list(
+        "team_id", "started_at", "agent", "user_id", "token_id", "source", "cost_status",
+        "iterations", "max_turns", "duration_ms", "first_byte_ms",
+    )  # fmt: skip
+    for (team_pk, started_at, agent, user_id, token_id, source, cost_status, iterations,
+         max_turns, duration_ms, first_byte_ms) in columns.iterator(chunk_size=10_000):  # fmt: skip
+        key = (team_pk, started_at.astimezone(UTC).date(), agent, user_id, token_id, source)
+        groups[key].add(cost_status, iterations, _max_turns(max_turns), duration_ms,
+                        first_byte_ms)  # fmt: skip
+    new_rows = [
+        DailyRunStats(
+            team_id=team_pk,
+            day=day,
+            dimensions=dimensions_of(agent, user_id, token_id, source),
+            **group.fields(),
+        )
+        for (team_pk, day, agent, user_id, token_id, source), group in groups.items()
+    ]
+    with transaction.atomic():
+        rows.delete()
+        DailyRunStats.objects.bulk_create(new_rows, batch_size=2000)
+    return sum(group.runs for group in groups.values())
+
+
+def stale_days(team: Team, since: date, until: date) -> list[date]:
+    """Days whose statistics do not describe the same runs as DailyUsage says they had."""
+    usage = dict(
+        DailyUsage.objects.filter(team=team, day__gte=since, day__lte=until)
+        .values("day")
+        .annotate(n=Sum("runs"))
+        .values_list("day", "n")
+        .order_by()
+    )
+    stats = dict(
+        DailyRunStats.objects.filter(team=team, day__gte=since, day__lte=until)
+        .values("day")
+        .annotate(n=Sum("runs"))
+        .values_list("day", "n")
+        .order_by()
+    )
+    return sorted(day for day in usage.keys() | stats.keys() if usage.get(day) != stats.get(day))
+
+
+def refresh_stale_days(team: Team, since: date, until: date) -> list[date]:
+    """Rebuild the statistics of every stale day in [since, until]; returns those days."""
+    days = stale_days(team, since, until)
+    for day in days:
+        rebuild_run_stats(team, day, day)
+    return days

@@ -1,0 +1,233 @@
+"""Pricing: each run's exact cost at the price in force when it started, and its cost status."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from runs.models import DailyUsage, Run
+from runs.pricing import PriceBook, Usage, cost_of, price_run
+from tests.reporting import finished_run, set_price
+
+pytestmark = pytest.mark.django_db
+
+USAGE = {"inputTokens": 1480, "outputTokens": 322}
+
+
+def test_it_prices_input_and_output_exactly(acme):
+    set_price(acme, input_per_million="3", output_per_million="15")
+    run = finished_run(acme, usage=USAGE)
+    # 1480 * $3/M + 322 * $15/M = 0.00444 + 0.00483
+    assert run.cost == Decimal("0.009270000")
+    assert run.cost_status == "computed"
+    run.refresh_from_db()
+    assert run.cost == Decimal("0.00927")
+
+
+def test_cached_input_is_part_of_input_and_billed_at_the_cached_price(acme):
+    set_price(acme, input_per_million="3", output_per_million="15", cached_input_per_million="0.3")
+    run = finished_run(acme, usage={**USAGE, "cachedInputTokens": 1000})
+    # (1480 - 1000) * 3 + 1000 * 0.3 + 322 * 15, per million
+    assert run.cost == Decimal("0.00144") + Decimal("0.0003") + Decimal("0.00483")
+    assert run.cost_status == "computed"
+
+
+def test_a_blank_cached_price_means_the_input_price(acme):
+    set_price(acme, input_per_million="3", output_per_million="15")
+    with_cache = finished_run(acme, usage={**USAGE, "cachedInputTokens": 1000})
+    without = finished_run(acme, usage=USAGE)
+    assert with_cache.cost == without.cost
+
+
+def test_cached_tokens_beyond_the_input_count_are_capped(acme):
+    set_price(acme, input_per_million="3", output_per_million="0", cached_input_per_million="1")
+    run = finished_run(
+        acme, usage={"inputTokens": 100, "outputTokens": 0, "cachedInputTokens": 500}
+    )
+    assert run.cost == Decimal("0.0001")  # 100 cached tokens at $1/M, never 500
+
+
+def test_reasoning_tokens_are_billed_on_top_of_output(acme):
+    set_price(acme, input_per_million="3", output_per_million="15", reasoning_per_million="60")
+    run = finished_run(acme, usage={**USAGE, "reasoningTokens": 500})
+    assert run.cost == Decimal("0.00444") + Decimal("0.00483") + Decimal("0.03")
+
+
+def test_a_blank_reasoning_price_means_the_output_price(acme):
+    set_price(acme, input_per_million="0", output_per_million="10")
+    run = finished_run(acme, usage={"inputTokens": 0, "outputTokens": 100, "reasoningTokens": 50})
+    assert run.cost == Decimal("0.0015")
+
+
+def test_no_price_is_unpriced_not_zero(acme):
+    run = finished_run(acme, usage=USAGE)
+    assert run.cost is None
+    assert run.cost_status == "unpriced"
+    row = DailyUsage.objects.get(team=acme)
+    assert row.unpriced_runs == 1 and row.cost == 0
+
+
+def test_another_agents_price_does_not_apply(acme):
+    set_price(acme, agent="support-chat")
+    run = finished_run(acme, agent="code-assistant", usage=USAGE)
+    assert run.cost_status == "unpriced"
+
+
+def test_another_teams_price_does_not_apply(acme, globex):
+    set_price(globex)
+    run = finished_run(acme, usage=USAGE)
+    assert run.cost_status == "unpriced"
+
+
+def test_an_agent_price_overrides_the_team_default(acme):
+    set_price(acme, input_per_million="3", output_per_million="15")
+    set_price(acme, agent="code-assistant", input_per_million="1", output_per_million="2")
+    run = finished_run(acme, agent="code-assistant", usage=USAGE)
+    other = finished_run(acme, agent="support-chat", usage=USAGE)
+    assert run.cost == Decimal("0.001480") + Decimal("0.000644")
+    assert other.cost == Decimal("0.00927")
+
+
+def test_the_price_in_force_on_the_start_day_applies(acme):
+    today = timezone.now().date()
+    set_price(acme, since=today - timedelta(days=10), input_per_million="1", output_per_million="1")
+    set_price(acme, since=today - timedelta(days=3), input_per_million="2", output_per_million="2")
+    set_price(acme, since=today + timedelta(days=1), input_per_million="9", output_per_million="9")
+    usage = {"inputTokens": 500_000, "outputTokens": 500_000}
+    old = finished_run(acme, usage=usage, started_at=timezone.now() - timedelta(days=5))
+    new = finished_run(acme, usage=usage, started_at=timezone.now() - timedelta(days=3))
+    now = finished_run(acme, usage=usage)
+    before = finished_run(acme, usage=usage, started_at=timezone.now() - timedelta(days=11))
+    assert old.cost == Decimal("1")
+    assert new.cost == Decimal("2")
+    assert now.cost == Decimal("2")  # tomorrow's price is not in force yet
+    assert before.cost_status == "unpriced"
+
+
+def test_an_agent_price_from_later_leaves_earlier_runs_on_the_default(acme):
+    today = timezone.now().date()
+    set_price(acme, since=today - timedelta(days=30), input_per_million="1", output_per_million="1")
+    set_price(
+        acme, agent="code-assistant", since=today, input_per_million="5", output_per_million="5"
+    )
+    usage = {"inputTokens": 1_000_000, "outputTokens": 0}
+    earlier = finished_run(acme, usage=usage, started_at=timezone.now() - timedelta(days=2))
+    assert earlier.cost == Decimal("1")
+
+
+@pytest.mark.parametrize("missing", ["inputTokens", "outputTokens"])
+def test_missing_input_or_output_is_partial_with_the_known_part(acme, missing):
+    set_price(acme, input_per_million="3", output_per_million="15")
+    usage = {name: value for name, value in USAGE.items() if name != missing}
+    run = finished_run(acme, usage=usage)
+    assert run.cost_status == "partial"
+    expected = Decimal("0.00483") if missing == "inputTokens" else Decimal("0.00444")
+    assert run.cost == expected
+
+
+def test_missing_cached_and_reasoning_counts_are_still_computed(acme):
+    set_price(acme)
+    run = finished_run(acme, usage={**USAGE, "totalTokens": 1802})
+    assert run.cost_status == "computed"
+
+
+def test_a_cut_stream_without_usage_is_partial_not_zero(acme):
+    set_price(acme)
+    run = finished_run(acme, usage=None, status="interrupted", http_status=200)
+    assert run.cost_status == "partial"
+    assert run.cost == 0
+
+
+def test_a_run_refused_by_runtools_costs_nothing(acme):
+    set_price(acme)
+    run = finished_run(acme, usage=None, status="failed", http_status=429)
+    assert run.cost_status == "computed"
+    assert run.cost == 0
+
+
+def test_older_openai_style_names_are_priced(acme):
+    set_price(acme, input_per_million="3", output_per_million="15")
+    run = finished_run(acme, usage={"promptTokens": 1480, "completionTokens": 322})
+    assert run.cost == Decimal("0.00927")
+    assert run.cost_status == "computed"
+
+
+def test_tiny_prices_stay_exact(acme):
+    set_price(acme, input_per_million="0.001", output_per_million="0.001")
+    run = finished_run(acme, usage={"inputTokens": 1, "outputTokens": 2})
+    assert run.cost == Decimal("0.000000003")
+    run.refresh_from_db()
+    assert run.cost == Decimal("0.000000003")
+
+
+def test_cost_of_is_the_documented_formula():
+    class P:
+        input_per_million = Decimal("2.5")
+        output_per_million = Decimal("10")
+        cached_rate = Decimal("1.25")
+        reasoning_rate = Decimal("40")
+
+    usage = Usage(input_tokens=10_000, output_tokens=2_000, cached_input_tokens=4_000,
+                  reasoning_tokens=1_000)  # fmt: skip
+    cost, status = cost_of(usage, P())
+    assert (
+        cost == (6_000 * Decimal("2.5") + 4_000 * Decimal("1.25") + 2_000 * 10 + 1_000 * 40) / 10**6
+    )
+    assert status == "computed"
+
+
+def test_the_price_book_agrees_with_the_database_lookup(acme):
+    today = timezone.now().date()
+    set_price(acme, since=today - timedelta(days=9), input_per_million="1", output_per_million="1")
+    set_price(acme, agent="deep-thinker", since=today - timedelta(days=4), output_per_million="7")
+    runs = [
+        finished_run(acme, agent=agent, usage=USAGE, started_at=timezone.now() - timedelta(days=d))
+        for agent in ("deep-thinker", "support-chat")
+        for d in (1, 5, 12)
+    ]
+    book = PriceBook(acme.pk)
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        assert price_run(run, book) == price_run(run) == (run.cost, run.cost_status)
+
+
+# --- recompute_costs --------------------------------------------------------------------------
+
+
+def test_recompute_costs_reprices_runs_and_fixes_the_rollup(acme):
+    started = timezone.now() - timedelta(days=2)
+    unpriced = finished_run(acme, usage=USAGE, started_at=started)
+    assert unpriced.cost_status == "unpriced"
+    set_price(acme, since=started.date(), input_per_million="3", output_per_million="15")
+    call_command("recompute_costs", "--since", started.date().isoformat())
+    unpriced.refresh_from_db()
+    assert unpriced.cost == Decimal("0.00927") and unpriced.cost_status == "computed"
+    row = DailyUsage.objects.get(team=acme)
+    assert row.cost == Decimal("0.00927") and row.unpriced_runs == 0
+
+
+def test_recompute_costs_leaves_runs_before_since_alone(acme):
+    old = finished_run(acme, usage=USAGE, started_at=timezone.now() - timedelta(days=9))
+    set_price(acme, since=date(2000, 1, 1))
+    since = (timezone.now() - timedelta(days=3)).date().isoformat()
+    call_command("recompute_costs", "--since", since)
+    old.refresh_from_db()
+    assert old.cost_status == "unpriced"
+
+
+def test_recompute_costs_rejects_a_bad_date(acme):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="YYYY-MM-DD"):
+        call_command("recompute_costs", "--since", "last tuesday")
+
+
+def test_it_prices_by_utc_start_day(acme):
+    set_price(acme, since=date(2026, 3, 2), input_per_million="1", output_per_million="0")
+    set_price(acme, since=date(2026, 3, 1), input_per_million="9", output_per_million="0")
+    late = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
+    run = finished_run(acme, usage={"inputTokens": 1_000_000, "outputTokens": 0}, started_at=late)
+    assert run.cost == Decimal("9")
