@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -38,9 +39,12 @@ from runs.models import (
     Thread,
     hash_token,
 )
+from runs.ratelimit import CacheUnavailable
 from runs.recording import RunOutcome, error_outcome, finish_run, json_outcome, start_run
 from runs.runner import IN_FLIGHT, READERS, RunReader, Sink
 from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
+
+logger = logging.getLogger(__name__)
 
 # Response headers that belong to one hop, or that rtdash recomputes.
 HOP_HEADERS = frozenset(
@@ -101,8 +105,14 @@ def _check_rate(token: GatewayToken) -> None:
         return
     window = int(time.time() // 60)
     counter = f"rtdash:gateway-rate:{token.pk}:{window}"
-    cache.add(counter, 0, timeout=120)
-    if cache.incr(counter) > token.requests_per_minute:
+    try:
+        cache.add(counter, 0, timeout=120)
+        used = cache.incr(counter)
+    except CacheUnavailable:
+        # Redis is down: serving the run unmetered beats refusing every request.
+        logger.warning("Cache unavailable: token %s is not rate limited", token.prefix)
+        return
+    if used > token.requests_per_minute:
         retry_after = 60 - int(time.time() % 60)
         raise GatewayError(
             429,

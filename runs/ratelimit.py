@@ -1,16 +1,28 @@
 """Fixed-window counters in the cache, for throttling login attempts (and anything like it).
 
-The cache is per process (see CACHES in settings), so with several workers the effective limit
-is the limit times the number of workers: good enough to make guessing passwords slow, and it
-needs no extra service.
+With REDIS_URL set the cache is Redis and the counts are shared by every worker; without it
+the cache is per process, so with several workers the effective limit is the limit times the
+number of workers. When Redis is down the counters fail open (and say so in the log): a
+throttle must not take logins or the gateway down with it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from django.conf import settings
 from django.core.cache import cache
+
+try:
+    from redis.exceptions import RedisError as CacheUnavailable
+except ImportError:  # no Redis client installed: the local cache cannot be unavailable
+
+    class CacheUnavailable(Exception):  # type: ignore[no-redef]
+        pass
+
+
+logger = logging.getLogger(__name__)
 
 LOGIN_WINDOW_SECONDS = 15 * 60
 
@@ -26,7 +38,11 @@ class FixedWindow:
         self.window = window
 
     def count(self) -> int:
-        return cache.get(self.key, 0)
+        try:
+            return cache.get(self.key, 0)
+        except CacheUnavailable:
+            logger.warning("Cache unavailable: not throttling %s", self.key.split(":")[2])
+            return 0
 
     def exhausted(self) -> bool:
         return self.count() >= self.limit
@@ -35,16 +51,23 @@ class FixedWindow:
         """Count one event and return the count so far in this window."""
         # add() only sets the key when it is missing, so the window starts at the first event
         # and incr() keeps its expiry.
-        cache.add(self.key, 0, timeout=self.window)
         try:
-            return cache.incr(self.key)
-        except ValueError:
-            # The key expired between add() and incr(): this event opens a new window.
-            cache.set(self.key, 1, timeout=self.window)
-            return 1
+            cache.add(self.key, 0, timeout=self.window)
+            try:
+                return cache.incr(self.key)
+            except ValueError:
+                # The key expired between add() and incr(): this event opens a new window.
+                cache.set(self.key, 1, timeout=self.window)
+                return 1
+        except CacheUnavailable:
+            logger.warning("Cache unavailable: not counting %s", self.key.split(":")[2])
+            return 0
 
     def reset(self) -> None:
-        cache.delete(self.key)
+        try:
+            cache.delete(self.key)
+        except CacheUnavailable:
+            logger.warning("Cache unavailable: could not reset %s", self.key.split(":")[2])
 
 
 def login_attempts(ip: str | None, username: str) -> FixedWindow:
