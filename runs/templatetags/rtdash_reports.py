@@ -1,0 +1,99 @@
+"""Formatting for reports: money that never turns "unknown" into $0, tokens, milliseconds."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
+
+from runs.budgets import money as _money
+from runs.models import CostStatus
+
+register = template.Library()
+
+# Constant markup, no data in it.
+UNPRICED = mark_safe('<span class="unpriced" title="No price applies">unpriced</span>')
+NOT_YET = mark_safe('<span class="muted">—</span>')
+
+
+@register.filter
+def money(amount: Decimal | None) -> str:
+    """Dollars; None (no price) reads "unpriced", never $0."""
+    return _money(amount)
+
+
+@register.filter
+def run_cost(run) -> SafeString:
+    """A run's cost with its status: unpriced, a partial lower bound, or exact."""
+    if run.cost_status == CostStatus.UNPRICED or (
+        run.cost is None and run.cost_status != CostStatus.PENDING
+    ):
+        return UNPRICED
+    if run.cost_status == CostStatus.PENDING or run.cost is None:
+        return NOT_YET
+    if run.cost_status == CostStatus.PARTIAL:
+        return format_html(
+            '<span class="partial" title="Some usage was not reported: at least this">≥ {}</span>',
+            _money(run.cost),
+        )
+    return format_html("{}", _money(run.cost))
+
+
+@register.filter
+def group_cost(row) -> SafeString:
+    """A report row's cost: "unpriced" when no run had a price, else the sum, with notes."""
+    if row.fully_unpriced:
+        return UNPRICED
+    text = format_html("{}{}", "≥ " if row.partial_runs else "", _money(row.cost))
+    notes = []
+    if row.unpriced_runs:
+        notes.append(f"+{row.unpriced_runs} unpriced")
+    if row.partial_runs:
+        notes.append(f"{row.partial_runs} partial")
+    if notes:
+        return format_html('{} <span class="note">({})</span>', text, ", ".join(notes))
+    return text
+
+
+@register.filter
+def tokens(value) -> str:
+    if value is None:
+        return "—"
+    return f"{int(value):,}"
+
+
+@register.filter
+def ms(value) -> str:
+    """Milliseconds for people: 850 ms, 12.4 s."""
+    if value is None:
+        return "—"
+    value = float(value)
+    if value < 1000:
+        return f"{value:.0f} ms"
+    return f"{value / 1000:.1f} s"
+
+
+@register.filter
+def percent(value) -> str:
+    if value is None:
+        return "—"
+    return f"{float(value) * 100:.1f}%"
+
+
+@register.filter
+def decimal1(value) -> str:
+    return "—" if value is None else f"{float(value):.1f}"
+
+
+@register.filter
+def get_item(mapping: dict, key):
+    return mapping.get(key, "")
+
+
+@register.filter
+def urlencode_dict(mapping: dict) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(mapping)
