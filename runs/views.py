@@ -10,16 +10,44 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
 from runs import upstream
 from runs.access import team_view
 
 
+def _url(name: str, *args) -> str | None:
+    """A page of another feature, if it exists yet (features land one by one)."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
+
+
 @require_GET
 @team_view()
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "runs/overview.html", {})
+    """The team at a glance; every number links to the report or list behind it."""
+    from runs.budgets import budget_statuses, note_alerts
+    from runs.reports import overview as overview_data
+
+    team = request.team
+    data = overview_data(team)
+    statuses = budget_statuses(team)
+    note_alerts(team, statuses, request)
+    today = data.today.until.isoformat()
+    context = {
+        "data": data,
+        "team_budget": next((s for s in statuses if not s.budget.agent), None),
+        "budgets": [s for s in statuses if s.level != "ok"],
+        "today": today,
+        "week_since": data.week.since.isoformat(),
+        "month_since": data.month.since.isoformat(),
+        "run_list_url": _url("run_list"),
+        "run_links": [(run, _url("run_detail", run.pk)) for run in data.runs],
+    }
+    return render(request, "runs/overview.html", context)
 
 
 def _database_ok() -> bool:
