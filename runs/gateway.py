@@ -40,7 +40,14 @@ from runs.models import (
     hash_token,
 )
 from runs.ratelimit import CacheUnavailable
-from runs.recording import RunOutcome, error_outcome, finish_run, json_outcome, start_run
+from runs.recording import (
+    RunOutcome,
+    error_outcome,
+    finish_run,
+    json_outcome,
+    start_run,
+    storable,
+)
 from runs.runner import IN_FLIGHT, READERS, RunReader, Sink
 from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
 
@@ -262,24 +269,40 @@ def _finish_after_response(run_id: int, outcome: RunOutcome) -> None:
     task.add_done_callback(lambda _task: IN_FLIGHT.discard(run_id))
 
 
+def _invalid(problem: InvalidRequest) -> JsonResponse:
+    code = "payload_too_large" if problem.status == 413 else "bad_request"
+    return error_response(problem.status, code, problem.message, field=problem.field)
+
+
+def _refused(problem: GatewayError) -> JsonResponse:
+    response = error_response(problem.status, problem.code, problem.message)
+    for name, value in problem.headers.items():
+        response[name] = value
+    return response
+
+
 async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
     received = time.perf_counter()
     try:
+        # An oversized body is refused before anything else, unread.
         raw = _read_body(request)
-        run_request = validate_run(
-            parse_body(raw, settings.RTDASH_MAX_BODY_BYTES), raw, agent_from_path=agent_from_path
-        )
     except InvalidRequest as problem:
-        code = "payload_too_large" if problem.status == 413 else "bad_request"
-        return error_response(problem.status, code, problem.message, field=problem.field)
+        return _invalid(problem)
+    # Validated here (no I/O) but reported after authentication: strangers get a 401 and
+    # learn nothing about what a valid body looks like.
+    run_request, problem = None, None
+    try:
+        body = parse_body(raw, settings.RTDASH_MAX_BODY_BYTES)
+        run_request = validate_run(body, raw, agent_from_path=agent_from_path)
+    except InvalidRequest as invalid:
+        problem = invalid
     legacy = agent_from_path is not None
     try:
         caller = await sync_to_async(_authorize)(_credential(request), run_request, legacy)
-    except GatewayError as problem:
-        response = error_response(problem.status, problem.code, problem.message)
-        for name, value in problem.headers.items():
-            response[name] = value
-        return response
+    except GatewayError as refused:
+        return _refused(refused)
+    if problem is not None:
+        return _invalid(problem)
     run = caller.run
     path = f"/agents/{agent_from_path}/run" if legacy else "/run"
     # Shielded: if the client hangs up, the run is still read to its end and recorded.
@@ -362,11 +385,8 @@ async def _proxy(
         return error_response(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
     try:
         caller = await sync_to_async(_authorize)(_credential(request))
-    except GatewayError as problem:
-        response = error_response(problem.status, problem.code, problem.message)
-        for name, value in problem.headers.items():
-            response[name] = value
-        return response
+    except GatewayError as refused:
+        return _refused(refused)
     content = None
     if request.method in ("POST", "PATCH", "PUT"):
         try:
@@ -388,9 +408,9 @@ async def _proxy(
 def _mark_thread_deleted(thread_id: str):
     def mark(team: Team, content: bytes | None) -> None:
         # The thread's runs keep their usage and cost; only its content goes (elsewhere).
-        Thread.objects.filter(team=team, upstream_id=thread_id, deleted_at__isnull=True).update(
-            deleted_at=timezone.now()
-        )
+        Thread.objects.filter(
+            team=team, upstream_id=storable(thread_id), deleted_at__isnull=True
+        ).update(deleted_at=timezone.now())
 
     return mark
 
@@ -405,11 +425,11 @@ def _mark_thread_patched(thread_id: str):
             return
         fields = {}
         if isinstance(changes.get("title"), str):
-            fields["title"] = changes["title"][:200]
+            fields["title"] = storable(changes["title"][:200])
         if isinstance(changes.get("archived"), bool):
             fields["archived"] = changes["archived"]
         if fields:
-            Thread.objects.filter(team=team, upstream_id=thread_id).update(**fields)
+            Thread.objects.filter(team=team, upstream_id=storable(thread_id)).update(**fields)
 
     return mark
 

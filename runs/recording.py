@@ -152,6 +152,20 @@ def _usage_value(usage: dict, names: tuple[str, ...]) -> int | None:
     return None
 
 
+def storable(value: Any) -> Any:
+    """The value with NUL characters replaced: PostgreSQL refuses them in text and jsonb.
+
+    The upstream gets the caller's bytes unchanged; only rtdash's copy is mended.
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    return value
+
+
 def start_run(
     team: Team,
     request: RunRequest,
@@ -167,14 +181,14 @@ def start_run(
         source=source,
         token=token,
         user=user,
-        agent=request.agent,
-        prompt=request.prompt,
-        messages=request.messages,
-        config=request.config,
-        metadata=request.metadata,
+        agent=storable(request.agent),
+        prompt=storable(request.prompt),
+        messages=storable(request.messages),
+        config=storable(request.config),
+        metadata=storable(request.metadata),
         stream=request.stream,
         legacy_path=legacy_path,
-        upstream_thread_id=request.thread_id,
+        upstream_thread_id=storable(request.thread_id),
         started_at=now,
         reader=READER_ID,
         heartbeat_at=now,
@@ -189,7 +203,10 @@ def save_events(run_id: int, events: list[tuple[int, str, str, datetime]]) -> No
     """
     table = RunEvent._meta.db_table
     adapt = connection.ops.adapt_datetimefield_value
-    rows = [(run_id, seq, event[:100], data, adapt(at)) for seq, event, data, at in events]
+    rows = [
+        (run_id, seq, storable(event[:100]), storable(data), adapt(at))
+        for seq, event, data, at in events
+    ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO {table} (run_id, sequence, event, data, created_at) "  # noqa: S608 - table name from the model, values bound
@@ -202,19 +219,19 @@ def save_events(run_id: int, events: list[tuple[int, str, str, datetime]]) -> No
 def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
     run.status = outcome.status or RunStatus.COMPLETED
     if outcome.result is not None:
-        run.result = outcome.result
+        run.result = storable(outcome.result)
     if outcome.usage is not None:
-        run.usage = outcome.usage
+        run.usage = storable(outcome.usage)
         for column, names in USAGE_FIELDS.items():
             setattr(run, column, _usage_value(outcome.usage, names))
     run.iterations = outcome.iterations
-    run.upstream_run_id = outcome.upstream_run_id or run.upstream_run_id
-    run.upstream_thread_id = outcome.upstream_thread_id or run.upstream_thread_id
-    run.sandbox_id = outcome.sandbox_id
-    run.execution_mode = outcome.execution_mode
+    run.upstream_run_id = storable(outcome.upstream_run_id) or run.upstream_run_id
+    run.upstream_thread_id = storable(outcome.upstream_thread_id) or run.upstream_thread_id
+    run.sandbox_id = storable(outcome.sandbox_id)
+    run.execution_mode = storable(outcome.execution_mode)
     run.http_status = outcome.http_status
-    run.error_code = outcome.error_code
-    run.error_message = outcome.error_message
+    run.error_code = storable(outcome.error_code)
+    run.error_message = storable(outcome.error_message)
     run.frame_count = outcome.frame_count
     run.finished_at = now
     run.duration_ms = max(0, round((now - run.started_at).total_seconds() * 1000))

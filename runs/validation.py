@@ -46,6 +46,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _has_control_characters(text: str) -> bool:
+    # Ids and slugs never hold them, and PostgreSQL cannot even look up a NUL.
+    return any(ord(character) < 0x20 or character == "\x7f" for character in text)
+
+
 def parse_body(raw: bytes, max_bytes: int) -> dict:
     if len(raw) > max_bytes:
         raise InvalidRequest("body", f"The request body is larger than {max_bytes} bytes.", 413)
@@ -126,6 +131,8 @@ def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) 
         raise InvalidRequest("agent", "agent is required: the agent's slug or ID, as a string.")
     if len(agent) > 200:
         raise InvalidRequest("agent", "agent is longer than 200 characters.")
+    if _has_control_characters(agent):
+        raise InvalidRequest("agent", "agent contains control characters; use a slug or an ID.")
     prompt, messages = body.get("prompt"), body.get("messages")
     if prompt is None and messages is None:
         raise InvalidRequest("prompt", "Either prompt or messages is required.")
@@ -136,8 +143,12 @@ def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) 
     if prompt is not None and messages is None and not prompt.strip():
         raise InvalidRequest("prompt", "prompt is empty.")
     thread_id = body.get("threadId")
-    if thread_id is not None and (not isinstance(thread_id, str) or len(thread_id) > 200):
-        raise InvalidRequest("threadId", "threadId must be a string of at most 200 characters.")
+    if thread_id is not None and (
+        not isinstance(thread_id, str) or len(thread_id) > 200 or _has_control_characters(thread_id)
+    ):
+        raise InvalidRequest(
+            "threadId", "threadId must be a string of at most 200 printable characters."
+        )
     stream = body.get("stream", True)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream", "stream must be true or false.")

@@ -324,6 +324,8 @@ async def test_a_long_stream_is_relayed_and_stored_completely(gateway):
         ({"prompt": "hi"}, "agent"),
         ({"agent": "", "prompt": "hi"}, "agent"),
         ({"agent": 7, "prompt": "hi"}, "agent"),
+        ({"agent": "support\x00chat", "prompt": "hi"}, "agent"),
+        ({"agent": "support-chat", "prompt": "hi", "threadId": "thr_\n1"}, "threadId"),
         ({"agent": "support-chat"}, "prompt"),
         ({"agent": "support-chat", "prompt": 12}, "prompt"),
         ({"agent": "support-chat", "messages": "hi"}, "messages"),
@@ -417,3 +419,20 @@ async def test_the_rollup_equals_a_rebuild_from_the_runs(gateway, acme):
     assert counted == 4
     assert await sync_to_async(snapshot)() == incremental
     assert sum(row[2] for row in incremental) == 4
+
+
+async def test_nul_characters_are_forwarded_and_recorded_mended(gateway):
+    """PostgreSQL refuses NUL in text: rtdash keeps its own copy storable, the run goes on."""
+    body = {
+        "agent": "support-chat",
+        "prompt": "null\x00byte",
+        "stream": False,
+        "metadata": {"k\x00": ["v\x00"]},
+    }
+    response = await gateway("POST", "/v1/run", body)
+    assert response.status_code == 200
+    assert "null" in response.json()["data"]["result"]
+    run = await finished_run()
+    assert run.prompt == "null\ufffdbyte"
+    assert run.metadata == {"k\ufffd": ["v\ufffd"]}
+    assert run.status == "completed"

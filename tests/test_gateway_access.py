@@ -218,3 +218,12 @@ async def test_one_team_never_sees_anothers_threads(as_acme, as_globex):
 
     acme_runs = await sync_to_async(list)(Run.objects.filter(team__slug="acme"))
     assert [run.prompt for run in acme_runs] == ["Plan the launch"]
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_strangers_get_401_before_any_validation(async_client):
+    response = await async_client.post(
+        "/v1/run", b"not json", content_type="application/json", headers={"X-API-Key": "rtd_x"}
+    )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_token"
