@@ -25,6 +25,7 @@ def test_it_refuses_unsafe_production_settings(settings):
     settings.SECRET_KEY = settings.INSECURE_DEV_SECRET_KEY
     settings.ALLOWED_HOSTS = ["*"]
     settings.RTDASH_ENCRYPTION_KEYS = ""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     assert _check_ids(settings) == {"rtdash.E001", "rtdash.E002", "rtdash.E003", "rtdash.E004"}
 
 
