@@ -231,3 +231,134 @@ def test_it_prices_by_utc_start_day(acme):
     late = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
     run = finished_run(acme, usage={"inputTokens": 1_000_000, "outputTokens": 0}, started_at=late)
     assert run.cost == Decimal("9")
+
+
+# --- The prices page --------------------------------------------------------------------------
+
+
+def login(client, user):
+    from tests.conftest import PASSWORD
+
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+PRICE_FORM = {
+    "agent": "",
+    "effective_from": "2026-01-01",
+    "input_per_million": "3",
+    "output_per_million": "15",
+    "cached_input_per_million": "0.3",
+    "reasoning_per_million": "",
+}
+
+
+def test_the_prices_page_lists_prices(client, bob, acme):
+    set_price(acme, since=date(2026, 1, 1), input_per_million="2.5")
+    set_price(acme, agent="deep-thinker", since=date(2026, 2, 1), output_per_million="60")
+    body = login(client, bob).get("/reports/prices").content.decode()
+    assert "Team default" in body and "deep-thinker" in body
+    assert "$2.500" in body and "$60.000" in body
+    assert "Add a price" not in body  # a member reads, owners and admins change
+
+
+def test_with_no_prices_the_page_says_runs_are_unpriced(client, alice, acme):
+    body = login(client, alice).get("/reports/prices").content.decode()
+    assert "No prices yet" in body and "unpriced" in body
+
+
+def test_an_owner_adds_a_price_and_it_is_audited(client, alice, acme):
+    response = login(client, alice).post("/reports/prices/add", PRICE_FORM)
+    assert response.status_code == 302
+    price = acme.prices.get()
+    assert price.agent == "" and price.cached_input_per_million == Decimal("0.3")
+    assert price.reasoning_per_million is None and price.created_by == alice
+    event = acme.audit.get(action="price_set")
+    assert "team default from 2026-01-01" in event.target and "output $15/M" in event.target
+
+
+def test_a_new_price_prices_the_next_run(client, alice, acme):
+    login(client, alice).post(
+        "/reports/prices/add", {**PRICE_FORM, "effective_from": timezone.now().date()}
+    )
+    assert finished_run(acme, usage=USAGE).cost == Decimal("0.00927")
+
+
+def test_htmx_gets_the_prices_section(client, alice, acme):
+    response = login(client, alice).post(
+        "/reports/prices/add",
+        {**PRICE_FORM, "agent": "support-chat"},
+        headers={"HX-Request": "true"},
+    )
+    body = response.content.decode()
+    assert response.status_code == 200 and body.startswith('<section id="prices"')
+    assert "recompute_costs --since 2026-01-01" in body
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"input_per_million": "-1"},
+        {"output_per_million": ""},
+        {"input_per_million": "0.0001"},  # more than three decimals would not stay exact
+        {"effective_from": "someday"},
+    ],
+)
+def test_it_rejects_a_bad_price(client, alice, acme, change):
+    response = login(client, alice).post("/reports/prices/add", {**PRICE_FORM, **change})
+    assert response.status_code == 400
+    assert not acme.prices.exists()
+
+
+def test_it_refuses_two_prices_for_the_same_agent_and_day(client, alice, acme):
+    login(client, alice).post("/reports/prices/add", PRICE_FORM)
+    response = client.post("/reports/prices/add", {**PRICE_FORM, "input_per_million": "9"})
+    assert response.status_code == 400
+    assert acme.prices.get().input_per_million == Decimal("3")
+
+
+@pytest.mark.parametrize("member", ["bob", "victor"])
+def test_members_and_viewers_cannot_change_prices(client, request, acme, member):
+    user = request.getfixturevalue(member)
+    price = set_price(acme)
+    login(client, user)
+    assert client.post("/reports/prices/add", PRICE_FORM).status_code == 404
+    assert client.post(f"/reports/prices/{price.pk}/delete").status_code == 404
+    assert acme.prices.count() == 1
+
+
+def test_an_owner_deletes_a_price(client, alice, acme):
+    price = set_price(acme)
+    assert login(client, alice).post(f"/reports/prices/{price.pk}/delete").status_code == 302
+    assert not acme.prices.exists()
+    assert acme.audit.filter(action="price_deleted").exists()
+
+
+def test_an_outsider_cannot_touch_or_see_acme_prices(client, charlie, acme):
+    price = set_price(acme, input_per_million="123.456")
+    login(client, charlie)
+    assert client.post(f"/reports/prices/{price.pk}/delete").status_code == 404
+    assert acme.prices.exists()
+    assert "123.456" not in client.get("/reports/prices").content.decode()
+    client.post("/reports/prices/add", PRICE_FORM)
+    assert acme.prices.count() == 1  # charlie's price went to globex
+
+
+def test_the_price_pages_require_login(client, acme):
+    price = set_price(acme)
+    for method, url in [
+        ("get", "/reports/prices"),
+        ("post", "/reports/prices/add"),
+        ("post", f"/reports/prices/{price.pk}/delete"),
+    ]:
+        response = getattr(client, method)(url)
+        assert response.status_code == 302 and "/login/" in response["Location"]
+    assert acme.prices.exists()
+
+
+def test_the_price_pages_reject_the_wrong_method(client, alice, acme):
+    price = set_price(acme)
+    login(client, alice)
+    assert client.post("/reports/prices").status_code == 405
+    assert client.get("/reports/prices/add").status_code == 405
+    assert client.get(f"/reports/prices/{price.pk}/delete").status_code == 405
