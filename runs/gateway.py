@@ -22,7 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -31,6 +31,7 @@ from runs import upstream
 from runs.budgets import BudgetExceeded, enforce_budget
 from runs.crypto import KeyDecryptionError, decrypt_for_upstream
 from runs.models import (
+    Budget,
     GatewayToken,
     Run,
     RunToolsKey,
@@ -142,7 +143,11 @@ def _authorize(
     ).values("ciphertext")[:1]
     token = (
         GatewayToken.objects.select_related("team")
-        .annotate(default_key_ciphertext=Subquery(default_key))
+        .annotate(
+            default_key_ciphertext=Subquery(default_key),
+            # Most teams have no budget: then the budget check costs nothing more.
+            has_budget=Exists(Budget.objects.filter(team=OuterRef("team"))),
+        )
         .filter(token_hash=hash_token(plaintext))
         .first()
     )
@@ -165,10 +170,11 @@ def _authorize(
         ) from None
     caller = Caller(token=token, team=token.team, runtools_key=runtools_key)
     if run_request is not None:
-        try:
-            enforce_budget(token.team, run_request.agent)
-        except BudgetExceeded as exceeded:
-            raise GatewayError(402, exceeded.code, exceeded.message) from None
+        if token.has_budget:
+            try:
+                enforce_budget(token.team, run_request.agent)
+            except BudgetExceeded as exceeded:
+                raise GatewayError(402, exceeded.code, exceeded.message) from None
         caller.run = start_run(
             token.team, run_request, source=Source.GATEWAY, token=token, legacy_path=legacy
         )
