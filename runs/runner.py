@@ -83,6 +83,9 @@ class EventWriter:
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
         self.next_sequence = 1
+        # Every frame up to this sequence is committed. The playground's relay (runs.relay)
+        # keeps frames in memory until then, to answer a late joiner's catch-up request.
+        self.stored_through = 0
         self._pending: list[tuple[int, str, str, datetime]] = []
         self._oldest = 0.0
         self._last_write: asyncio.Future | None = None
@@ -111,6 +114,7 @@ class EventWriter:
         if previous is not None:
             await previous
         await sync_to_async(save_events)(self.run_id, batch)
+        self.stored_through = batch[-1][0]
 
     async def close(self) -> None:
         self.flush()
@@ -137,6 +141,7 @@ class RunReader:
         self.parser = SSEParser()
         self.saw_final_frame = False
         self.stop_requested = False
+        self.finishing = False
         self._unparsed: list[tuple[bytes, datetime]] = []
         self._unparsed_bytes = 0
         self._oldest_unparsed = 0.0
@@ -155,6 +160,11 @@ class RunReader:
 
     def stop(self) -> None:
         """Stop reading: the upstream request is cancelled and the run ends `cancelled`."""
+        if self.finishing:
+            # The upstream has ended and the run is being recorded: a cancel now would cut the
+            # final write short and leave the run `running` for the reaper. (A Stop pressed as
+            # the stream ends, from the playground or another worker, lands here.)
+            return
         self.stop_requested = True
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -189,6 +199,7 @@ class RunReader:
             self.outcome.fail(problem.code, problem.message, status)
             injected = disconnect_frame(problem.message)
         finally:
+            self.finishing = True
             await self.response.aclose()
             self.outcome.upstream_ms = (time.perf_counter() - started) * 1000
             await self._finish(injected)

@@ -1,0 +1,405 @@
+"""The playground's websocket: start a run, watch it live (from any point), stop it.
+
+Routes (runs/routing.py), one consumer:
+- `ws/playground/` — a tab about to start a run: `{"action": "start", "form": {...}}`, the
+  playground form's fields as name → value or list of values.
+- `ws/runs/<id>/?after=<sequence>` — a tab watching a run: a reload, a teammate, a link.
+Both take `{"action": "stop"}`. A socket follows one run at a time; the run does not depend
+on it, so closing the tab never stops a run.
+
+Closes with 4401 (not logged in), 4403 (no team, or not the team's run), 4413 (a message over
+64 KiB), 4429 (too many messages). To the browser, JSON:
+    {"type": "started", "run", "url"}                    this socket's start made run `run`
+    {"type": "run", ...}                                  the run followed (playground.summary)
+    {"type": "frames", "frames": [[seq, event, data]]}    every frame exactly once, in order
+    {"type": "finished", ...}                             the recorded outcome (summary)
+    {"type": "invalid", "errors": {field: [message]}}     the form needs fixing
+    {"type": "error", "code", "message"}                  refused: role, budget, key, busy
+
+Following a run: join its group first, so no live frame is missed; replay what the database
+has; then ask the reader (runs.relay, on whichever worker) for the frames after that, holding
+live frames until the answer comes; then pass live frames on, each sequence once. A gap in
+live frames (a full channel drops messages) starts another catch-up. If nobody answers, the
+reader is gone: a watchdog looks at the run's row and ends the story from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import time
+from collections import deque
+from types import SimpleNamespace
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.utils import timezone
+from django.utils.datastructures import MultiValueDict
+
+from runs.access import current_membership
+from runs.budgets import BudgetExceeded
+from runs.crypto import KeyDecryptionError
+from runs.execution import NoRunToolsKey, launch
+from runs.models import Run, RunEvent, Source
+from runs.playground import InvalidRun, build_run_request, refusal, summary, watch_url
+from runs.relay import RelaySink, control_group, request_stop, run_group
+
+MAX_MESSAGE_BYTES = 64 * 1024
+FLOOD_MESSAGES = 30  # at most this many client messages ...
+FLOOD_SECONDS = 10.0  # ... in this many seconds
+CATCHUP_TIMEOUT = 1.0  # ask again, and look at the run's row, after this long unanswered
+CHECK_SECONDS = 5.0  # while following, look at the run's row this often (a dead reader)
+WATCHDOG_TICK = 0.25
+REPLAY_BATCH = 1000
+FIRST_TOKEN_EVENTS = ("assistant_message_delta", "assistant_thinking_delta")
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_LARGE = 4413
+CLOSE_FLOOD = 4429
+
+
+class Following(enum.Enum):
+    NOTHING = "nothing"
+    CATCHING_UP = "catching up"
+    LIVE = "live"
+    DONE = "done"
+
+
+# --- Database helpers ---------------------------------------------------------------------
+
+
+@database_sync_to_async
+def _membership(scope):
+    request = SimpleNamespace(user=scope["user"], session=scope["session"])
+    return current_membership(request)
+
+
+@database_sync_to_async
+def _team_run_id(team, run_id: int) -> int | None:
+    return Run.objects.filter(team=team, pk=run_id).values_list("pk", flat=True).first()
+
+
+@database_sync_to_async
+def _run_state(run_id: int) -> dict:
+    run = Run.objects.get(pk=run_id)
+    state = summary(run)
+    state["elapsedMs"] = round((timezone.now() - run.started_at).total_seconds() * 1000)
+    first = (
+        RunEvent.objects.filter(run_id=run_id, event__in=FIRST_TOKEN_EVENTS)
+        .order_by("sequence")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    if first is not None:
+        state["firstTokenMs"] = round((first - run.started_at).total_seconds() * 1000)
+    return state
+
+
+@database_sync_to_async
+def _is_finished(run_id: int) -> bool:
+    return not Run.objects.filter(pk=run_id, status="running").exists()
+
+
+@database_sync_to_async
+def _stored_frames(run_id: int, after: int, upto: int | None, limit: int) -> list[list]:
+    events = RunEvent.objects.filter(run_id=run_id, sequence__gt=after)
+    if upto is not None:
+        events = events.filter(sequence__lte=upto)
+    rows = events.order_by("sequence").values_list("sequence", "event", "data")[:limit]
+    return [list(row) for row in rows]
+
+
+def _form_data(form) -> MultiValueDict | None:
+    """The start message's form as Django reads a POST; None when it is not that shape."""
+    if not isinstance(form, dict):
+        return None
+    data = MultiValueDict()
+    for name, value in form.items():
+        values = value if isinstance(value, list) else [value]
+        if not isinstance(name, str) or not all(isinstance(item, str) for item in values):
+            return None
+        data.setlist(name, values)
+    return data
+
+
+def _after(scope) -> int:
+    for part in scope.get("query_string", b"").decode(errors="replace").split("&"):
+        name, _, value = part.partition("=")
+        if name == "after" and value.isdigit():
+            return int(value)
+    return 0
+
+
+class RunConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.membership = None
+        self.run_id: int | None = None
+        self.last = 0  # the last sequence sent to the browser
+        self.following = Following.NOTHING
+        self.held: dict[int, list] = {}  # live frames that came while catching up
+        self.asked_at = 0.0
+        self.checked_at = 0.0
+        self.lock = asyncio.Lock()
+        self.watchdog: asyncio.Task | None = None
+        self.recent: deque[float] = deque()
+
+    async def dispatch(self, message) -> None:
+        # Channels closes stale database connections before every message: a trip to the
+        # sync thread, which the database writes of every run share. Live frames never touch
+        # the database, and every helper here is a database_sync_to_async (which closes stale
+        # connections itself), so messages go straight to their handlers.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- Connecting and disconnecting -------------------------------------------------------
+
+    async def connect(self) -> None:
+        # Accept first: a close before accepting is an HTTP 403 to the browser, which then
+        # cannot tell "log in again" (4401) from "not yours" (4403).
+        await self.accept()
+        if not self.scope["user"].is_authenticated:
+            await self.close(CLOSE_UNAUTHENTICATED)
+            return
+        self.membership = await _membership(self.scope)
+        if self.membership is None:
+            await self.close(CLOSE_FORBIDDEN)
+            return
+        run_id = self.scope["url_route"]["kwargs"].get("run_id")
+        if run_id is not None:
+            if await _team_run_id(self.membership.team, run_id) is None:
+                await self.close(CLOSE_FORBIDDEN)
+                return
+            async with self.lock:
+                await self._follow(run_id, after=_after(self.scope))
+
+    async def disconnect(self, code) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.watchdog
+        if self.run_id is not None:
+            await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+
+    # --- From the browser -------------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_MESSAGE_BYTES:
+            await self._error("too_large", f"Messages are limited to {MAX_MESSAGE_BYTES} bytes.")
+            await self.close(CLOSE_TOO_LARGE)
+            return
+        if self._flooding():
+            await self._error("flood", "Too many messages; reload the page to go on.")
+            await self.close(CLOSE_FLOOD)
+            return
+        try:
+            message = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            message = None
+        action = message.get("action") if isinstance(message, dict) else None
+        if action == "start":
+            await self._start(message.get("form"))
+        elif action == "stop":
+            await self._stop()
+        else:
+            await self._error("bad_message", 'Send JSON: {"action": "start" or "stop", ...}.')
+
+    def _flooding(self) -> bool:
+        now = time.monotonic()
+        while self.recent and now - self.recent[0] > FLOOD_SECONDS:
+            self.recent.popleft()
+        self.recent.append(now)
+        return len(self.recent) > FLOOD_MESSAGES
+
+    async def _start(self, form) -> None:
+        if not self.membership.can_run:
+            await self._error("forbidden", "Viewers can watch runs but not start them.")
+            return
+        if self.following in (Following.CATCHING_UP, Following.LIVE):
+            await self._error("busy", "This tab is following a run; wait for it or stop it.")
+            return
+        data = _form_data(form)
+        if data is None:
+            await self._error("bad_message", "form must map field names to strings.")
+            return
+        try:
+            run_request, _body = build_run_request(data)
+        except InvalidRun as problem:
+            await self._send({"type": "invalid", "errors": problem.errors})
+            return
+        user = self.scope["user"]
+        sink = RelaySink()
+        try:
+            launched = await launch(
+                self.membership.team,
+                run_request,
+                source=Source.PLAYGROUND,
+                user=getattr(user, "_wrapped", user),
+                sinks=[sink],
+            )
+        except (BudgetExceeded, NoRunToolsKey, KeyDecryptionError) as error:
+            code, message = refusal(error)
+            await self._error(code, message)
+            return
+        if launched.reader is not None:
+            await sink.attach(launched.reader)
+        run_id = launched.run.pk
+        await self._send({"type": "started", "run": run_id, "url": watch_url(run_id)})
+        async with self.lock:
+            await self._follow(run_id)
+
+    async def _stop(self) -> None:
+        if not self.membership.can_run:
+            await self._error("forbidden", "Viewers cannot stop runs.")
+            return
+        if self.run_id is None or self.following is Following.DONE:
+            await self._error("not_running", "There is no run going on to stop.")
+            return
+        if not await request_stop(self.run_id):
+            await self._error("not_running", "The run has already ended.")
+
+    # --- Following a run ----------------------------------------------------------------------
+
+    async def _follow(self, run_id: int, after: int = 0) -> None:
+        if self.run_id is not None and self.run_id != run_id:
+            await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+        self.run_id, self.last, self.held = run_id, after, {}
+        self.following = Following.CATCHING_UP
+        # Join before reading anything, so every frame from now on reaches this socket.
+        await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+        state = await _run_state(run_id)
+        await self._send({"type": "run", **state})
+        if state["finished"]:
+            await self._finish()
+            return
+        await self._replay()
+        await self._ask_reader()
+        if self.watchdog is None:
+            self.watchdog = asyncio.ensure_future(self._watch())
+
+    async def _replay(self, upto: int | None = None) -> None:
+        """Send the stored frames after the last one sent (up to `upto`)."""
+        while True:
+            frames = await _stored_frames(self.run_id, self.last, upto, REPLAY_BATCH)
+            if frames:
+                await self._emit(frames)
+            if len(frames) < REPLAY_BATCH:
+                return
+
+    async def _ask_reader(self) -> None:
+        self.asked_at = time.monotonic()
+        await self.channel_layer.group_send(
+            control_group(self.run_id),
+            {"type": "run.catchup", "reply_to": self.channel_name, "after": self.last},
+        )
+
+    async def _emit(self, frames: list[list]) -> None:
+        self.last = frames[-1][0]
+        await self._send({"type": "frames", "frames": frames})
+
+    async def _finish(self) -> None:
+        """The run is recorded: send what is left of its frames, then its outcome."""
+        await self._replay()
+        state = await _run_state(self.run_id)
+        self.following = Following.DONE
+        self.held = {}
+        await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+        await self._send({"type": "finished", **state})
+
+    async def _drain_held(self) -> bool:
+        """Pass on the held live frames that follow on; False at a gap."""
+        ready = []
+        expected = self.last + 1
+        for sequence in sorted(self.held):
+            if sequence < expected:
+                continue
+            if sequence != expected:
+                break
+            ready.append(self.held[sequence])
+            expected += 1
+        self.held = {seq: frame for seq, frame in self.held.items() if seq >= expected}
+        if ready:
+            await self._emit(ready)
+        return not self.held
+
+    # --- From the run's reader (any worker) ---------------------------------------------------
+
+    async def run_frames(self, message) -> None:
+        async with self.lock:
+            if message.get("run") != self.run_id:
+                return
+            if self.following is Following.CATCHING_UP:
+                for frame in message["frames"]:
+                    if frame[0] > self.last:
+                        self.held[frame[0]] = frame
+                return
+            if self.following is not Following.LIVE:
+                return
+            fresh = [frame for frame in message["frames"] if frame[0] > self.last]
+            if not fresh:
+                return
+            if fresh[0][0] != self.last + 1:
+                # Frames went missing on the way (a full channel drops them): catch up again.
+                self.following = Following.CATCHING_UP
+                self.held = {frame[0]: frame for frame in fresh}
+                await self._ask_reader()
+                return
+            await self._emit(fresh)
+
+    async def run_catchup_reply(self, message) -> None:
+        async with self.lock:
+            if message.get("run") != self.run_id or self.following is not Following.CATCHING_UP:
+                return
+            frames = [frame for frame in message["frames"] if frame[0] > self.last]
+            first_held = frames[0][0] if frames else message["through"] + 1
+            if first_held > self.last + 1:
+                # The reader no longer holds these: they are stored.
+                await self._replay(upto=first_held - 1)
+            frames = [frame for frame in frames if frame[0] > self.last]
+            if frames:
+                await self._emit(frames)
+            if await self._drain_held():
+                self.following = Following.LIVE
+                self.checked_at = time.monotonic()
+            else:
+                await self._ask_reader()
+
+    async def run_finished(self, message) -> None:
+        async with self.lock:
+            if message.get("run") == self.run_id and self.following is not Following.DONE:
+                await self._finish()
+
+    async def _watch(self) -> None:
+        """Look after a follow that nobody answers: the reader's worker may be gone."""
+        while True:
+            await asyncio.sleep(WATCHDOG_TICK)
+            async with self.lock:
+                now = time.monotonic()
+                if self.following is Following.CATCHING_UP:
+                    if now - self.asked_at < CATCHUP_TIMEOUT:
+                        continue
+                elif self.following is Following.LIVE:
+                    if now - self.checked_at < CHECK_SECONDS:
+                        continue
+                    self.checked_at = now
+                else:
+                    continue
+                if await _is_finished(self.run_id):
+                    await self._finish()
+                elif self.following is Following.CATCHING_UP:
+                    await self._ask_reader()
+
+    # --- Sending ------------------------------------------------------------------------------
+
+    async def _send(self, message: dict) -> None:
+        await self.send(text_data=json.dumps(message))
+
+    async def _error(self, code: str, message: str) -> None:
+        await self._send({"type": "error", "code": code, "message": message})

@@ -1,0 +1,168 @@
+"""The playground's side of a run's one path: frames to a channel-layer group, and Stop.
+
+One `RunReader` per run (runs.runner) reads the upstream. A `RelaySink` on it sends every
+parsed frame, numbered by sequence, to the run's group `run.<id>`; every socket watching the
+run (runs.consumers) is in that group, on whichever worker. The sink also listens on the run's
+control group `run.<id>.control` for what any worker may ask of the reader:
+
+- catch-up: a socket that joins a run in progress joins the group, replays the frames stored
+  in the database, then asks for the frames after the last one it read. Frames are stored in
+  batches (every <= 0.25 s), so the newest exist only in the reader's memory: the sink keeps
+  each frame until the writer has committed it and answers with what it holds. Anything
+  older than what it holds is in the database. With sequence numbers to drop duplicates,
+  a late joiner gets every frame exactly once, in order.
+- stop: cancel the upstream request. `request_stop` also sets `Run.cancel_requested`, which
+  the sink polls every CANCEL_POLL_SECONDS: channel layers deliver at most once, the flag is
+  the backstop (and the record that someone pressed Stop).
+
+When the run is finished — final status and usage committed, every frame stored — the sink
+sends `run.finished` with the last sequence; sockets read anything they have not sent yet
+(the parser finds a last frame without its blank line only at the very end) from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+
+from channels.db import database_sync_to_async
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+
+from runs.models import Run, RunStatus
+from runs.runner import READERS, RunReader, Sink
+from runs.sse import Frame
+
+CANCEL_POLL_SECONDS = 2.0
+
+# A frame on the wire between workers and to the browser: [sequence, event, data].
+WireFrame = list
+
+
+def run_group(run_id: int) -> str:
+    """Where a run's frames go. Group names must match ^[a-zA-Z0-9._-]{1,100}$."""
+    return f"run.{int(run_id)}"
+
+
+def control_group(run_id: int) -> str:
+    """Where requests for a run's reader go (catch-up, stop), from any worker."""
+    return f"run.{int(run_id)}.control"
+
+
+@database_sync_to_async
+def _cancel_requested(run_id: int) -> bool:
+    return Run.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+
+@database_sync_to_async
+def _mark_cancel_requested(run_id: int) -> bool:
+    return Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(cancel_requested=True) > 0
+
+
+async def request_stop(run_id: int) -> bool:
+    """Stop a run wherever its reader is; False when the run was no longer running.
+
+    The caller has checked that the run belongs to the user's team. The flag is set first, so
+    a reader that misses the channel message still stops at its next poll.
+    """
+    if not await _mark_cancel_requested(run_id):
+        return False
+    reader = READERS.get(run_id)
+    if reader is not None:
+        reader.stop()
+    else:
+        await get_channel_layer().group_send(control_group(run_id), {"type": "run.stop"})
+    return True
+
+
+class RelaySink(Sink):
+    """Relays a run's frames to its group and answers catch-up and stop requests.
+
+    Pass it to `runs.execution.launch`, then call `attach` with the reader `launch` returned
+    before awaiting anything else (the reader has not read a byte until the caller yields).
+    """
+
+    wants_frames = True
+
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.reader: RunReader | None = None
+        self.run_id = 0
+        # Frames relayed but perhaps not yet committed, oldest first.
+        self.unstored: deque[WireFrame] = deque()
+        self.relayed = 0
+        self.channel = ""
+        self.closed = False
+        self._listener: asyncio.Task | None = None
+
+    async def attach(self, reader: RunReader) -> None:
+        self.reader, self.run_id = reader, reader.run_id
+        reader.on_finish.append(self._finished)
+        self.channel = await self.layer.new_channel("relay.")
+        await self.layer.group_add(control_group(self.run_id), self.channel)
+        if self.closed:
+            # The run ended while we were joining (a very short stream).
+            await self.layer.group_discard(control_group(self.run_id), self.channel)
+            return
+        self._listener = asyncio.ensure_future(self._listen())
+
+    # --- the reader's side ------------------------------------------------------------------
+
+    async def frames(self, frames: list[tuple[int, Frame]]) -> None:
+        stored = self.reader.writer.stored_through if self.reader is not None else 0
+        while self.unstored and self.unstored[0][0] <= stored:
+            self.unstored.popleft()
+        wire = [[sequence, frame.event, frame.data] for sequence, frame in frames]
+        self.unstored.extend(wire)
+        self.relayed = wire[-1][0]
+        await self.layer.group_send(
+            run_group(self.run_id), {"type": "run.frames", "run": self.run_id, "frames": wire}
+        )
+
+    async def _finished(self) -> None:
+        """Called by the reader once the run's record is complete."""
+        self.closed = True
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self.channel:
+            await self.layer.group_discard(control_group(self.run_id), self.channel)
+        self.unstored.clear()
+        last = self.reader.writer.next_sequence - 1 if self.reader is not None else 0
+        await self.layer.group_send(
+            run_group(self.run_id), {"type": "run.finished", "run": self.run_id, "last": last}
+        )
+
+    # --- requests from any worker -----------------------------------------------------------
+
+    def catch_up(self, after: int) -> dict:
+        """Frames after `after` that this reader holds; older ones are in the database."""
+        return {
+            "type": "run.catchup.reply",
+            "run": self.run_id,
+            "frames": [frame for frame in self.unstored if frame[0] > after],
+            "through": self.relayed,
+        }
+
+    async def _listen(self) -> None:
+        next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, next_poll - time.monotonic())):
+                    message = await self.layer.receive(self.channel)
+            except TimeoutError:
+                next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+                if await _cancel_requested(self.run_id):
+                    self.reader.stop()
+                continue
+            kind = message.get("type")
+            if kind == "run.stop":
+                self.reader.stop()
+            elif kind == "run.catchup":
+                reply_to, after = message.get("reply_to"), message.get("after")
+                if isinstance(reply_to, str) and isinstance(after, int):
+                    with contextlib.suppress(ChannelFull):  # the socket asks again
+                        await self.layer.send(reply_to, self.catch_up(after))

@@ -1,0 +1,545 @@
+// The playground: start a run over the run socket and draw its frames as they arrive.
+// Plain JavaScript, no build step. Without it the form still posts and the page shows the
+// result; with it, "Stream" on goes over the socket (runs/consumers.py) and "Stream" off is
+// an htmx post that swaps in the result card.
+(() => {
+  "use strict";
+
+  const root = document.getElementById("playground");
+  if (!root) return;
+  const form = document.getElementById("run-form");
+  const runButton = document.getElementById("run-button");
+  const stopButton = document.getElementById("stop-button");
+  const output = document.getElementById("output");
+  const problem = document.getElementById("run-problem");
+  const formProblems = document.getElementById("form-problems");
+  const raw = document.getElementById("raw-events");
+  const result = document.getElementById("result");
+  const bar = document.getElementById("statusbar");
+  const field = (name) => bar.querySelector(`[data-${name}]`);
+
+  const KNOWN = new Set([
+    "run_started", "assistant_message_delta", "assistant_thinking_delta", "tool_call_started",
+    "tool_output_delta", "tool_call_completed", "assistant_message", "run_completed", "error",
+  ]);
+  const CLOSE_REASONS = {
+    4401: "Your session has ended: log in again to follow this run.",
+    4403: "This run is not one of your team's runs.",
+    4413: "A message to the server was too large.",
+    4429: "Too many messages to the server; reload the page to go on.",
+  };
+  const MAX_RECONNECTS = 10;
+
+  // --- State of the run on screen ------------------------------------------------------------
+  let socket = null;
+  let runId = null;
+  let lastSequence = 0;
+  let running = false;
+  let finished = false;
+  let reconnects = 0;
+  let startedAt = null; // performance.now() at the run's start, as the server saw it
+  let firstTokenMs = null;
+  let timer = null;
+  let answer = null; // the answer segment being written
+  let streamed = "";
+  let thinking = null;
+  const tools = new Map();
+
+  const fmtMs = (ms) => (ms == null ? "–" : ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`);
+
+  function setStatus(label, status) {
+    const badge = field("status");
+    badge.textContent = label;
+    badge.className = `badge ${status || ""}`;
+  }
+
+  function setRunLink(id, url) {
+    const link = field("run-link");
+    link.hidden = false;
+    link.href = url || `/runs/${id}/`;
+    link.textContent = `Run #${id}`;
+  }
+
+  function tick() {
+    if (startedAt != null) field("elapsed").textContent = fmtMs(performance.now() - startedAt);
+  }
+
+  function startTimer(elapsedMs) {
+    startedAt = performance.now() - (elapsedMs || 0);
+    clearInterval(timer);
+    timer = setInterval(tick, 100);
+    tick();
+  }
+
+  function stopTimer(durationMs) {
+    clearInterval(timer);
+    timer = null;
+    if (durationMs != null) field("elapsed").textContent = fmtMs(durationMs);
+  }
+
+  function setTokens(usage) {
+    if (!usage) return;
+    const input = usage.inputTokens ?? usage.input;
+    const out = usage.outputTokens ?? usage.output;
+    const total = usage.totalTokens ?? usage.total ?? (input != null && out != null ? input + out : null);
+    const parts = [];
+    if (input != null) parts.push(`${input} in`);
+    if (out != null) parts.push(`${out} out`);
+    field("tokens").textContent = parts.length ? `${parts.join(" / ")}${total != null ? ` (${total})` : ""}` : "–";
+  }
+
+  function showProblem(message) {
+    problem.textContent = message;
+    problem.hidden = !message;
+  }
+
+  function setRunning(on) {
+    running = on;
+    runButton.disabled = on || runButton.dataset.forbidden === "1";
+    stopButton.disabled = !on;
+  }
+
+  function resetOutput() {
+    output.replaceChildren();
+    raw.querySelector("ol").replaceChildren();
+    raw.querySelector("[data-count]").textContent = "0";
+    raw.hidden = true;
+    result.replaceChildren();
+    answer = null;
+    streamed = "";
+    thinking = null;
+    tools.clear();
+    firstTokenMs = null;
+    lastSequence = 0;
+    finished = false;
+    runId = null;
+    showProblem("");
+    field("ttft").textContent = "–";
+    field("tokens").textContent = "–";
+    field("elapsed").textContent = "–";
+  }
+
+  // --- Drawing frames ------------------------------------------------------------------------
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  function firstToken() {
+    if (firstTokenMs == null && startedAt != null) {
+      firstTokenMs = performance.now() - startedAt;
+      field("ttft").textContent = fmtMs(firstTokenMs);
+    }
+  }
+
+  function appendAnswer(text) {
+    if (!answer) {
+      answer = el("div", "answer");
+      output.append(answer);
+    }
+    answer.append(text);
+    streamed += text;
+  }
+
+  function appendThinking(text) {
+    if (!thinking) {
+      const block = el("details", "thinking");
+      block.open = true;
+      block.append(el("summary", null, "Thinking"));
+      thinking = el("div", "thinking-text");
+      block.append(thinking);
+      output.append(block);
+    }
+    thinking.append(text);
+  }
+
+  function toolCard(id, tool) {
+    let card = tools.get(id);
+    if (!card) {
+      const node = el("article", "tool-card running");
+      const head = el("header");
+      head.append(el("strong", null, tool || "tool"), " ", el("span", "badge running", "running"));
+      node.append(head, el("h4", null, "Input"), el("pre", "tool-input"), el("h4", null, "Output"), el("pre", "tool-output"));
+      card = { node, badge: head.querySelector(".badge"), input: node.querySelector(".tool-input"), output: node.querySelector(".tool-output"), streamed: "" };
+      tools.set(id, card);
+      output.append(node);
+      answer = null; // text after a tool call starts a new segment
+    }
+    return card;
+  }
+
+  function rawEvent(event, data) {
+    const item = el("li");
+    item.append(el("code", null, event || "message"), el("pre", null, data));
+    raw.querySelector("ol").append(item);
+    const count = raw.querySelector("[data-count]");
+    count.textContent = String(Number(count.textContent) + 1);
+    raw.hidden = false;
+  }
+
+  function parse(data) {
+    try {
+      const value = JSON.parse(data);
+      return value && typeof value === "object" && !Array.isArray(value) ? value : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function draw(event, data) {
+    const payload = parse(data);
+    if (!KNOWN.has(event) || !payload) {
+      if (data.trim() !== "[DONE]") rawEvent(event, data);
+      return;
+    }
+    switch (event) {
+      case "run_started":
+        break;
+      case "assistant_message_delta":
+        if (typeof payload.delta === "string") { firstToken(); appendAnswer(payload.delta); }
+        break;
+      case "assistant_thinking_delta":
+        if (typeof payload.delta === "string") { firstToken(); appendThinking(payload.delta); }
+        break;
+      case "tool_call_started": {
+        const card = toolCard(payload.toolCallId, payload.tool);
+        card.input.textContent = JSON.stringify(payload.input ?? {}, null, 2);
+        break;
+      }
+      case "tool_output_delta": {
+        const card = toolCard(payload.toolCallId);
+        if (typeof payload.delta === "string") { card.output.append(payload.delta); card.streamed += payload.delta; }
+        break;
+      }
+      case "tool_call_completed": {
+        const card = toolCard(payload.toolCallId, payload.tool);
+        const failed = payload.isError === true;
+        if (typeof payload.output === "string" && payload.output !== card.streamed) {
+          card.node.append(el("h4", null, failed ? "Error" : "Result"), el("pre", failed ? "tool-error" : "tool-result", payload.output));
+        }
+        card.badge.textContent = failed ? "error" : "done";
+        card.badge.className = `badge ${failed ? "failed" : "completed"}`;
+        card.node.classList.remove("running");
+        card.node.classList.toggle("failed", failed);
+        break;
+      }
+      case "assistant_message":
+        // The whole answer: drawn only when no deltas carried it.
+        if (typeof payload.content === "string" && !streamed) appendAnswer(payload.content);
+        break;
+      case "run_completed":
+        setTokens(payload.usage);
+        break;
+      case "error": {
+        const error = payload.error && typeof payload.error === "object" ? payload.error : payload;
+        showProblem(`RunTools reported an error${error.code ? ` (${error.code})` : ""}: ${error.message || "no message"}`);
+        break;
+      }
+    }
+  }
+
+  // --- The socket ----------------------------------------------------------------------------
+  function socketUrl(path) {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}${path}`;
+  }
+
+  function runSocketPath(id) {
+    return root.dataset.runSocket.replace("RUN_ID", String(id)) + (lastSequence ? `?after=${lastSequence}` : "");
+  }
+
+  function open(path, onOpen) {
+    if (socket) { socket.onclose = null; socket.close(1000); }
+    const ws = new WebSocket(socketUrl(path));
+    socket = ws;
+    ws.onopen = () => { reconnects = 0; if (onOpen) onOpen(ws); };
+    ws.onmessage = (message) => receive(JSON.parse(message.data));
+    ws.onclose = (event) => {
+      if (socket !== ws) return;
+      socket = null;
+      if (CLOSE_REASONS[event.code]) {
+        showProblem(CLOSE_REASONS[event.code]);
+        setRunning(false);
+        stopTimer();
+      } else if (runId != null && !finished && reconnects < MAX_RECONNECTS) {
+        // The connection dropped (a restart, a network blip): the run went on without us.
+        reconnects += 1;
+        setStatus("Reconnecting…", "running");
+        setTimeout(() => open(runSocketPath(runId)), 500 * reconnects);
+      } else if (running) {
+        showProblem("Lost the connection to rtdash; reload the page to see how the run ended.");
+        setRunning(false);
+        stopTimer();
+      }
+    };
+    return ws;
+  }
+
+  function receive(message) {
+    switch (message.type) {
+      case "started":
+        runId = message.run;
+        history.replaceState(null, "", message.url);
+        break;
+      case "run":
+        runId = message.run;
+        setRunLink(message.run, message.runUrl);
+        if (!message.finished) {
+          setStatus("Running", "running");
+          setRunning(true);
+          startTimer(message.elapsedMs);
+        }
+        if (message.firstTokenMs != null) {
+          firstTokenMs = message.firstTokenMs;
+          field("ttft").textContent = fmtMs(firstTokenMs);
+        }
+        break;
+      case "frames":
+        for (const [sequence, event, data] of message.frames) {
+          if (sequence <= lastSequence) continue; // already drawn (a reconnect)
+          lastSequence = sequence;
+          draw(event, data);
+        }
+        break;
+      case "finished":
+        finish(message);
+        break;
+      case "invalid":
+        showFormProblems(Object.entries(message.errors).flatMap(([name, messages]) => messages.map((text) => `${labelFor(name)}: ${text}`)));
+        setRunning(false);
+        stopTimer();
+        setStatus("Not started", "");
+        break;
+      case "error":
+        showProblem(message.message);
+        if (!runId || finished) { setRunning(false); stopTimer(); setStatus("Not started", ""); }
+        break;
+    }
+  }
+
+  function finish(summary) {
+    finished = true;
+    setRunning(false);
+    stopTimer(summary.durationMs);
+    setStatus(summary.statusLabel, summary.status);
+    setRunLink(summary.run, summary.runUrl);
+    if (summary.firstTokenMs != null) field("ttft").textContent = fmtMs(summary.firstTokenMs);
+    if (summary.usage && Object.keys(summary.usage).length) setTokens(summary.usage);
+    if (summary.status !== "completed") {
+      const head = summary.httpStatus >= 400 ? `RunTools answered ${summary.httpStatus}` : `The run ended ${summary.statusLabel.toLowerCase()}`;
+      const detail = summary.errorMessage || summary.errorCode;
+      showProblem(detail ? `${head}: ${detail}` : `${head}.`);
+    }
+    if (socket) { socket.onclose = null; socket.close(1000); socket = null; }
+    htmx.ajax("GET", root.dataset.cardUrl.replace("/0/", `/${summary.run}/`), { target: "#result", swap: "innerHTML" });
+  }
+
+  // --- The form ------------------------------------------------------------------------------
+  function labelFor(name) {
+    const label = form.querySelector(`label[for="id_${name}"]`);
+    if (label) return label.textContent.trim();
+    return { messages: "Messages", metadata: "Metadata", __all__: "Request" }[name] || name;
+  }
+
+  function showFormProblems(lines) {
+    formProblems.replaceChildren(...lines.map((line) => el("p", null, line)));
+    formProblems.hidden = !lines.length;
+  }
+
+  function mode() {
+    return form.querySelector("input[name=input_mode]:checked")?.value || "prompt";
+  }
+
+  // Checked again on the server (runs.playground, runs.validation); here for a quick answer.
+  function check() {
+    const lines = [];
+    if (!form.agent.value.trim()) lines.push("Agent: choose an agent or type its slug.");
+    if (mode() === "prompt" && !form.prompt.value.trim()) lines.push("Prompt: write a prompt.");
+    if (mode() === "messages" && ![...form.querySelectorAll("[name=message_content]")].some((area) => area.value.trim())) {
+      lines.push("Messages: add at least one message with some text.");
+    }
+    for (const input of form.querySelectorAll("input[type=number]")) {
+      if (input.value === "" && !input.validity.badInput) continue;
+      const value = Number(input.value);
+      const whole = input.step !== "any";
+      if (input.validity.badInput || Number.isNaN(value) || (whole && !Number.isInteger(value)) || value < Number(input.min) || value > Number(input.max)) {
+        lines.push(`${labelFor(input.name)}: ${whole ? "a whole number" : "a number"} from ${Number(input.min).toLocaleString()} to ${Number(input.max).toLocaleString()}.`);
+      }
+    }
+    const keys = new Set();
+    for (const row of form.querySelectorAll(".meta-row")) {
+      const key = row.querySelector("[name=meta_key]").value.trim();
+      const value = row.querySelector("[name=meta_value]").value.trim();
+      if (!key && value) lines.push("Metadata: every value needs a key.");
+      if (key && keys.has(key)) lines.push(`Metadata: the key "${key}" appears twice.`);
+      keys.add(key);
+    }
+    showFormProblems(lines);
+    return !lines.length;
+  }
+
+  function formData() {
+    const data = {};
+    for (const [name, value] of new FormData(form)) {
+      if (name === "csrfmiddlewaretoken") continue;
+      (data[name] ||= []).push(value);
+    }
+    return data;
+  }
+
+  function startStream() {
+    resetOutput();
+    setStatus("Starting…", "running");
+    setRunning(true);
+    startTimer(0);
+    const data = formData();
+    open(root.dataset.startSocket, (ws) => ws.send(JSON.stringify({ action: "start", form: data })));
+  }
+
+  function watch(id) {
+    runId = id;
+    open(runSocketPath(id));
+  }
+
+  // htmx posts the form; with "Stream" on the socket takes over instead.
+  form.addEventListener("htmx:confirm", (event) => {
+    if (event.detail.elt !== form) return;
+    event.preventDefault();
+    if (running || !check()) return;
+    if (form.stream.checked) {
+      startStream();
+    } else {
+      resetOutput();
+      event.detail.issueRequest(true);
+    }
+  });
+
+  form.addEventListener("htmx:beforeRequest", (event) => {
+    if (event.detail.elt !== form) return;
+    setStatus("Running (not streamed)…", "running");
+    setRunning(true);
+    stopButton.disabled = true; // nothing to stop until it answers: the run is one request
+    startTimer(0);
+  });
+
+  form.addEventListener("htmx:afterRequest", (event) => {
+    if (event.detail.elt !== form) return;
+    setRunning(false);
+    const card = document.getElementById("result-card");
+    if (!event.detail.successful || !card) {
+      stopTimer();
+      setStatus("Not started", "");
+      if (!event.detail.successful) showProblem("rtdash could not run the request; try again.");
+      return;
+    }
+    finished = true;
+    stopTimer(Number(card.dataset.duration) || null);
+    setStatus(card.dataset.statusLabel, card.dataset.status);
+    setRunLink(card.dataset.run, card.querySelector("header a")?.getAttribute("href"));
+    if (card.dataset.firstByte) field("ttft").textContent = fmtMs(Number(card.dataset.firstByte));
+    setTokens({ input: card.dataset.inputTokens ? Number(card.dataset.inputTokens) : null, output: card.dataset.outputTokens ? Number(card.dataset.outputTokens) : null });
+    showProblem(card.dataset.error || "");
+  });
+
+  stopButton.addEventListener("click", () => {
+    if (!running || runId == null) return;
+    stopButton.disabled = true;
+    setStatus("Stopping…", "cancelled");
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ action: "stop" }));
+    } else {
+      htmx.ajax("POST", root.dataset.stopUrl.replace("/0/", `/${runId}/`), { target: "#run-problem", swap: "innerHTML" });
+    }
+  });
+
+  // Single turn or message history.
+  function showMode() {
+    for (const part of form.querySelectorAll("[data-mode]")) part.hidden = part.dataset.mode !== mode();
+  }
+  form.addEventListener("change", (event) => {
+    if (event.target.name === "input_mode") showMode();
+    if (event.target.id === "id_thread") {
+      const agent = event.target.selectedOptions[0]?.dataset.agent;
+      if (agent) form.agent.value = agent;
+    }
+  });
+
+  // Rows of messages and metadata.
+  form.addEventListener("click", (event) => {
+    const add = event.target.closest("[data-add]");
+    if (add) {
+      const template = document.getElementById(`${add.dataset.add}-row-template`);
+      const rows = form.querySelector(`[data-rows="${add.dataset.add}"]`);
+      rows.append(template.content.cloneNode(true));
+      rows.lastElementChild.querySelector("textarea, input")?.focus();
+      return;
+    }
+    const remove = event.target.closest("[data-remove]");
+    if (remove) {
+      const row = remove.closest(".row");
+      const rows = row.parentElement;
+      if (rows.children.length > 1) row.remove();
+      else row.querySelectorAll("input, textarea").forEach((input) => { input.value = ""; });
+    }
+  });
+
+  // "Continue this thread" fills the form in place (its href works without JavaScript too).
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("[data-continue]");
+    if (!link) return;
+    event.preventDefault();
+    const select = form.thread;
+    let option = [...select.options].find((item) => item.value === link.dataset.thread);
+    if (!option) {
+      option = new Option(`${link.dataset.thread} · ${link.dataset.agent}`, link.dataset.thread);
+      option.dataset.agent = link.dataset.agent;
+      select.add(option, 1);
+    }
+    select.value = link.dataset.thread;
+    form.agent.value = link.dataset.agent;
+    form.querySelector("input[name=input_mode][value=prompt]").checked = true;
+    showMode();
+    form.prompt.value = "";
+    form.prompt.focus();
+    history.replaceState(null, "", link.href);
+    form.scrollIntoView({ behavior: "smooth", block: "start" });
+  });
+
+  // "View code" follows the form while it is open.
+  const code = document.getElementById("view-code");
+  let codeTimer = null;
+  const refreshCode = () => { if (code.open) htmx.trigger(code, "refresh-code"); };
+  code.addEventListener("toggle", refreshCode);
+  form.addEventListener("input", () => { clearTimeout(codeTimer); codeTimer = setTimeout(refreshCode, 400); });
+  form.addEventListener("change", () => { clearTimeout(codeTimer); codeTimer = setTimeout(refreshCode, 100); });
+
+  // ISSUE 7: the estimate box, only when the reports feature offers its URL.
+  const estimateUrl = root.dataset.estimateUrl;
+  let estimateTimer = null;
+  function refreshEstimate() {
+    const agent = form.agent.value.trim();
+    if (!estimateUrl || !agent) return;
+    const query = new URLSearchParams({ agent });
+    if (form.max_turns.value) query.set("maxTurns", form.max_turns.value);
+    if (form.max_tokens.value) query.set("maxTokens", form.max_tokens.value);
+    htmx.ajax("GET", `${estimateUrl}?${query}`, { target: "#run-estimate", swap: "innerHTML" });
+  }
+  if (estimateUrl) {
+    form.addEventListener("change", (event) => {
+      if (["agent", "max_turns", "max_tokens"].includes(event.target.name)) {
+        clearTimeout(estimateTimer);
+        estimateTimer = setTimeout(refreshEstimate, 200);
+      }
+    });
+    refreshEstimate();
+  }
+
+  if (runButton.disabled) runButton.dataset.forbidden = "1";
+  showMode();
+  if (root.dataset.watch) {
+    output.replaceChildren();
+    watch(Number(root.dataset.watch));
+  }
+})();
