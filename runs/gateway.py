@@ -22,7 +22,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import Exists, OuterRef, Subquery
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -130,27 +129,37 @@ def _check_rate(token: GatewayToken) -> None:
         )
 
 
+def _token_sql() -> str:
+    token, key, budget = (m._meta.db_table for m in (GatewayToken, RunToolsKey, Budget))
+    return (
+        "SELECT t.id, t.team_id, t.prefix, t.last_used_at, t.expires_at, t.revoked_at, "  # noqa: S608 - table names from models, the value is bound
+        "t.requests_per_minute, "
+        f"(SELECT k.ciphertext FROM {key} k WHERE k.team_id = t.team_id AND k.is_default "
+        "AND k.revoked_at IS NULL LIMIT 1) AS default_key_ciphertext, "
+        f"EXISTS (SELECT 1 FROM {budget} b WHERE b.team_id = t.team_id) AS has_budget "
+        f"FROM {token} t WHERE t.token_hash = %s"
+    )
+
+
+def _find_token(token_hash: str) -> GatewayToken | None:
+    """The token, its team's default key and whether the team has budgets, in one query.
+
+    Every gateway request starts here, so it is written in SQL: the ORM spent ~1 ms compiling
+    the equivalent queryset (select_related, a subquery and an EXISTS) on every request.
+    """
+    for token in GatewayToken.objects.raw(_token_sql(), [token_hash]):
+        token.has_budget = bool(token.has_budget)
+        return token
+    return None
+
+
 def _authorize(
     plaintext: str, run_request: RunRequest | None = None, legacy: bool = False
 ) -> Caller:
     """Token → team → decrypted default key (and the Run row, for run requests)."""
     if not plaintext:
         raise GatewayError(401, "unauthorized", "Send an rtdash token in X-API-Key.")
-    # One query for the token, its team and the team's default key (the hot path of every
-    # gateway request).
-    default_key = RunToolsKey.objects.filter(
-        team=OuterRef("team"), is_default=True, revoked_at__isnull=True
-    ).values("ciphertext")[:1]
-    token = (
-        GatewayToken.objects.select_related("team")
-        .annotate(
-            default_key_ciphertext=Subquery(default_key),
-            # Most teams have no budget: then the budget check costs nothing more.
-            has_budget=Exists(Budget.objects.filter(team=OuterRef("team"))),
-        )
-        .filter(token_hash=hash_token(plaintext))
-        .first()
-    )
+    token = _find_token(hash_token(plaintext))
     if token is None or not token.is_usable():
         raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
     _check_rate(token)
@@ -168,15 +177,16 @@ def _authorize(
         raise GatewayError(
             503, "runtools_key_unreadable", "The team's RunTools key cannot be decrypted."
         ) from None
-    caller = Caller(token=token, team=token.team, runtools_key=runtools_key)
+    team = Team(pk=token.team_id)
+    caller = Caller(token=token, team=team, runtools_key=runtools_key)
     if run_request is not None:
         if token.has_budget:
             try:
-                enforce_budget(token.team, run_request.agent)
+                enforce_budget(Team.objects.get(pk=token.team_id), run_request.agent)
             except BudgetExceeded as exceeded:
                 raise GatewayError(402, exceeded.code, exceeded.message) from None
         caller.run = start_run(
-            token.team, run_request, source=Source.GATEWAY, token=token, legacy_path=legacy
+            team, run_request, source=Source.GATEWAY, token=token, legacy_path=legacy
         )
     return caller
 

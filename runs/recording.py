@@ -217,13 +217,14 @@ def save_events(run_id: int, events: list[tuple[int, str, str, datetime]]) -> No
 
 
 def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
+    # Every field in FINISH_WRITES is assigned here, even to its start value: a deferred field
+    # left unassigned would cost a query of its own when the run is saved.
     run.status = outcome.status or RunStatus.COMPLETED
-    if outcome.result is not None:
-        run.result = storable(outcome.result)
-    if outcome.usage is not None:
-        run.usage = storable(outcome.usage)
-        for column, names in USAGE_FIELDS.items():
-            setattr(run, column, _usage_value(outcome.usage, names))
+    run.result = storable(outcome.result or "")
+    usage = outcome.usage or {}
+    run.usage = storable(outcome.usage)
+    for column, names in USAGE_FIELDS.items():
+        setattr(run, column, _usage_value(usage, names))
     run.iterations = outcome.iterations
     run.upstream_run_id = storable(outcome.upstream_run_id) or run.upstream_run_id
     run.upstream_thread_id = storable(outcome.upstream_thread_id) or run.upstream_thread_id
@@ -235,15 +236,16 @@ def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
     run.frame_count = outcome.frame_count
     run.finished_at = now
     run.duration_ms = max(0, round((now - run.started_at).total_seconds() * 1000))
+    run.first_byte_at = outcome.first_byte_at
+    run.first_byte_ms = None
     if outcome.first_byte_at is not None:
-        run.first_byte_at = outcome.first_byte_at
         run.first_byte_ms = max(
             0, round((outcome.first_byte_at - run.started_at).total_seconds() * 1000)
         )
-    if outcome.upstream_ms is not None:
-        run.upstream_ms = round(outcome.upstream_ms)
+    run.upstream_ms = round(outcome.upstream_ms) if outcome.upstream_ms is not None else None
     run.overhead_ms = outcome.overhead_ms
     run.reader = ""
+    run.thread = None
 
 
 def _link_thread(run: Run, now: datetime) -> None:
