@@ -32,7 +32,7 @@ from runs.budgets import BudgetExceeded
 from runs.crypto import KeyDecryptionError, decrypt_for_upstream
 from runs.execution import NoRunToolsKey, launch
 from runs.models import DailyUsage, Run, RunStatus, Source, Team, Thread
-from runs.relay import RelaySink, request_stop
+from runs.relay import RelaySink, mark_cancel_requested, signal_stop
 from runs.team_views import TeamRequest
 from runs.validation import (
     MAX_TOKENS_RANGE,
@@ -554,7 +554,9 @@ def result_card(request: TeamRequest, run_id: int) -> HttpResponse:
 def stop(request: TeamRequest, run_id: int) -> HttpResponse:
     """Stop a run from a page without a socket (the socket has its own stop message)."""
     run = get_for_team_or_404(Run, request.team, pk=run_id)
-    stopped = async_to_sync(request_stop)(run.pk)
+    stopped = mark_cancel_requested(run.pk)
+    if stopped:
+        async_to_sync(signal_stop)(run.pk)
     if request.htmx:
         message = "Stopping the run." if stopped else "The run had already ended."
         return render(request, "runs/playground/_problem.html", {"notice": message})

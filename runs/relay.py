@@ -27,7 +27,7 @@ import contextlib
 import time
 from collections import deque
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 
@@ -51,14 +51,27 @@ def control_group(run_id: int) -> str:
     return f"run.{int(run_id)}.control"
 
 
-@database_sync_to_async
+# The ORM helpers below are plain functions: the reader side calls them with sync_to_async,
+# like the runner's own writes, and the playground's Stop view calls them directly (a
+# database_sync_to_async hop would close the view's own connection on the way).
+
+
 def _cancel_requested(run_id: int) -> bool:
     return Run.objects.filter(pk=run_id, cancel_requested=True).exists()
 
 
-@database_sync_to_async
-def _mark_cancel_requested(run_id: int) -> bool:
+def mark_cancel_requested(run_id: int) -> bool:
+    """Record that Stop was pressed; False when the run was no longer running."""
     return Run.objects.filter(pk=run_id, status=RunStatus.RUNNING).update(cancel_requested=True) > 0
+
+
+async def signal_stop(run_id: int) -> None:
+    """Tell the run's reader to stop, in this process or through the channel layer."""
+    reader = READERS.get(run_id)
+    if reader is not None:
+        reader.stop()
+    else:
+        await get_channel_layer().group_send(control_group(run_id), {"type": "run.stop"})
 
 
 async def request_stop(run_id: int) -> bool:
@@ -67,13 +80,9 @@ async def request_stop(run_id: int) -> bool:
     The caller has checked that the run belongs to the user's team. The flag is set first, so
     a reader that misses the channel message still stops at its next poll.
     """
-    if not await _mark_cancel_requested(run_id):
+    if not await sync_to_async(mark_cancel_requested)(run_id):
         return False
-    reader = READERS.get(run_id)
-    if reader is not None:
-        reader.stop()
-    else:
-        await get_channel_layer().group_send(control_group(run_id), {"type": "run.stop"})
+    await signal_stop(run_id)
     return True
 
 
@@ -155,7 +164,7 @@ class RelaySink(Sink):
                     message = await self.layer.receive(self.channel)
             except TimeoutError:
                 next_poll = time.monotonic() + CANCEL_POLL_SECONDS
-                if await _cancel_requested(self.run_id):
+                if await sync_to_async(_cancel_requested)(self.run_id):
                     self.reader.stop()
                 continue
             kind = message.get("type")
