@@ -34,6 +34,7 @@ class Faults:
     done: bool = False
     run_status: str = "completed"
     omit_usage_fields: tuple[str, ...] = ()
+    stamp_frames: bool = False
 
     @property
     def status_code(self) -> str:
@@ -116,4 +117,5 @@ def parse_faults(metadata: Any) -> Faults:
         done=_flag(spec, "done"),
         run_status=run_status,
         omit_usage_fields=tuple(omit),
+        stamp_frames=_flag(spec, "stampFrames"),
     )

@@ -376,6 +376,7 @@ class StreamResponse:
         drip_ms = faults.drip_ms if faults.drip_ms is not None else run.request.agent.drip_ms
         self.drip = drip_ms / 1000
         self.keep_alive = faults.keep_alive
+        self.stamp = faults.stamp_frames
         self.headers = [
             ("content-type", "text/event-stream"),
             ("cache-control", "no-cache"),
@@ -414,6 +415,10 @@ class StreamResponse:
             if index and await _pause(gone, self.drip):
                 return  # the client left: a dropped run records nothing more
             chunk = self.encoder.encode(frame)
+            if self.stamp and isinstance(frame.data, dict):
+                # For latency benchmarks: when this frame left, by this machine's clock.
+                stamped = Frame(frame.event, {**frame.data, "sentAt": time.time()})
+                chunk = self.encoder.encode(stamped)
             if self.keep_alive:
                 chunk = PING + chunk
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

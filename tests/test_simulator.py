@@ -1309,3 +1309,15 @@ def test_omit_usage_fields(api: httpx.Client, stream: bool) -> None:
         else response.json()["data"]["usage"]
     )
     assert usage == {"inputTokens": 189}
+
+
+def test_stamp_frames_says_when_each_dripped_frame_left(api: httpx.Client) -> None:
+    before = time.time()
+    _, stream = run_stream(
+        api, agent="support-chat", prompt="hi", **simulate(dripMs=1, stampFrames=True)
+    )
+    after = time.time()
+    stamps = [json.loads(frame.data)["sentAt"] for frame in stream.frames]
+    assert len(stamps) > 3
+    assert stamps == sorted(stamps)
+    assert before <= stamps[0] and stamps[-1] <= after
