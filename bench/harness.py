@@ -50,11 +50,52 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-class Stack:
-    """Simulator + migrated scratch database + rtdash under daphne (or uvicorn)."""
+def worker_command(server: str, port: int) -> list[str]:
+    if server == "uvicorn":
+        return [
+            sys.executable, "-m", "uvicorn", "rtdash.asgi:application", "--host", HOST,
+            "--port", str(port), "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+    return [str(Path(sys.executable).parent / "daphne"), "-b", HOST, "-p", str(port),
+            "rtdash.asgi:application"]  # fmt: skip
 
-    def __init__(self, server: str = "daphne", database_url: str | None = None, **env: str):
+
+def _wait_until_up(url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2)  # noqa: S310
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.1)
+    raise RuntimeError(f"rtdash did not start at {url}")
+
+
+def process_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds used so far, resident memory in bytes) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    with open(f"/proc/{pid}/status") as status:
+        rss = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+    return cpu, rss
+
+
+class Stack:
+    """Simulator + migrated scratch database + N rtdash workers under daphne (or uvicorn)."""
+
+    def __init__(
+        self,
+        server: str = "daphne",
+        database_url: str | None = None,
+        workers: int = 1,
+        **env: str,
+    ):
         self.server = server
+        self.workers = workers
         self.scratch = tempfile.TemporaryDirectory(prefix="rtdash-bench-")
         self.database_url = database_url or f"sqlite:///{self.scratch.name}/bench.sqlite3"
         self.env = {
@@ -66,13 +107,21 @@ class Stack:
             **env,
         }
         self.simulator = SimulatorServer()
-        self.process: subprocess.Popen | None = None
-        self.port = 0
+        self.processes: list[subprocess.Popen] = []
+        self.ports: list[int] = []
         self.token = ""
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return self.urls[0]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{HOST}:{port}" for port in self.ports]
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
 
     def _manage(self, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run(
@@ -91,53 +140,28 @@ class Stack:
         self.env["RUNTOOLS_API_URL"] = self.simulator.url
         self._manage("migrate", "--noinput")
         self.token = self._manage("shell", "-c", SETUP_TEAM).splitlines()[-1]
-        self.port = free_port()
-        if self.server == "uvicorn":
-            command = [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "rtdash.asgi:application",
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ]
-        else:
-            command = [
-                str(Path(sys.executable).parent / "daphne"),
-                "-b",
-                HOST,
-                "-p",
-                str(self.port),
-                "rtdash.asgi:application",
-            ]
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url + "/healthz", timeout=2)  # noqa: S310
-                return self
-            except urllib.error.HTTPError:
-                return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        raise RuntimeError("rtdash did not start")
+        for _ in range(self.workers):
+            port = free_port()
+            self.ports.append(port)
+            self.processes.append(
+                subprocess.Popen(
+                    worker_command(self.server, port),
+                    cwd=ROOT,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        for url in self.urls:
+            _wait_until_up(url)
+        return self
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(10)
         self.simulator.stop()
         self.scratch.cleanup()
 
