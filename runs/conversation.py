@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
+from urllib.parse import quote
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -50,6 +51,15 @@ def team_key(team: Team) -> str:
         return decrypt_for_upstream(key.ciphertext)
     except KeyDecryptionError:
         raise NoKey("The team's RunTools key cannot be decrypted.") from None
+
+
+def thread_path(upstream_id: str) -> str:
+    """The upstream path of a thread. Ids are opaque, so every character that means something
+    in a URL is escaped: an id like `x?agent=y` or `..` cannot reach another endpoint."""
+    escaped = quote(upstream_id, safe="")
+    if upstream_id in (".", ".."):
+        escaped = escaped.replace(".", "%2E")  # dot segments would climb the path
+    return f"/threads/{escaped}"
 
 
 def _error_code(response) -> str:
@@ -377,7 +387,7 @@ def fetch_thread(team: Team, upstream_id: str) -> UpstreamThreadDetail:
         detail.problem = str(problem)
         return detail
     try:
-        response = async_to_sync(upstream.call)(key, "GET", f"/threads/{upstream_id}")
+        response = async_to_sync(upstream.call)(key, "GET", thread_path(upstream_id))
     except upstream.UpstreamError as error:
         detail.problem = f"RunTools could not be reached: {error.message}."
         return detail

@@ -540,7 +540,7 @@ def _change_upstream(
     content = json.dumps(body).encode() if body is not None else None
     try:
         response = async_to_sync(upstream.call)(
-            key, method, f"/threads/{thread_id}", content=content
+            key, method, conversation.thread_path(thread_id), content=content
         )
     except upstream.UpstreamError as error:
         return UpstreamChange(False, f"RunTools could not be reached: {error.message}.")

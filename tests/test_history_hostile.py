@@ -185,3 +185,16 @@ async def test_exports_are_data_not_html(async_client, alice, hostile_run):
     assert response["Content-Disposition"].startswith("attachment;")
     body = b"".join([chunk async for chunk in response.streaming_content]).decode()
     assert json.loads(body)["prompt"] == HOSTILE  # exact, as data
+
+
+def test_an_upstream_id_no_url_can_hold_does_not_break_pages(client, alice, acme):
+    """A thread id with a slash cannot be routed: it is shown, unlinked, and nothing fails."""
+    odd = "thr/../../agents"
+    run = make_run(acme, upstream_thread_id=odd)
+    Thread.objects.create(team=acme, upstream_id=odd, agent="support-chat", title="Odd one")
+    client.force_login(alice)
+    for url in (reverse("run_list"), reverse("run_detail", args=[run.pk]), reverse("thread_list")):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert "/threads/thr/" not in response.content.decode()
+    assert odd in client.get(reverse("run_detail", args=[run.pk])).content.decode()
