@@ -100,6 +100,7 @@
   }
 
   function resetOutput() {
+    root.classList.remove("streamed");
     output.replaceChildren();
     raw.querySelector("ol").replaceChildren();
     raw.querySelector("[data-count]").textContent = "0";
@@ -189,6 +190,8 @@
   }
 
   function draw(event, data) {
+    // The output now holds what the result card would repeat (see rtdash.css).
+    root.classList.add("streamed");
     const payload = parse(data);
     if (!KNOWN.has(event) || !payload) {
       if (data.trim() !== "[DONE]") rawEvent(event, data);

@@ -1,0 +1,301 @@
+"""The playground in a real Chromium against a real rtdash (daphne) and the simulator.
+
+Log in, run a streamed prompt and watch it arrive, stop a slow run, reload mid-run, continue
+a thread, run without streaming, see errors, and watch a teammate's run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import pytest
+from django.db import connections
+
+from runs.models import Run
+from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
+from tests.live import RtdashServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = "/usr/bin/chromium"
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture
+def fast_passwords():
+    """Overrides conftest's: the live server checks passwords with the production hashers."""
+
+
+@pytest.fixture
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            headless=True,
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def live(upstream, acme_key, bob, alice):
+    with RtdashServer(upstream.url, TEST_ENCRYPTION_KEY, RTDASH_REAPER_INTERVAL="0") as server:
+        yield server
+
+
+def orm(function, *args):
+    """Run ORM code in a thread of its own: Playwright's sync API keeps an event loop in this
+    one, and Django refuses ORM calls next to it."""
+    result = {}
+
+    def target():
+        try:
+            result["value"] = function(*args)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    return result["value"]
+
+
+def latest_run() -> Run | None:
+    return Run.objects.order_by("-pk").first()
+
+
+def runs() -> list[Run]:
+    return list(Run.objects.order_by("pk"))
+
+
+def log_in(browser, live, username: str = "bob"):
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{live.url}/login/")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live.url}/")
+    page.get_by_role("link", name="Playground").click()
+    page.wait_for_url(f"{live.url}/playground")
+    return page
+
+
+def fill(page, agent: str, prompt: str, simulate: dict | None = None) -> None:
+    page.get_by_label("Agent").fill(agent)
+    page.get_by_label("Prompt").fill(prompt)
+    if simulate is not None:
+        page.get_by_text("Config and metadata").click()
+        page.get_by_label("Metadata key").fill("simulate")
+        page.get_by_label("Metadata value").fill(json.dumps(simulate))
+
+
+def status(page):
+    return page.locator("#statusbar [data-status]")
+
+
+def answer_text(page) -> str:
+    return "".join(page.locator("#output .answer").all_text_contents())
+
+
+def wait_for_answer(page) -> None:
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#output .answer')].some(n => n.textContent.trim())"
+    )
+
+
+def test_a_streamed_prompt_appears_before_the_run_completes(live, browser):
+    page = log_in(browser, live)
+    fill(page, "slow-poke", "Count to forty slowly please")
+    page.get_by_role("button", name="Run").click()
+
+    wait_for_answer(page)
+    assert status(page).text_content() == "Running"
+    partial = answer_text(page)
+    assert orm(latest_run).status == "running"
+
+    page.wait_for_function(
+        "() => document.querySelector('#statusbar [data-status]').textContent === 'Completed'"
+    )
+    run = orm(latest_run)
+    assert run.status == "completed" and run.source == "playground"
+    assert answer_text(page) == run.result
+    assert len(partial) < len(run.result)
+    assert re.fullmatch(r"\d+ ms|\d+\.\d s", page.locator("#statusbar [data-ttft]").text_content())
+    assert (
+        f"{run.input_tokens} in / {run.output_tokens} out"
+        in page.locator("#statusbar [data-tokens]").text_content()
+    )
+    assert page.url.endswith(f"/playground?run={run.pk}")
+    card = page.locator("#result-card")
+    card.wait_for()
+    assert card.get_attribute("data-status") == "completed"
+    assert (
+        card.get_by_role("link", name=f"Run #{run.pk}")
+        .get_attribute("href")
+        .rstrip("/")
+        .endswith(f"/runs/{run.pk}")
+    )
+
+
+def test_stop_a_slow_run(live, browser):
+    page = log_in(browser, live)
+    fill(page, "slow-poke", "Go on and on", simulate={"dripMs": 100})
+    page.get_by_role("button", name="Run").click()
+    wait_for_answer(page)
+    page.get_by_role("button", name="Stop").click()
+
+    page.wait_for_function(
+        "() => document.querySelector('#statusbar [data-status]').textContent === 'Cancelled'"
+    )
+    run = orm(latest_run)
+    assert run.status == "cancelled" and run.cancel_requested
+    assert 0 < len(answer_text(page).split()) < 40
+    assert page.get_by_role("button", name="Run").is_enabled()
+    assert page.get_by_role("button", name="Stop").is_disabled()
+
+
+def test_reload_mid_run_and_see_it_finish(live, browser):
+    page = log_in(browser, live)
+    fill(page, "slow-poke", "Keep going after a reload", simulate={"dripMs": 80})
+    page.get_by_role("button", name="Run").click()
+    wait_for_answer(page)
+    page.reload()
+
+    assert re.search(r"/playground\?run=\d+$", page.url)
+    page.wait_for_function(
+        "() => document.querySelector('#statusbar [data-status]').textContent === 'Completed'"
+    )
+    run = orm(latest_run)
+    assert run.status == "completed"
+    # Replayed from the database, then live: every word once.
+    assert answer_text(page) == run.result
+    assert page.get_by_label("Prompt").input_value() == "Keep going after a reload"
+
+
+def test_a_teammate_watches_the_same_run_live(live, browser):
+    page = log_in(browser, live, "bob")
+    fill(page, "slow-poke", "Watch me", simulate={"dripMs": 80})
+    page.get_by_role("button", name="Run").click()
+    wait_for_answer(page)
+    run = orm(latest_run)
+
+    teammate = log_in(browser, live, "alice")
+    teammate.goto(f"{live.url}/playground?run={run.pk}")
+    wait_for_answer(teammate)
+    assert status(teammate).text_content() == "Running"
+    teammate.wait_for_function(
+        "() => document.querySelector('#statusbar [data-status]').textContent === 'Completed'"
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#statusbar [data-status]').textContent === 'Completed'"
+    )
+    result = orm(latest_run).result
+    assert answer_text(teammate) == answer_text(page) == result
+
+
+def test_continue_a_thread(live, browser):
+    page = log_in(browser, live)
+    fill(page, "support-chat", "My invoice is wrong")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_role("link", name="Continue this thread").click()
+
+    assert page.get_by_label("Prompt").input_value() == ""
+    page.get_by_label("Prompt").fill("And the refund?")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_function(
+        "() => document.querySelector('#output .answer')?.textContent.includes('Reply 2')"
+    )
+    page.locator("#result-card").wait_for()
+    first, second = orm(runs)
+    assert second.upstream_thread_id == first.upstream_thread_id
+    assert second.prompt == "And the refund?"
+    assert "Reply 2 in this thread" in second.result
+
+
+def test_run_with_stream_off(live, browser):
+    page = log_in(browser, live)
+    fill(page, "code-assistant", "Run the tests and summarize failures.")
+    page.get_by_label("Stream").uncheck()
+    page.get_by_role("button", name="Run").click()
+
+    card = page.locator("#result-card")
+    card.wait_for()
+    run = orm(latest_run)
+    assert run.stream is False and run.status == "completed"
+    assert card.get_attribute("data-status") == "completed"
+    assert run.result in card.text_content()
+    assert status(page).text_content() == "Completed"
+    assert page.locator("#output .tool-card").count() == 0
+
+
+def test_tool_calls_thinking_and_unknown_frames_are_drawn(live, browser):
+    page = log_in(browser, live)
+    fill(page, "code-assistant", "Check src/app.py", simulate={"unknownFrames": True})
+    page.get_by_role("button", name="Run").click()
+    page.locator("#result-card").wait_for()
+    cards = page.locator("#output .tool-card")
+    assert cards.count() == 2
+    assert "src/app.py" in cards.nth(0).locator(".tool-input").text_content()
+    assert cards.nth(1).locator("header").text_content().startswith("run_tests")
+    assert cards.nth(1).locator(".tool-output").text_content()
+    raw = page.locator("#raw-events")
+    assert raw.is_visible()
+    assert "sandbox_status" in raw.text_content() and "x_custom_metric" in raw.text_content()
+
+    fill(page, "deep-thinker", "Why is the sky blue?")
+    page.get_by_role("button", name="Run").click()
+    page.locator("#output details.thinking").wait_for()
+    page.locator("#result-card").wait_for()
+    assert page.locator("#output .thinking-text").text_content()
+
+
+@pytest.mark.parametrize(
+    ("simulate", "shown", "label"),
+    [
+        ({"status": 429}, "RunTools answered 429", "Failed"),
+        ({"cutAfter": 3}, "The RunTools stream ended before its final frame", "Interrupted"),
+        ({"errorAfter": 2}, "simulated provider failure", "Failed"),
+    ],
+)
+def test_upstream_errors_are_shown_clearly(live, browser, simulate, shown, label):
+    page = log_in(browser, live)
+    fill(page, "support-chat", "Hello", simulate=simulate)
+    page.get_by_role("button", name="Run").click()
+    problem = page.locator("#run-problem")
+    problem.wait_for()
+    page.wait_for_function(
+        f"() => document.querySelector('#statusbar [data-status]').textContent === '{label}'"
+    )
+    assert shown in problem.text_content()
+    assert page.get_by_role("button", name="Run").is_enabled()
+
+
+def test_the_form_checks_ranges_before_sending(live, browser):
+    page = log_in(browser, live)
+    fill(page, "support-chat", "Hello")
+    page.get_by_text("Config and metadata").click()
+    page.get_by_label("Temperature").fill("3")
+    page.get_by_label("Max tokens").fill("0")
+    page.get_by_role("button", name="Run").click()
+    problems = page.locator("#form-problems")
+    problems.wait_for()
+    assert "Temperature: a number from 0 to 2." in problems.text_content()
+    assert "Max tokens: a whole number from 1 to 128,000." in problems.text_content()
+    assert orm(latest_run) is None
+
+
+def test_view_code_uses_the_token_variable(live, browser):
+    page = log_in(browser, live)
+    fill(page, "support-chat", "Hello there")
+    page.get_by_text("View code").click()
+    curl = page.locator("[data-code=curl]")
+    curl.wait_for()
+    assert f"curl -N {live.url}/v1/run" in curl.text_content()
+    assert "$RTDASH_TOKEN" in curl.text_content()
+    assert '"prompt": "Hello there"' in curl.text_content()
+    assert "rt_test_demo" not in page.content()
