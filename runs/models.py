@@ -623,9 +623,11 @@ class DailyRunStats(models.Model):
     """What reports need beyond DailyUsage's sums, for the same (team, day, dimensions) groups.
 
     Percentiles cannot be added up, so durations and times to first frame are kept as
-    log-scale histograms (bucket → count, see runs.reports.bucket_of): merging a period's
-    histograms gives p50/p95 within 2.5% without reading a single run. `runs` is the count of
-    runs described, checked against DailyUsage.runs so a stale day is noticed and rebuilt.
+    log-scale histograms (see runs.run_stats): merging a period's histograms gives p50/p95
+    within 2.5% without reading a single run. They are stored as text, "first bucket:count,
+    count,…", which a report splits and adds up far faster than it could decode JSON. `runs`
+    is the count of runs described, checked against DailyUsage.runs so a stale day is noticed
+    and rebuilt.
     """
 
     team = models.ForeignKey(Team, models.CASCADE, related_name="+")
@@ -637,8 +639,8 @@ class DailyRunStats(models.Model):
     iterations_sum = models.BigIntegerField(default=0)
     max_turns_runs = models.PositiveIntegerField(default=0)
     max_turns_hit = models.PositiveIntegerField(default=0)
-    duration_histogram = models.JSONField(default=dict)
-    first_byte_histogram = models.JSONField(default=dict)
+    duration_buckets = models.TextField(blank=True, default="")
+    first_byte_buckets = models.TextField(blank=True, default="")
 
     class Meta:
         constraints = [
@@ -653,3 +655,46 @@ class DailyRunStats(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team} {self.day} {self.dimensions}"
+
+
+class ThreadUsage(models.Model):
+    """Each thread's runs and spend over its whole life, and the days its runs span.
+
+    The thread report wants the most expensive threads of a period without grouping a million
+    runs: it walks threads by total cost (an upper bound of their cost in any period) through
+    `thread_usage_costliest` and stops as soon as no further thread can beat the ones it has
+    (see runs.reports.top_threads). Brought up to date from the runs of recently active
+    threads (runs.run_stats.sync_thread_usage), so it needs no hook in the finishing path.
+    """
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="+")
+    thread = models.OneToOneField(Thread, models.CASCADE, related_name="usage")
+    runs = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=24, decimal_places=9, default=0)
+    unpriced_runs = models.PositiveIntegerField(default=0)
+    first_day = models.DateField()
+    last_day = models.DateField()
+
+    class Meta:
+        indexes = [
+            # The thread report and the overview: a team's threads, costliest first, with the
+            # days they span in the index so threads outside a period are skipped in it.
+            models.Index(
+                fields=["team", "-cost", "-last_day", "-thread", "first_day"],
+                name="thread_usage_costliest",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.thread} ${self.cost}"
+
+
+class ThreadUsageSync(models.Model):
+    """When a team's ThreadUsage was last brought up to date: threads active since then (less
+    a margin for transactions still committing) are recomputed on the next read."""
+
+    team = models.OneToOneField(Team, models.CASCADE, related_name="+")
+    synced_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.team} threads synced at {self.synced_at}"

@@ -33,8 +33,9 @@ from runs.models import (
     RunStatus,
     Team,
     Thread,
+    ThreadUsage,
 )
-from runs.run_stats import _max_turns, merge_into, percentile, refresh_stale_days
+from runs.run_stats import Histogram, _max_turns, refresh_stale_days, sync_thread_usage
 
 PERIODS = {
     "7d": "Last 7 days",
@@ -146,8 +147,11 @@ class GroupRow:
     max_turns_hit: int = 0
     # For links to the runs behind a row: run-list filters.
     filters: dict[str, str] = field(default_factory=dict)
-    _durations: Counter = field(default_factory=Counter, repr=False)
-    _first_frames: Counter = field(default_factory=Counter, repr=False)
+    _durations: Histogram = field(default_factory=Histogram, repr=False)
+    _first_frames: Histogram = field(default_factory=Histogram, repr=False)
+    # Raw values, for the few runs of a thread row (exact percentiles).
+    _exact_durations: Counter = field(default_factory=Counter, repr=False)
+    _exact_first_frames: Counter = field(default_factory=Counter, repr=False)
 
     @property
     def priced_runs(self) -> int:
@@ -189,16 +193,22 @@ class GroupRow:
         self.iterations_sum += row["iterations_sum"]
         self.max_turns_runs += row["max_turns_runs"]
         self.max_turns_hit += row["max_turns_hit"]
-        merge_into(self._durations, row["duration_histogram"])
-        merge_into(self._first_frames, row["first_byte_histogram"])
+        self._durations.add_text(row["duration_buckets"])
+        self._first_frames.add_text(row["first_byte_buckets"])
 
     def finish(self, *, exact: bool = False) -> None:
         """Read the percentiles: from histograms, or (exact) from counters of the raw values."""
-        read = _exact_percentile if exact else percentile
-        self.duration_p50_ms = read(self._durations, 0.50)
-        self.duration_p95_ms = read(self._durations, 0.95)
-        self.first_frame_p50_ms = read(self._first_frames, 0.50)
-        self.first_frame_p95_ms = read(self._first_frames, 0.95)
+        if exact:
+            durations, first_frames = self._exact_durations, self._exact_first_frames
+            self.duration_p50_ms = _exact_percentile(durations, 0.50)
+            self.duration_p95_ms = _exact_percentile(durations, 0.95)
+            self.first_frame_p50_ms = _exact_percentile(first_frames, 0.50)
+            self.first_frame_p95_ms = _exact_percentile(first_frames, 0.95)
+            return
+        self.duration_p50_ms = self._durations.percentile(0.50)
+        self.duration_p95_ms = self._durations.percentile(0.95)
+        self.first_frame_p50_ms = self._first_frames.percentile(0.50)
+        self.first_frame_p95_ms = self._first_frames.percentile(0.95)
 
     def as_dict(self) -> dict:
         """The row for JSON and CSV: exact integers, cost as a decimal string."""
@@ -275,7 +285,7 @@ USAGE_COLUMNS = (
 )  # fmt: skip
 STATS_COLUMNS = (
     "day", "dimensions", "runs", "partial_runs", "iterations_runs", "iterations_sum",
-    "max_turns_runs", "max_turns_hit", "duration_histogram", "first_byte_histogram",
+    "max_turns_runs", "max_turns_hit", "duration_buckets", "first_byte_buckets",
 )  # fmt: skip
 
 
@@ -332,14 +342,18 @@ def spend_series(usage: list[dict], period: Period, top: int = 6) -> SpendSeries
     by_agent: dict[str, Decimal] = defaultdict(Decimal)
     for row in usage:
         by_agent[row["agent"]] += row["cost"]
-    ranked = sorted(by_agent, key=lambda agent: (-by_agent[agent], agent))
+    # Agents without priced spend have nothing to stack (their runs show in the table).
+    ranked = sorted(
+        (agent for agent, cost in by_agent.items() if cost > 0),
+        key=lambda agent: (-by_agent[agent], agent),
+    )
     shown = ranked[:top] if len(ranked) <= top else ranked[: top - 1]
     agents = shown + (["other"] if len(ranked) > len(shown) else [])
     index = {day: n for n, day in enumerate(period.days)}
     cost = {agent: [Decimal(0)] * len(index) for agent in agents}
     for row in usage:
         agent = row["agent"] if row["agent"] in shown else "other"
-        if row["day"] in index:
+        if row["day"] in index and agent in cost:
             cost[agent][index[row["day"]]] += row["cost"]
     return SpendSeries(period.days, agents, cost)
 
@@ -389,35 +403,23 @@ def _thread_report(team, period, usage, stats, spend) -> Report:
             totals.add_stats(extra)
     totals.finish()
     totals.filters = _filters("", None, period)
-    runs = Run.objects.filter(
-        team=team,
-        started_at__gte=period.start,
-        started_at__lt=period.end,
-        status__in=FINISHED_STATUSES,
-        thread__isnull=False,
-    )
-    ranked = list(
-        runs.values("thread_id")
-        .annotate(
-            n=Count("pk"),
-            cost_sum=Sum("cost"),
-        )
-        .order_by()
-    )
-    ranked.sort(key=lambda r: (-(r["cost_sum"] or 0), -r["n"], r["thread_id"]))
-    truncated = len(ranked) > REPORT_THREADS
-    chosen = [r["thread_id"] for r in ranked[:REPORT_THREADS]]
+    ranked, truncated = top_threads(team, period, REPORT_THREADS)
+    chosen = [thread_id for thread_id, _cost in ranked]
     threads = {t.pk: t for t in Thread.objects.filter(team=team, pk__in=chosen)}
     groups = {pk: GroupRow(key=str(pk), label="") for pk in chosen}
-    details = runs.filter(thread_id__in=chosen).annotate(
+    # By thread alone in SQL, period and team checked here (see _costs_in_period).
+    details = Run.objects.filter(thread_id__in=chosen).annotate(
         max_turns=KeyTextTransform("maxTurns", "config")
     )
     for run in details.values(
-        "thread_id", "status", "input_tokens", "output_tokens", "cached_input_tokens",
-        "reasoning_tokens", "cost", "cost_status", "duration_ms", "first_byte_ms", "iterations",
-        "max_turns",
+        "thread_id", "team_id", "started_at", "status", "input_tokens", "output_tokens",
+        "cached_input_tokens", "reasoning_tokens", "cost", "cost_status", "duration_ms",
+        "first_byte_ms", "iterations", "max_turns",
     ):  # fmt: skip
-        _add_run(groups[run["thread_id"]], run)
+        if run["team_id"] != team.pk or run["status"] not in FINISHED_STATUSES:
+            continue
+        if period.start <= run["started_at"] < period.end:
+            _add_run(groups[run["thread_id"]], run)
     for pk, group in groups.items():
         thread = threads.get(pk)
         group.label = (thread.title or thread.upstream_id) if thread else f"thread {pk}"
@@ -454,9 +456,9 @@ def _add_run(group: GroupRow, run: dict) -> None:
             group.max_turns_runs += 1
             group.max_turns_hit += run["iterations"] >= max_turns
     if run["duration_ms"] is not None:
-        group._durations[run["duration_ms"]] += 1
+        group._exact_durations[run["duration_ms"]] += 1
     if run["first_byte_ms"] is not None:
-        group._first_frames[run["first_byte_ms"]] += 1
+        group._exact_first_frames[run["first_byte_ms"]] += 1
 
 
 def _exact_percentile(values: Counter, fraction: float) -> float | None:
@@ -512,29 +514,88 @@ class ThreadSpend:
     cost: Decimal | None
 
 
+def top_threads(team: Team, period: Period, limit: int) -> tuple[list[tuple[int, Decimal]], bool]:
+    """The `limit` threads whose runs in `period` cost the most: [(thread id, cost)], and
+    whether more threads had runs in the period.
+
+    Exact without grouping the period's runs: ThreadUsage holds each thread's total cost,
+    which bounds its cost in any period from above. Threads are walked by total cost, most
+    expensive first; a thread entirely inside the period costs its total there, one that
+    straddles the period's edges has its runs in the period added up. The walk stops when
+    `limit` threads are known and the next total cannot beat the cheapest of them. Equal
+    costs (unpriced threads cost 0) are broken by the most recent activity.
+    """
+    sync_thread_usage(team)
+    candidates = (
+        ThreadUsage.objects.filter(
+            team=team, last_day__gte=period.since, first_day__lte=period.until
+        )
+        .order_by("-cost", "-last_day", "-thread_id")  # as thread_usage_costliest
+        .values_list("thread_id", "cost", "first_day", "last_day")
+    )
+    best: list[tuple[Decimal, int]] = []  # (cost in the period, thread id), costliest first
+    offset, batch, more = 0, 4 * limit, False
+    while True:
+        chunk = list(candidates[offset : offset + batch])
+        offset += batch
+        if not chunk:
+            break
+        straddling = [row[0] for row in chunk if row[2] < period.since or row[3] > period.until]
+        partial = _costs_in_period(team, straddling, period)
+        for thread_id, total, first_day, last_day in chunk:
+            if len(best) >= limit and total <= best[-1][0]:
+                more = True
+                return [(pk, cost) for cost, pk in best], more
+            if first_day < period.since or last_day > period.until:
+                if thread_id not in partial:
+                    continue  # its runs are all outside the period
+                total = partial[thread_id]
+            best.append((total, thread_id))
+            best.sort(key=lambda item: -item[0])
+            if len(best) > limit:
+                best.pop()
+                more = True
+    return [(pk, cost) for cost, pk in best], more
+
+
+def _costs_in_period(team: Team, thread_ids: list[int], period: Period) -> dict[int, Decimal]:
+    """Each thread's cost in `period` (threads with runs in it only), from its few runs.
+
+    By thread alone in SQL, period and team checked here: given the team or the period, SQLite
+    walks the team's runs by date (hundreds of thousands) instead of each thread's handful.
+    """
+    costs: dict[int, Decimal] = {}
+    if not thread_ids:
+        return costs
+    runs = Run.objects.filter(thread_id__in=thread_ids).values_list(
+        "thread_id", "team_id", "started_at", "status", "cost"
+    )
+    for thread_id, team_id, started_at, status, cost in runs:
+        if team_id != team.pk or status not in FINISHED_STATUSES:
+            continue
+        if period.start <= started_at < period.end:
+            costs[thread_id] = costs.get(thread_id, Decimal(0)) + (cost or 0)
+    return costs
+
+
 def expensive_threads(team: Team, period: Period, limit: int = 5) -> list[ThreadSpend]:
-    """The threads whose runs in `period` cost the most."""
-    ranked = (
+    """The threads whose runs in `period` cost the most (and cost something)."""
+    ranked = [(pk, cost) for pk, cost in top_threads(team, period, limit)[0] if cost > 0]
+    threads = Thread.objects.filter(team=team, pk__in=[pk for pk, _cost in ranked])
+    counts = dict(
         Run.objects.filter(
-            team=team,
+            thread_id__in=[pk for pk, _cost in ranked],
+            status__in=FINISHED_STATUSES,
             started_at__gte=period.start,
             started_at__lt=period.end,
-            thread__isnull=False,
-            cost__isnull=False,
         )
         .values("thread_id")
-        .annotate(n=Count("pk"), total=Sum("cost"))
-        .order_by("-total", "thread_id")[:limit]
+        .annotate(n=Count("pk"))
+        .values_list("thread_id", "n")
+        .order_by()
     )
-    ranked = list(ranked)
-    threads = {
-        t.pk: t for t in Thread.objects.filter(team=team, pk__in=[r["thread_id"] for r in ranked])
-    }
-    return [
-        ThreadSpend(threads[r["thread_id"]], r["n"], r["total"])
-        for r in ranked
-        if r["thread_id"] in threads
-    ]
+    by_pk = {thread.pk: thread for thread in threads}
+    return [ThreadSpend(by_pk[pk], counts.get(pk, 0), cost) for pk, cost in ranked if pk in by_pk]
 
 
 def latest_runs(team: Team, limit: int = 10) -> list[Run]:

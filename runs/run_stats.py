@@ -4,7 +4,9 @@ DailyUsage holds sums, which is all most report columns need. Percentiles cannot
 so each (team, day, dimensions) group also keeps log-scale histograms of run durations and of
 times to the first frame. Bucket `b >= 1` holds values in [g^(b-1), g^b) milliseconds with
 g = 1.05 (bucket 0 holds values under 1 ms); a percentile read from the merged histogram is the
-bucket's geometric middle, within ±2.5% of the exact value, however many runs went in.
+bucket's geometric middle, within ±2.5% of the exact value, however many runs went in. (The
+exact nearest-rank percentile falls in some bucket; the middle of that bucket is within a
+factor g^0.5 of anything in it.)
 
 The rows are kept in step with finished runs by `record_run_stats` (per run) and
 `rebuild_run_stats` (a range of days, from the runs). `refresh_stale_days` compares each day's
@@ -16,12 +18,16 @@ that day on the next report.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from operator import add
 
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
+from django.db.models import Count, DecimalField, Max, Min, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from runs.models import (
     FINISHED_STATUSES,
@@ -30,6 +36,9 @@ from runs.models import (
     DailyUsage,
     Run,
     Team,
+    Thread,
+    ThreadUsage,
+    ThreadUsageSync,
 )
 
 GAMMA = 1.05
@@ -50,24 +59,60 @@ def bucket_value(bucket: int) -> float:
     return GAMMA ** (bucket - 0.5)
 
 
-def percentile(histogram: dict[int, int], fraction: float) -> float | None:
-    """Nearest-rank percentile of a merged histogram (bucket → count); None when empty."""
-    count = sum(histogram.values())
-    if count == 0:
-        return None
-    rank = max(1, math.ceil(fraction * count))
-    seen = 0
-    for bucket in sorted(histogram):
-        seen += histogram[bucket]
-        if seen >= rank:
-            return bucket_value(bucket)
-    return bucket_value(max(histogram))  # unreachable: seen ends at count
+MAX_BUCKET = 511  # g^511 ms is about two years: anything longer is counted there
 
 
-def merge_into(total: Counter, histogram: dict) -> None:
-    """Add a stored histogram (JSON keys are strings) to `total`."""
-    for bucket, count in histogram.items():
-        total[int(bucket)] += count
+class Histogram:
+    """Counts per bucket in a fixed list, merged from stored text at C speed."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (MAX_BUCKET + 1)
+
+    def add(self, bucket: int, count: int = 1) -> None:
+        self.counts[min(bucket, MAX_BUCKET)] += count
+
+    def add_text(self, text: str) -> None:
+        """Add a stored histogram: "first bucket:count,count,…" (empty: nothing)."""
+        if not text:
+            return
+        first, _, rest = text.partition(":")
+        start = int(first)
+        added = list(map(int, rest.split(",")))
+        end = start + len(added)
+        self.counts[start:end] = map(add, self.counts[start:end], added)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def percentile(self, fraction: float) -> float | None:
+        """Nearest-rank percentile, as the bucket's geometric middle; None when empty."""
+        total = self.total
+        if total == 0:
+            return None
+        rank = max(1, math.ceil(fraction * total))
+        seen = 0
+        for bucket, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return bucket_value(bucket)
+        return None  # unreachable: seen ends at total
+
+    def text(self) -> str:
+        """The stored form: dense counts from the first used bucket to the last."""
+        used = [bucket for bucket, count in enumerate(self.counts) if count]
+        if not used:
+            return ""
+        first, last = used[0], used[-1]
+        return f"{first}:" + ",".join(map(str, self.counts[first : last + 1]))
+
+    @classmethod
+    def of(cls, text: str) -> Histogram:
+        histogram = cls()
+        histogram.add_text(text)
+        return histogram
 
 
 def dimensions_of(agent: str, user_id: int | None, token_id: int | None, source: str) -> str:
@@ -91,8 +136,8 @@ class _Group:
     def __init__(self) -> None:
         self.runs = self.partial = self.iterations = self.iterations_sum = 0
         self.turns = self.hit = 0
-        self.durations: Counter = Counter()
-        self.first_bytes: Counter = Counter()
+        self.durations = Histogram()
+        self.first_bytes = Histogram()
 
     def add(self, cost_status, iterations, max_turns, duration_ms, first_byte_ms) -> None:
         self.runs += 1
@@ -104,9 +149,9 @@ class _Group:
                 self.turns += 1
                 self.hit += iterations >= max_turns
         if duration_ms is not None:
-            self.durations[bucket_of(duration_ms)] += 1
+            self.durations.add(bucket_of(duration_ms))
         if first_byte_ms is not None:
-            self.first_bytes[bucket_of(first_byte_ms)] += 1
+            self.first_bytes.add(bucket_of(first_byte_ms))
 
     def fields(self) -> dict:
         return {
@@ -116,8 +161,8 @@ class _Group:
             "iterations_sum": self.iterations_sum,
             "max_turns_runs": self.turns,
             "max_turns_hit": self.hit,
-            "duration_histogram": {str(b): n for b, n in sorted(self.durations.items())},
-            "first_byte_histogram": {str(b): n for b, n in sorted(self.first_bytes.items())},
+            "duration_buckets": self.durations.text(),
+            "first_byte_buckets": self.first_bytes.text(),
         }
 
 
@@ -155,13 +200,11 @@ def record_run_stats(run: Run) -> None:
         row.max_turns_runs += group.turns
         row.max_turns_hit += group.hit
         for attribute, added in (
-            ("duration_histogram", group.durations),
-            ("first_byte_histogram", group.first_bytes),
+            ("duration_buckets", group.durations),
+            ("first_byte_buckets", group.first_bytes),
         ):
-            merged: Counter = Counter()
-            merge_into(merged, getattr(row, attribute))
-            merged.update(added)
-            setattr(row, attribute, {str(b): n for b, n in sorted(merged.items())})
+            added.add_text(getattr(row, attribute))
+            setattr(row, attribute, added.text())
         row.save()
 
 
@@ -240,3 +283,73 @@ def refresh_stale_days(team: Team, since: date, until: date) -> list[date]:
     for day in days:
         rebuild_run_stats(team, day, day)
     return days
+
+
+# --- Per-thread totals ----------------------------------------------------------------------
+
+# Threads whose activity is this close to the last sync are looked at again, so a run whose
+# finishing transaction was still open during the last sync is never missed.
+SYNC_MARGIN = timedelta(minutes=2)
+_ID_CHUNK = 500
+
+
+def _thread_usage_rows(team_id: int, runs) -> list[ThreadUsage]:
+    groups = (
+        runs.filter(thread__isnull=False)
+        .values("thread_id")
+        .annotate(
+            n=Count("pk"),
+            total=Coalesce(Sum("cost"), Decimal(0), output_field=DecimalField()),
+            unpriced=Count("pk", filter=Q(cost__isnull=True)),
+            first=Min("started_at"),
+            last=Max("started_at"),
+        )
+        .order_by()
+    )
+    return [
+        ThreadUsage(
+            team_id=team_id,
+            thread_id=group["thread_id"],
+            runs=group["n"],
+            cost=group["total"],
+            unpriced_runs=group["unpriced"],
+            first_day=group["first"].astimezone(UTC).date(),
+            last_day=group["last"].astimezone(UTC).date(),
+        )
+        for group in groups.iterator(chunk_size=10_000)
+    ]
+
+
+def rebuild_thread_usage(team: Team) -> int:
+    """Recompute every thread's totals of `team` from its runs; returns the threads counted."""
+    started = timezone.now()
+    runs = Run.objects.filter(team=team, status__in=FINISHED_STATUSES)
+    rows = _thread_usage_rows(team.pk, runs)
+    with transaction.atomic():
+        ThreadUsage.objects.filter(team=team).delete()
+        ThreadUsage.objects.bulk_create(rows, batch_size=2000)
+        ThreadUsageSync.objects.update_or_create(team=team, defaults={"synced_at": started})
+    return len(rows)
+
+
+def sync_thread_usage(team: Team) -> int:
+    """Bring `team`'s thread totals up to date: the threads active since the last sync are
+    recomputed from their runs (the first time, all of them). Returns the threads looked at."""
+    state = ThreadUsageSync.objects.filter(team=team).first()
+    if state is None:
+        return rebuild_thread_usage(team)
+    started = timezone.now()
+    active = list(
+        Thread.objects.filter(
+            team=team, last_activity_at__gte=state.synced_at - SYNC_MARGIN
+        ).values_list("pk", flat=True)
+    )
+    for start in range(0, len(active), _ID_CHUNK):
+        chunk = active[start : start + _ID_CHUNK]
+        runs = Run.objects.filter(team=team, status__in=FINISHED_STATUSES, thread_id__in=chunk)
+        rows = _thread_usage_rows(team.pk, runs)
+        with transaction.atomic():
+            ThreadUsage.objects.filter(team=team, thread_id__in=chunk).delete()
+            ThreadUsage.objects.bulk_create(rows)
+    ThreadUsageSync.objects.filter(team=team).update(synced_at=started)
+    return len(active)

@@ -159,7 +159,7 @@ USAGE_ROW = (
 )  # fmt: skip
 STATS_ROW = (
     "day", "dimensions", "runs", "partial_runs", "iterations_runs", "iterations_sum",
-    "max_turns_runs", "max_turns_hit", "duration_histogram", "first_byte_histogram",
+    "max_turns_runs", "max_turns_hit", "duration_buckets", "first_byte_buckets",
 )  # fmt: skip
 
 

@@ -66,13 +66,17 @@ def tokens(value) -> str:
 
 @register.filter
 def ms(value) -> str:
-    """Milliseconds for people: 850 ms, 12.4 s."""
+    """Milliseconds for people: 850 ms, 12.4 s, 3.5 min, 2.0 h."""
     if value is None:
         return "—"
     value = float(value)
     if value < 1000:
         return f"{value:.0f} ms"
-    return f"{value / 1000:.1f} s"
+    if value < 60_000:
+        return f"{value / 1000:.1f} s"
+    if value < 3_600_000:
+        return f"{value / 60_000:.1f} min"
+    return f"{value / 3_600_000:.1f} h"
 
 
 @register.filter

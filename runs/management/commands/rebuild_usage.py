@@ -1,7 +1,8 @@
 """Rebuild the daily rollups from the runs: `manage.py rebuild_usage [--since DATE] [--team]`.
 
-Both rollups: DailyUsage (runs.recording.rebuild_usage, one grouped query) and the statistics
-reports read beside it (runs.run_stats.rebuild_run_stats, one pass over the runs).
+Every rollup reports read: DailyUsage (runs.recording.rebuild_usage, one grouped query), the
+statistics beside it (runs.run_stats.rebuild_run_stats, one pass over the runs) and the
+per-thread totals (runs.run_stats.rebuild_thread_usage, one grouped query).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand
 
 from runs.management.commands.recompute_costs import parse_day, teams_from
 from runs.recording import rebuild_usage
-from runs.run_stats import rebuild_run_stats
+from runs.run_stats import rebuild_run_stats, rebuild_thread_usage
 
 
 class Command(BaseCommand):
@@ -25,11 +26,11 @@ class Command(BaseCommand):
     def handle(self, *args, since: str | None, team: str | None, **options) -> None:
         first_day = parse_day(since) if since else None
         started = time.perf_counter()
-        teams = teams_from(team) if team else [None]
         counted = 0
-        for one in teams:
+        for one in teams_from(team):
             counted += rebuild_usage(one, first_day)
             rebuild_run_stats(one, first_day)
+            rebuild_thread_usage(one)  # per-thread totals span all days: always whole
         scope = f" since {first_day}" if first_day else ""
         self.stdout.write(
             f"Rebuilt the rollups{scope} from {counted} runs in "
