@@ -29,6 +29,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from runs import conversation, upstream
+from runs import filters as filters_module
 from runs.access import for_team, get_for_team_or_404, team_view
 from runs.audit import record
 from runs.filters import (
@@ -114,6 +115,7 @@ def run_list(request: TeamRequest) -> HttpResponse:
         "query": query,
         "more_url": f"?{query}&before={page.next_cursor}" if page.next_cursor else "",
         "is_first_page": cursor is None,
+        "scan_budget": filters_module.SCAN_BUDGET,
     }
     template = _fragment(
         request,
