@@ -126,7 +126,7 @@ def budget_statuses(team: Team, *, agent: str | None = None, now=None) -> list[B
     return statuses
 
 
-def note_alerts(team: Team, statuses: list[BudgetStatus], request=None) -> None:
+def note_alerts(team: Team, statuses: list[BudgetStatus]) -> None:
     """Write the audit event for a budget crossing its threshold or limit, once a month each."""
     from runs.audit import record
 
@@ -143,7 +143,8 @@ def note_alerts(team: Team, statuses: list[BudgetStatus], request=None) -> None:
             except IntegrityError:
                 continue  # already noted this month
             action = "budget_warning" if level == WARNING else "budget_exceeded"
-            record(request, action, team, target=status.describe(), actor_label="rtdash")
+            # rtdash noticed it, whoever happened to be looking: a system event, no actor.
+            record(None, action, team, target=status.describe(), actor_label="rtdash")
 
 
 def enforce_budget(team: Team, agent: str) -> None:

@@ -102,7 +102,7 @@ def _reverse_or_none(name: str, *args) -> str | None:
 def _banner_statuses(request: HttpRequest):
     """Budgets at or past their warning threshold, for the banner (and their audit event)."""
     statuses = budget_statuses(request.team)
-    note_alerts(request.team, statuses, request)
+    note_alerts(request.team, statuses)
     return [status for status in statuses if status.level != "ok"]
 
 
@@ -389,7 +389,7 @@ def _budgets_context(request: HttpRequest, form: BudgetForm | None = None) -> di
 @team_view()
 def budgets(request: HttpRequest) -> HttpResponse:
     context = _budgets_context(request)
-    note_alerts(request.team, context["statuses"], request)
+    note_alerts(request.team, context["statuses"])
     return render(request, "runs/reports/budgets.html", context)
 
 

@@ -35,7 +35,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     team = request.team
     data = overview_data(team)
     statuses = budget_statuses(team)
-    note_alerts(team, statuses, request)
+    note_alerts(team, statuses)
     today = data.today.until.isoformat()
     context = {
         "data": data,

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from runs.models import DailyRunStats, DailyUsage, Run, RunStatus
 from runs.recording import rebuild_usage
-from runs.reports import GROUPS, make_period, usage_report
+from runs.reports import GROUPS, make_period, top_threads, usage_report
 from runs.run_stats import GAMMA, bucket_of, bucket_value, rebuild_run_stats, record_run_stats
 from tests.conftest import PASSWORD
 from tests.reporting import finished_run, set_price
@@ -362,3 +362,30 @@ def test_the_export_rejects_post(client, alice):
 def test_the_export_of_an_outsider_has_no_acme_rows(client, charlie, history):
     body = login(client, charlie).get("/reports/export.csv?period=30d").content.decode()
     assert "code-assistant" not in body and "unpriced-agent" not in body
+
+
+@pytest.mark.parametrize("limit", [1, 3, 8, 500])
+@pytest.mark.parametrize("days_ago", [(6, 0), (29, 0), (20, 10), (33, 33)])
+def test_top_threads_are_exactly_the_costliest_in_the_period(acme, history, limit, days_ago):
+    today = timezone.now().date()
+    since, until = (today - timedelta(days=d) for d in days_ago)
+    period = make_period("custom", since.isoformat(), until.isoformat())
+    in_period: dict[int, Decimal] = defaultdict(Decimal)
+    for run in Run.objects.filter(team=acme, thread__isnull=False):
+        if period.start <= run.started_at < period.end:
+            in_period[run.thread_id] += run.cost or 0
+    ranked, more = top_threads(acme, period, limit)
+    assert all(in_period[pk] == cost for pk, cost in ranked)
+    assert [cost for _pk, cost in ranked] == sorted(in_period.values(), reverse=True)[:limit]
+    if len(in_period) > limit:
+        assert more  # the page then says only the costliest are shown
+
+
+def test_thread_totals_follow_new_runs_without_a_rebuild(acme, history):
+    period = make_period("30d")
+    before = dict(top_threads(acme, period, 500)[0])
+    thread = Run.objects.filter(team=acme, thread__isnull=False).latest("started_at").thread
+    extra = finished_run(acme, agent=thread.agent, usage={"inputTokens": 10**6, "outputTokens": 0},
+                         thread_id=thread.upstream_id)  # fmt: skip
+    after = dict(top_threads(acme, period, 500)[0])
+    assert after[thread.pk] == before.get(thread.pk, 0) + extra.cost
