@@ -25,6 +25,13 @@ ACTIONS: dict[str, str] = {
     "key_rotated": "Key re-encrypted",
     "token_issued": "Token issued",
     "token_revoked": "Token revoked",
+    "runs_exported": "Runs exported",
+    "thread_renamed": "Thread renamed",
+    "thread_archived": "Thread archived",
+    "thread_unarchived": "Thread unarchived",
+    "thread_deleted": "Thread deleted",
+    "budget_warning": "Budget warning",
+    "budget_exceeded": "Budget exceeded",
 }
 
 # Events about an account rather than a team: they are stored without a team, and a team's

@@ -27,7 +27,9 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from runs import upstream
+from runs.audit import record
 from runs.budgets import BudgetExceeded, enforce_budget
+from runs.conversation import forget_thread_content
 from runs.crypto import KeyDecryptionError, decrypt_for_upstream
 from runs.models import (
     Budget,
@@ -417,22 +419,27 @@ async def _proxy(
     except upstream.UpstreamError as problem:
         return error_response(502, problem.code, problem.message)
     if on_success is not None and response.status_code < 300:
-        await sync_to_async(on_success)(caller.team, content)
+        await sync_to_async(on_success)(caller, content)
     return _passthrough(response, response.content)
 
 
 def _mark_thread_deleted(thread_id: str):
-    def mark(team: Team, content: bytes | None) -> None:
-        # The thread's runs keep their usage and cost; only its content goes (elsewhere).
-        Thread.objects.filter(
-            team=team, upstream_id=storable(thread_id), deleted_at__isnull=True
-        ).update(deleted_at=timezone.now())
+    def mark(caller: Caller, content: bytes | None) -> None:
+        # The thread's prompts, results and frames go; its runs keep their usage and cost.
+        forget_thread_content(caller.team, storable(thread_id))
+        record(
+            None,
+            "thread_deleted",
+            caller.team,
+            target=f"thread {storable(thread_id)[:100]} (through the gateway)",
+            actor_label=f"token {caller.token.prefix}…",
+        )
 
     return mark
 
 
 def _mark_thread_patched(thread_id: str):
-    def mark(team: Team, content: bytes | None) -> None:
+    def mark(caller: Caller, content: bytes | None) -> None:
         try:
             changes = json.loads(content or b"")
         except ValueError:
@@ -445,7 +452,9 @@ def _mark_thread_patched(thread_id: str):
         if isinstance(changes.get("archived"), bool):
             fields["archived"] = changes["archived"]
         if fields:
-            Thread.objects.filter(team=team, upstream_id=storable(thread_id)).update(**fields)
+            Thread.objects.filter(team=caller.team, upstream_id=storable(thread_id)).update(
+                **fields
+            )
 
     return mark
 

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from runs.gateway import settle
-from runs.models import GatewayToken, Run, Thread
+from runs.models import AuditEvent, GatewayToken, Run, RunEvent, Thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -194,6 +194,10 @@ async def test_delete_keeps_usage_and_marks_the_thread(as_acme, path):
     assert thread.deleted_at is not None
     run = await Run.objects.aget(thread=thread)
     assert run.input_tokens > 0
+    # The content goes, the usage stays, and the deletion is audited.
+    assert (run.prompt, run.result) == ("", "")
+    assert not await RunEvent.objects.filter(run=run).aexists()
+    assert await AuditEvent.objects.filter(action="thread_deleted", team__slug="acme").aexists()
     gone = await as_acme("GET", f"/v1/threads/{thread_id}")
     assert gone.status_code == 404
 
