@@ -38,9 +38,11 @@ lint: $(STAMP)
 test: $(STAMP) chromium lint
 	$(VENV)/bin/pytest
 
+BENCHMARKS := simulator gateway relay history reports load
+
 bench: $(STAMP)
-	@for script in bench/[a-z]*.py; do \
-	  echo "== $$script"; $(PY) -m bench.$$(basename $$script .py) || exit 1; done
+	@for name in $(BENCHMARKS); do \
+	  echo "== bench/$$name.py"; $(PY) -m bench.$$name || exit 1; done
 
 simulate: $(STAMP)
 	$(PY) -m simulator --host $(HOST) --port $(SIM_PORT)
