@@ -83,11 +83,24 @@ def _team_run_id(team, run_id: int) -> int | None:
     return Run.objects.filter(team=team, pk=run_id).values_list("pk", flat=True).first()
 
 
+def _elapsed_ms(run: Run) -> int:
+    return round((timezone.now() - run.started_at).total_seconds() * 1000)
+
+
+def _frames_after(run_id: int, after: int, upto: int | None) -> list[list]:
+    events = RunEvent.objects.filter(run_id=run_id, sequence__gt=after)
+    if upto is not None:
+        events = events.filter(sequence__lte=upto)
+    rows = events.order_by("sequence").values_list("sequence", "event", "data")[:REPLAY_BATCH]
+    return [list(row) for row in rows]
+
+
 @database_sync_to_async
-def _run_state(run_id: int) -> dict:
+def _run_state(run_id: int, after: int) -> tuple[dict, list[list]]:
+    """The run for the browser and (in the same trip) its first stored frames after `after`."""
     run = Run.objects.get(pk=run_id)
     state = summary(run)
-    state["elapsedMs"] = round((timezone.now() - run.started_at).total_seconds() * 1000)
+    state["elapsedMs"] = _elapsed_ms(run)
     first = (
         RunEvent.objects.filter(run_id=run_id, event__in=FIRST_TOKEN_EVENTS)
         .order_by("sequence")
@@ -96,7 +109,7 @@ def _run_state(run_id: int) -> dict:
     )
     if first is not None:
         state["firstTokenMs"] = round((first - run.started_at).total_seconds() * 1000)
-    return state
+    return state, _frames_after(run_id, after, None)
 
 
 @database_sync_to_async
@@ -105,12 +118,8 @@ def _is_finished(run_id: int) -> bool:
 
 
 @database_sync_to_async
-def _stored_frames(run_id: int, after: int, upto: int | None, limit: int) -> list[list]:
-    events = RunEvent.objects.filter(run_id=run_id, sequence__gt=after)
-    if upto is not None:
-        events = events.filter(sequence__lte=upto)
-    rows = events.order_by("sequence").values_list("sequence", "event", "data")[:limit]
-    return [list(row) for row in rows]
+def _stored_frames(run_id: int, after: int, upto: int | None = None) -> list[list]:
+    return _frames_after(run_id, after, upto)
 
 
 def _form_data(form) -> MultiValueDict | None:
@@ -235,7 +244,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "invalid", "errors": problem.errors})
             return
         user = self.scope["user"]
-        sink = RelaySink()
+        sink = RelaySink(subscriber=self.channel_name)
         try:
             launched = await launch(
                 self.membership.team,
@@ -248,12 +257,24 @@ class RunConsumer(AsyncWebsocketConsumer):
             code, message = refusal(error)
             await self._error(code, message)
             return
-        if launched.reader is not None:
-            await sink.attach(launched.reader)
-        run_id = launched.run.pk
-        await self._send({"type": "started", "run": run_id, "url": watch_url(run_id)})
+        run = launched.run
+        started = {"type": "started", "run": run.pk, "url": watch_url(run.pk)}
+        if launched.reader is None:  # over already: not streamed, or refused upstream
+            await self._send(started)
+            async with self.lock:
+                await self._follow(run.pk)
+            return
+        await sink.attach(launched.reader)
         async with self.lock:
-            await self._follow(run_id)
+            # The sink puts this socket in the run's group before its first frame: it follows
+            # live from sequence 1, with no database reads while many runs start at once.
+            await self._leave()
+            self.run_id, self.last, self.held = run.pk, 0, {}
+            self.following = Following.LIVE
+            self.checked_at = time.monotonic()
+            await self._send(started)
+            await self._send({"type": "run", **summary(run), "elapsedMs": _elapsed_ms(run)})
+            self._keep_watch()
 
     async def _stop(self) -> None:
         if not self.membership.can_run:
@@ -267,31 +288,39 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     # --- Following a run ----------------------------------------------------------------------
 
-    async def _follow(self, run_id: int, after: int = 0) -> None:
-        if self.run_id is not None and self.run_id != run_id:
+    async def _leave(self) -> None:
+        if self.run_id is not None and self.following is not Following.DONE:
             await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+
+    def _keep_watch(self) -> None:
+        if self.watchdog is None:
+            self.watchdog = asyncio.ensure_future(self._watch())
+
+    async def _follow(self, run_id: int, after: int = 0) -> None:
+        await self._leave()
         self.run_id, self.last, self.held = run_id, after, {}
         self.following = Following.CATCHING_UP
         # Join before reading anything, so every frame from now on reaches this socket.
         await self.channel_layer.group_add(run_group(run_id), self.channel_name)
-        state = await _run_state(run_id)
+        state, frames = await _run_state(run_id, after)
         await self._send({"type": "run", **state})
         if state["finished"]:
-            await self._finish()
+            await self._finish(state, frames)
             return
-        await self._replay()
+        await self._replay(frames)
         await self._ask_reader()
-        if self.watchdog is None:
-            self.watchdog = asyncio.ensure_future(self._watch())
+        self._keep_watch()
 
-    async def _replay(self, upto: int | None = None) -> None:
-        """Send the stored frames after the last one sent (up to `upto`)."""
+    async def _replay(self, frames: list[list] | None = None, upto: int | None = None) -> None:
+        """Send the stored frames after the last one sent (up to `upto`), from `frames` on."""
+        if frames is None:
+            frames = await _stored_frames(self.run_id, self.last, upto)
         while True:
-            frames = await _stored_frames(self.run_id, self.last, upto, REPLAY_BATCH)
             if frames:
                 await self._emit(frames)
             if len(frames) < REPLAY_BATCH:
                 return
+            frames = await _stored_frames(self.run_id, self.last, upto)
 
     async def _ask_reader(self) -> None:
         self.asked_at = time.monotonic()
@@ -304,10 +333,11 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.last = frames[-1][0]
         await self._send({"type": "frames", "frames": frames})
 
-    async def _finish(self) -> None:
+    async def _finish(self, state: dict | None = None, frames: list[list] | None = None) -> None:
         """The run is recorded: send what is left of its frames, then its outcome."""
-        await self._replay()
-        state = await _run_state(self.run_id)
+        if state is None:
+            state, frames = await _run_state(self.run_id, self.last)
+        await self._replay(frames)
         self.following = Following.DONE
         self.held = {}
         await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)

@@ -95,8 +95,11 @@ class RelaySink(Sink):
 
     wants_frames = True
 
-    def __init__(self) -> None:
+    def __init__(self, subscriber: str = "") -> None:
         self.layer = get_channel_layer()
+        # The channel of the socket that started the run: it joins the run's group before the
+        # first frame is sent there, so it hears the run from its start without catching up.
+        self.subscriber = subscriber
         self.reader: RunReader | None = None
         self.run_id = 0
         # Frames relayed but perhaps not yet committed, oldest first.
@@ -119,7 +122,13 @@ class RelaySink(Sink):
 
     # --- the reader's side ------------------------------------------------------------------
 
+    async def _add_subscriber(self) -> None:
+        if self.subscriber:
+            subscriber, self.subscriber = self.subscriber, ""
+            await self.layer.group_add(run_group(self.run_id), subscriber)
+
     async def frames(self, frames: list[tuple[int, Frame]]) -> None:
+        await self._add_subscriber()
         stored = self.reader.writer.stored_through if self.reader is not None else 0
         while self.unstored and self.unstored[0][0] <= stored:
             self.unstored.popleft()
@@ -140,6 +149,7 @@ class RelaySink(Sink):
         if self.channel:
             await self.layer.group_discard(control_group(self.run_id), self.channel)
         self.unstored.clear()
+        await self._add_subscriber()
         last = self.reader.writer.next_sequence - 1 if self.reader is not None else 0
         await self.layer.group_send(
             run_group(self.run_id), {"type": "run.finished", "run": self.run_id, "last": last}

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import socket
+import subprocess
 import threading
+import time
 
 import pytest
 from django.db import connections
 
 from runs.models import Run
+from simulator.testing import HOST, free_port
 from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
 
@@ -299,3 +304,61 @@ def test_view_code_uses_the_token_variable(live, browser):
     assert "$RTDASH_TOKEN" in curl.text_content()
     assert '"prompt": "Hello there"' in curl.text_content()
     assert "rt_test_demo" not in page.content()
+
+
+@pytest.fixture
+def redis_url():
+    """A throwaway Redis for a two-worker rtdash, as issue 8 deploys it."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [server, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    yield f"redis://{HOST}:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.usefixtures("upstream", "acme_key", "bob", "alice")
+def test_stop_on_one_worker_stops_the_reader_on_another(browser, redis_url, upstream):
+    env = {"RTDASH_REAPER_INTERVAL": "0", "REDIS_URL": redis_url}
+    with (
+        RtdashServer(upstream.url, TEST_ENCRYPTION_KEY, **env) as first,
+        RtdashServer(upstream.url, TEST_ENCRYPTION_KEY, **env) as second,
+    ):
+        page = log_in(browser, first, "bob")
+        long = {"deltas": 300, "dripMs": 100}  # 30 s unless stopped
+        fill(page, "support-chat", "Read on the first worker", simulate=long)
+        page.get_by_role("button", name="Run").click()
+        wait_for_answer(page)
+        run = orm(latest_run)
+
+        # A teammate on the second worker watches the run live and stops it there.
+        other = log_in(browser, second, "alice")
+        other.goto(f"{second.url}/playground?run={run.pk}")
+        wait_for_answer(other)
+        assert status(other).text_content() == "Running"
+        other.get_by_role("button", name="Stop").click()
+
+        for tab in (other, page):
+            tab.wait_for_function(
+                "() => document.querySelector('#statusbar [data-status]')"
+                ".textContent === 'Cancelled'"
+            )
+        run = orm(latest_run)
+        assert run.status == "cancelled" and run.cancel_requested
+        assert answer_text(other) == answer_text(page) == run.result
+        assert 0 < run.frame_count < 300

@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from runs import runner
+from runs import relay, runner
 from runs.gateway import settle
 from runs.models import Run, RunEvent, RunStatus
 from runs.recording import RunOutcome, finish_run, save_events, start_run
@@ -350,8 +350,10 @@ async def test_stop_cancels_the_upstream_request_and_keeps_what_arrived(applicat
 
 @pytest.mark.usefixtures("upstream", "acme_key")
 async def test_stop_reaches_a_reader_on_another_worker_through_the_channel_layer(
-    application, bob, alice
+    application, bob, alice, monkeypatch
 ):
+    # Only the channel message can stop it in time: the flag is not polled during the test.
+    monkeypatch.setattr(relay, "CANCEL_POLL_SECONDS", 60)
     async with Socket(application, "/ws/playground/", bob) as starter:
         run_id = await starter.start(SLOW)
         await starter.until_frames(3)
