@@ -199,6 +199,8 @@ class RunConsumer(AsyncWebsocketConsumer):
     # --- From the browser -------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.membership is None:
+            return  # refused at connect; the close is on its way
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > MAX_MESSAGE_BYTES:
             await self._error("too_large", f"Messages are limited to {MAX_MESSAGE_BYTES} bytes.")

@@ -57,7 +57,6 @@ FORM_FIELDS = {
     "prompt": "prompt",
     "threadId": "thread",
     "stream": "stream",
-    "config": "max_tokens",
     "config.maxTokens": "max_tokens",
     "config.maxTurns": "max_turns",
     "config.temperature": "temperature",
@@ -88,8 +87,8 @@ class PlaygroundForm(forms.Form):
     prompt = forms.CharField(label="Prompt", required=False, strip=False)
     # Read from the message_role/message_content and meta_key/meta_value rows in clean();
     # declared so their errors have a place.
-    messages = forms.Field(required=False)
-    metadata = forms.Field(required=False)
+    messages = forms.Field(label="Messages", required=False)
+    metadata = forms.Field(label="Metadata", required=False)
     thread = forms.CharField(label="Thread", required=False, max_length=200)
     max_tokens = forms.IntegerField(
         label="Max tokens",

@@ -649,3 +649,10 @@ async def test_a_non_streamed_run_over_the_socket_ends_with_its_summary(applicat
     run = await run_row(run_id)
     assert run.stream is False and finished["status"] == "completed"
     assert not socket.frames
+
+
+async def test_a_refused_socket_ignores_what_it_is_sent(application, db):
+    async with Socket(application, "/ws/playground/") as socket:
+        await socket.send({"action": "start", "form": HELLO})
+        assert await socket.closed_with() == 4401
+        assert not socket.messages

@@ -257,6 +257,8 @@ def test_an_upstream_error_shows_in_the_card(client, bob):
         ({**HELLO, "max_turns": "0"}, "Max turns: Ensure this value is greater than or equal to 1"),
         ({**HELLO, "prompt": ""}, "Prompt: Write a prompt."),
         ({"prompt": "hi"}, "Agent: This field is required."),
+        # Checked by validate_run, as the gateway checks it.
+        ({**HELLO, "meta_key": "big", "meta_value": "x" * 17_000}, "Metadata: metadata is 17"),
     ],
 )
 @pytest.mark.usefixtures("upstream", "acme_key")
