@@ -243,7 +243,8 @@ def _markdown(results: dict[str, dict], runs: int) -> str:
             worst[n] = max(worst[n], figure["p95"])
             cells.append(f"{figure['p50']:.1f} / {figure['p95']:.1f}")
         shown = url.split("?", 1)[1]
-        shown = shown.split("&since=")[0] + ("&since=…(90 days)" if "since=" in shown else "")
+        if "since=" in shown:  # the custom period: its dates change every day
+            shown = "period=custom (90 days)&" + shown.split("&")[-1]
         lines.append(f"| `{shown}` | " + " | ".join(cells) + " |")
     lines += ["", "Other endpoints, p50 / p95 (ms):", ""]
     lines += ["| endpoint | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -252,7 +253,7 @@ def _markdown(results: dict[str, dict], runs: int) -> str:
         for n in names:
             figure = results[n]["extras"][url]
             cells.append(f"{figure['p50']:.1f} / {figure['p95']:.1f}")
-        shown = url if "since=" not in url else url.split("&since=")[0] + "&since=…"
+        shown = url if "since=" not in url else url.split("&since=")[0] + " (90 days)"
         lines.append(f"| `{shown}` | " + " | ".join(cells) + " |")
     lines += [
         "",

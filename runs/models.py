@@ -658,7 +658,7 @@ class DailyRunStats(models.Model):
 
 
 class ThreadUsage(models.Model):
-    """Each thread's runs and spend over its whole life, and the days its runs span.
+    """Each thread's runs and spend over its whole life, and when its first and last runs began.
 
     The thread report wants the most expensive threads of a period without grouping a million
     runs: it walks threads by total cost (an upper bound of their cost in any period) through
@@ -672,16 +672,16 @@ class ThreadUsage(models.Model):
     runs = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=24, decimal_places=9, default=0)
     unpriced_runs = models.PositiveIntegerField(default=0)
-    first_day = models.DateField()
-    last_day = models.DateField()
+    first_started_at = models.DateTimeField()
+    last_started_at = models.DateTimeField()
 
     class Meta:
         indexes = [
             # The thread report and the overview: a team's threads, costliest first, with the
-            # days they span in the index so threads outside a period are skipped in it.
+            # span of their runs in the index so threads outside a period are skipped in it.
             models.Index(
-                fields=["team", "-cost", "-last_day", "-thread", "first_day"],
-                name="thread_usage_costliest",
+                fields=["team", "-cost", "-last_started_at", "-thread", "first_started_at"],
+                name="thread_usage_by_cost",
             ),
         ]
 

@@ -196,6 +196,18 @@ class GroupRow:
         self._durations.add_text(row["duration_buckets"])
         self._first_frames.add_text(row["first_byte_buckets"])
 
+    def add_group(self, other: GroupRow) -> None:
+        """Add another row's numbers (for totals: cheaper than adding every rollup row again)."""
+        for name in (
+            "runs", "completed", "failed", "input_tokens", "output_tokens",
+            "cached_input_tokens", "reasoning_tokens", "cost", "unpriced_runs", "partial_runs",
+            "duration_ms_sum", "iterations_runs", "iterations_sum", "max_turns_runs",
+            "max_turns_hit",
+        ):  # fmt: skip
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self._durations.add_histogram(other._durations)
+        self._first_frames.add_histogram(other._first_frames)
+
     def finish(self, *, exact: bool = False) -> None:
         """Read the percentiles: from histograms, or (exact) from counters of the raw values."""
         if exact:
@@ -375,16 +387,15 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
         if group is None:
             group = groups[key] = GroupRow(key="" if key is None else str(key), label="")
         group.add_usage(row)
-        totals.add_usage(row)
         extra = stats.get((row["day"], row["dimensions"]))
         if extra is not None:
             group.add_stats(extra)
-            totals.add_stats(extra)
     labels = _labels(team, group_by, set(groups))
     for key, group in groups.items():
         group.label = labels[key]
         group.filters = _filters(group_by, key, period)
         group.finish()
+        totals.add_group(group)
     totals.finish()
     totals.filters = _filters("", None, period)
     if group_by == "day":
@@ -528,10 +539,10 @@ def top_threads(team: Team, period: Period, limit: int) -> tuple[list[tuple[int,
     sync_thread_usage(team)
     candidates = (
         ThreadUsage.objects.filter(
-            team=team, last_day__gte=period.since, first_day__lte=period.until
+            team=team, last_started_at__gte=period.start, first_started_at__lt=period.end
         )
-        .order_by("-cost", "-last_day", "-thread_id")  # as thread_usage_costliest
-        .values_list("thread_id", "cost", "first_day", "last_day")
+        .order_by("-cost", "-last_started_at", "-thread_id")  # as thread_usage_by_cost
+        .values_list("thread_id", "cost", "first_started_at", "last_started_at")
     )
     best: list[tuple[Decimal, int]] = []  # (cost in the period, thread id), costliest first
     offset, batch, more = 0, 4 * limit, False
@@ -540,13 +551,13 @@ def top_threads(team: Team, period: Period, limit: int) -> tuple[list[tuple[int,
         offset += batch
         if not chunk:
             break
-        straddling = [row[0] for row in chunk if row[2] < period.since or row[3] > period.until]
+        straddling = [row[0] for row in chunk if row[2] < period.start or row[3] >= period.end]
         partial = _costs_in_period(team, straddling, period)
-        for thread_id, total, first_day, last_day in chunk:
+        for thread_id, total, first_started, last_started in chunk:
             if len(best) >= limit and total <= best[-1][0]:
                 more = True
                 return [(pk, cost) for cost, pk in best], more
-            if first_day < period.since or last_day > period.until:
+            if first_started < period.start or last_started >= period.end:
                 if thread_id not in partial:
                     continue  # its runs are all outside the period
                 total = partial[thread_id]

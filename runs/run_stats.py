@@ -23,8 +23,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from operator import add
 
-from django.db import IntegrityError, transaction
-from django.db.models import Count, DecimalField, Max, Min, Q, Sum
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BigIntegerField, Count, DecimalField, Max, Min, Q, Sum, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -62,6 +62,14 @@ def bucket_value(bucket: int) -> float:
 MAX_BUCKET = 511  # g^511 ms is about two years: anything longer is counted there
 
 
+def parse_buckets(text: str) -> tuple[int, list[int]]:
+    """A stored histogram as (first bucket, dense counts); (0, []) for an empty one."""
+    if not text:
+        return 0, []
+    first, _, rest = text.partition(":")
+    return int(first), list(map(int, rest.split(",")))
+
+
 class Histogram:
     """Counts per bucket in a fixed list, merged from stored text at C speed."""
 
@@ -75,13 +83,15 @@ class Histogram:
 
     def add_text(self, text: str) -> None:
         """Add a stored histogram: "first bucket:count,count,…" (empty: nothing)."""
-        if not text:
-            return
-        first, _, rest = text.partition(":")
-        start = int(first)
-        added = list(map(int, rest.split(",")))
+        self.add_counts(*parse_buckets(text))
+
+    def add_counts(self, start: int, added: list[int]) -> None:
+        """Add dense counts for the buckets from `start` on (see parse_buckets)."""
         end = start + len(added)
         self.counts[start:end] = map(add, self.counts[start:end], added)
+
+    def add_histogram(self, other: Histogram) -> None:
+        self.counts = list(map(add, self.counts, other.counts))
 
     @property
     def total(self) -> int:
@@ -291,6 +301,9 @@ def refresh_stale_days(team: Team, since: date, until: date) -> list[date]:
 # finishing transaction was still open during the last sync is never missed.
 SYNC_MARGIN = timedelta(minutes=2)
 _ID_CHUNK = 500
+THREAD_USAGE_COLUMNS = (
+    "team", "thread", "runs", "cost", "unpriced_runs", "first_started_at", "last_started_at",
+)  # fmt: skip
 
 
 def _thread_usage_rows(team_id: int, runs) -> list[ThreadUsage]:
@@ -313,23 +326,48 @@ def _thread_usage_rows(team_id: int, runs) -> list[ThreadUsage]:
             runs=group["n"],
             cost=group["total"],
             unpriced_runs=group["unpriced"],
-            first_day=group["first"].astimezone(UTC).date(),
-            last_day=group["last"].astimezone(UTC).date(),
+            first_started_at=group["first"],
+            last_started_at=group["last"],
         )
         for group in groups.iterator(chunk_size=10_000)
     ]
 
 
 def rebuild_thread_usage(team: Team) -> int:
-    """Recompute every thread's totals of `team` from its runs; returns the threads counted."""
+    """Recompute every thread's totals of `team` from its runs; returns the threads counted.
+
+    One INSERT … SELECT … GROUP BY in the database: building 600,000 rows in Python and
+    inserting them with bulk_create took 40 s at a million runs.
+    """
     started = timezone.now()
-    runs = Run.objects.filter(team=team, status__in=FINISHED_STATUSES)
-    rows = _thread_usage_rows(team.pk, runs)
+    groups = (
+        Run.objects.filter(team=team, status__in=FINISHED_STATUSES, thread__isnull=False)
+        .values("thread_id")
+        .annotate(
+            team_ref=Value(team.pk, output_field=BigIntegerField()),
+            n=Count("pk"),
+            total=Coalesce(Sum("cost"), Decimal(0), output_field=DecimalField()),
+            unpriced=Count("pk", filter=Q(cost__isnull=True)),
+            first=Min("started_at"),
+            last=Max("started_at"),
+        )
+        .values_list("team_ref", "thread_id", "n", "total", "unpriced", "first", "last")
+        .order_by()
+    )
+    select, params = groups.query.sql_with_params()
+    quote = connection.ops.quote_name
+    columns = ", ".join(
+        quote(ThreadUsage._meta.get_field(name).column) for name in THREAD_USAGE_COLUMNS
+    )
+    table = quote(ThreadUsage._meta.db_table)
     with transaction.atomic():
         ThreadUsage.objects.filter(team=team).delete()
-        ThreadUsage.objects.bulk_create(rows, batch_size=2000)
+        with connection.cursor() as cursor:
+            # Only the model's own table and column names go into the text; values are bound.
+            cursor.execute(f"INSERT INTO {table} ({columns}) {select}", params)
+            inserted = cursor.rowcount
         ThreadUsageSync.objects.update_or_create(team=team, defaults={"synced_at": started})
-    return len(rows)
+    return inserted
 
 
 def sync_thread_usage(team: Team) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from decimal import Decimal
+from unittest import mock
 
 from django.utils import timezone
 
@@ -33,7 +34,11 @@ def finished_run(
     source: str = "gateway",
     first_byte_ms: int | None = None,
     thread_id: str = "",
+    duration_ms: int = 1500,
 ) -> Run:
+    """A run finished through finish_run. With `started_at`, the run is backdated and finishes
+    `duration_ms` after it (the clock finish_run reads is set to that moment), so durations
+    stay as real runs have them."""
     body = {"agent": agent, "prompt": "Price me", "config": config or {}}
     if thread_id:
         body["threadId"] = thread_id
@@ -47,7 +52,11 @@ def finished_run(
     if first_byte_ms is not None:
         start = started_at or run.started_at
         outcome.first_byte_at = start + timedelta(milliseconds=first_byte_ms)
-    return finish_run(run.pk, outcome)
+    if started_at is None:
+        return finish_run(run.pk, outcome)
+    finished_at = started_at + timedelta(milliseconds=duration_ms)
+    with mock.patch("runs.recording.timezone.now", return_value=finished_at):
+        return finish_run(run.pk, outcome)
 
 
 def set_price(team, agent: str = "", since=None, **rates) -> Price:

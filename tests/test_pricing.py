@@ -226,9 +226,10 @@ def test_recompute_costs_rejects_a_bad_date(acme):
 
 
 def test_it_prices_by_utc_start_day(acme):
-    set_price(acme, since=date(2026, 3, 2), input_per_million="1", output_per_million="0")
-    set_price(acme, since=date(2026, 3, 1), input_per_million="9", output_per_million="0")
-    late = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)
+    day = timezone.now().date() - timedelta(days=2)
+    set_price(acme, since=day + timedelta(days=1), input_per_million="1", output_per_million="0")
+    set_price(acme, since=day, input_per_million="9", output_per_million="0")
+    late = datetime.combine(day, datetime.max.time(), tzinfo=UTC)  # 23:59:59.999999 UTC
     run = finished_run(acme, usage={"inputTokens": 1_000_000, "outputTokens": 0}, started_at=late)
     assert run.cost == Decimal("9")
 

@@ -73,6 +73,7 @@ def history(acme, alice, bob, acme_token):
                 token=token if source == "gateway" else None,
                 source=source,
                 first_byte_ms=rng.randint(50, 3000),
+                duration_ms=rng.randint(200, 120_000),
                 thread_id=f"thr_{index % 17}_{agent}" if rng.random() < 0.6 else "",
             )
         )
