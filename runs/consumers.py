@@ -31,6 +31,7 @@ import enum
 import json
 import time
 from collections import deque
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from channels.consumer import get_handler_name
@@ -45,7 +46,7 @@ from runs.crypto import KeyDecryptionError
 from runs.execution import NoRunToolsKey, launch
 from runs.models import Run, RunEvent, Source
 from runs.playground import InvalidRun, build_run_request, refusal, summary, watch_url
-from runs.relay import RelaySink, control_group, request_stop, run_group
+from runs.relay import FIRST_TOKEN_EVENTS, RelaySink, control_group, request_stop, run_group
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FLOOD_MESSAGES = 30  # at most this many client messages ...
@@ -54,7 +55,6 @@ CATCHUP_TIMEOUT = 1.0  # ask again, and look at the run's row, after this long u
 CHECK_SECONDS = 5.0  # while following, look at the run's row this often (a dead reader)
 WATCHDOG_TICK = 0.25
 REPLAY_BATCH = 1000
-FIRST_TOKEN_EVENTS = ("assistant_message_delta", "assistant_thinking_delta")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -96,20 +96,26 @@ def _frames_after(run_id: int, after: int, upto: int | None) -> list[list]:
 
 
 @database_sync_to_async
-def _run_state(run_id: int, after: int) -> tuple[dict, list[list]]:
-    """The run for the browser and (in the same trip) its first stored frames after `after`."""
+def _run_state(
+    run_id: int, after: int | None, first_token_at: float | None = None
+) -> tuple[dict, list[list]]:
+    """The run for the browser and, in the same trip, its first stored frames after `after`
+    (none when `after` is None: the socket has them all)."""
     run = Run.objects.get(pk=run_id)
     state = summary(run)
     state["elapsedMs"] = _elapsed_ms(run)
-    first = (
-        RunEvent.objects.filter(run_id=run_id, event__in=FIRST_TOKEN_EVENTS)
-        .order_by("sequence")
-        .values_list("created_at", flat=True)
-        .first()
-    )
+    if first_token_at is not None:  # the reader saw it go by
+        first = datetime.fromtimestamp(first_token_at, UTC)
+    else:
+        first = (
+            RunEvent.objects.filter(run_id=run_id, event__in=FIRST_TOKEN_EVENTS)
+            .order_by("sequence")
+            .values_list("created_at", flat=True)
+            .first()
+        )
     if first is not None:
         state["firstTokenMs"] = round((first - run.started_at).total_seconds() * 1000)
-    return state, _frames_after(run_id, after, None)
+    return state, _frames_after(run_id, after, None) if after is not None else []
 
 
 @database_sync_to_async
@@ -335,11 +341,25 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.last = frames[-1][0]
         await self._send({"type": "frames", "frames": frames})
 
-    async def _finish(self, state: dict | None = None, frames: list[list] | None = None) -> None:
-        """The run is recorded: send what is left of its frames, then its outcome."""
+    async def _finish(
+        self,
+        state: dict | None = None,
+        frames: list[list] | None = None,
+        *,
+        last: int | None = None,
+        first_token_at: float | None = None,
+    ) -> None:
+        """The run is recorded: send what is left of its frames, then its outcome.
+
+        `last` is the run's last sequence when known: a socket that has it reads no frames.
+        """
         if state is None:
-            state, frames = await _run_state(self.run_id, self.last)
-        await self._replay(frames)
+            caught_up = last is not None and self.last >= last
+            state, frames = await _run_state(
+                self.run_id, None if caught_up else self.last, first_token_at
+            )
+        if frames:
+            await self._replay(frames)
         self.following = Following.DONE
         self.held = {}
         await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
@@ -406,7 +426,9 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def run_finished(self, message) -> None:
         async with self.lock:
             if message.get("run") == self.run_id and self.following is not Following.DONE:
-                await self._finish()
+                await self._finish(
+                    last=message.get("last"), first_token_at=message.get("firstTokenAt")
+                )
 
     async def _watch(self) -> None:
         """Look after a follow that nobody answers: the reader's worker may be gone."""

@@ -36,6 +36,8 @@ from runs.runner import READERS, RunReader, Sink
 from runs.sse import Frame
 
 CANCEL_POLL_SECONDS = 2.0
+# What counts as the first token for "time to first token".
+FIRST_TOKEN_EVENTS = frozenset({"assistant_message_delta", "assistant_thinking_delta"})
 
 # A frame on the wire between workers and to the browser: [sequence, event, data].
 WireFrame = list
@@ -105,6 +107,7 @@ class RelaySink(Sink):
         # Frames relayed but perhaps not yet committed, oldest first.
         self.unstored: deque[WireFrame] = deque()
         self.relayed = 0
+        self.first_token_at: float | None = None  # unix time
         self.channel = ""
         self.closed = False
         self._listener: asyncio.Task | None = None
@@ -133,6 +136,8 @@ class RelaySink(Sink):
         while self.unstored and self.unstored[0][0] <= stored:
             self.unstored.popleft()
         wire = [[sequence, frame.event, frame.data] for sequence, frame in frames]
+        if self.first_token_at is None and any(f.event in FIRST_TOKEN_EVENTS for _, f in frames):
+            self.first_token_at = time.time()
         self.unstored.extend(wire)
         self.relayed = wire[-1][0]
         await self.layer.group_send(
@@ -151,9 +156,10 @@ class RelaySink(Sink):
         self.unstored.clear()
         await self._add_subscriber()
         last = self.reader.writer.next_sequence - 1 if self.reader is not None else 0
-        await self.layer.group_send(
-            run_group(self.run_id), {"type": "run.finished", "run": self.run_id, "last": last}
-        )
+        finished = {"type": "run.finished", "run": self.run_id, "last": last}
+        if self.first_token_at is not None:
+            finished["firstTokenAt"] = self.first_token_at
+        await self.layer.group_send(run_group(self.run_id), finished)
 
     # --- requests from any worker -----------------------------------------------------------
 

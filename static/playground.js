@@ -95,8 +95,9 @@
 
   function setRunning(on) {
     running = on;
-    runButton.disabled = on || runButton.dataset.forbidden === "1";
-    stopButton.disabled = !on;
+    const viewer = runButton.dataset.forbidden === "1"; // may watch, not start or stop
+    runButton.disabled = on || viewer;
+    stopButton.disabled = !on || viewer;
   }
 
   function resetOutput() {

@@ -220,6 +220,11 @@ async def test_it_streams_a_run_and_records_it_like_the_gateway(application, bob
         "total": run.total_tokens,
     }
     assert finished["threadId"] == run.upstream_thread_id
+    first_delta = await RunEvent.objects.filter(
+        run_id=run_id, event="assistant_message_delta"
+    ).aearliest("sequence")
+    expected_ms = (first_delta.created_at - run.started_at).total_seconds() * 1000
+    assert abs(finished["firstTokenMs"] - expected_ms) <= 5
     assert finished["runUrl"].rstrip("/").endswith(f"/runs/{run_id}")
     assert ACME_KEY not in json.dumps(socket.messages)
 
@@ -463,6 +468,7 @@ async def test_a_finished_run_replays_from_the_database(application, bob, alice)
         finished = await replay.until("finished")
     assert info["finished"] and finished["status"] == "completed"
     assert replay.frames == socket.frames == await astored(run_id)
+    assert info["firstTokenMs"] == finished["firstTokenMs"] >= 0
 
 
 @pytest.mark.usefixtures("upstream", "acme_key")
