@@ -662,3 +662,30 @@ async def test_a_refused_socket_ignores_what_it_is_sent(application, db):
         await socket.send({"action": "start", "form": HELLO})
         assert await socket.closed_with() == 4401
         assert not socket.messages
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_the_key_never_travels_on_the_channel_layer(application, bob, alice, monkeypatch):
+    layer = get_channel_layer()
+    carried: list[str] = []
+
+    def recording(method):
+        async def wrapper(name, message):
+            carried.append(repr(message))
+            return await method(name, message)
+
+        return wrapper
+
+    monkeypatch.setattr(layer, "group_send", recording(layer.group_send))
+    monkeypatch.setattr(layer, "send", recording(layer.send))
+    async with Socket(application, "/ws/playground/", bob) as starter:
+        run_id = await starter.start(SLOW)
+        await starter.until_frames(3)
+        async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
+            await late.until("frames")
+            await late.send({"action": "stop"})
+            await late.until("finished")
+        await starter.until("finished")
+    kinds = {message.split("'type': '")[1].split("'")[0] for message in carried}
+    assert {"run.frames", "run.catchup", "run.catchup.reply", "run.finished"} <= kinds
+    assert not any(ACME_KEY in message for message in carried)
