@@ -35,7 +35,13 @@ from runs.models import (
     Thread,
     ThreadUsage,
 )
-from runs.run_stats import Histogram, _max_turns, refresh_stale_days, sync_thread_usage
+from runs.run_stats import (
+    ALL_DIMENSIONS,
+    Histogram,
+    _max_turns,
+    refresh_stale_days,
+    sync_thread_usage,
+)
 
 PERIODS = {
     "7d": "Last 7 days",
@@ -301,23 +307,40 @@ STATS_COLUMNS = (
 )  # fmt: skip
 
 
-def _rollup_rows(team: Team, period: Period) -> tuple[list[dict], dict[tuple, dict]]:
-    """The period's DailyUsage rows, and its statistics rows by (day, dimensions).
+def _rollup_rows(team: Team, period: Period) -> tuple[list[dict], dict[tuple, dict], dict]:
+    """The period's DailyUsage rows, its statistics rows by (day, dimensions), and the
+    statistics of each whole day by day.
 
     Statistics of a day that disagree with DailyUsage (a run finished without updating them,
     or the usage rollup was rebuilt alone) are rebuilt from that day's runs first.
     """
     window = {"team": team, "day__gte": period.since, "day__lte": period.until}
     usage = list(DailyUsage.objects.filter(**window).values(*USAGE_COLUMNS))
-    stats = list(DailyRunStats.objects.filter(**window).values(*STATS_COLUMNS))
-    counted: Counter = Counter()
-    for row in usage:
-        counted[row["day"]] += row["runs"]
-    for row in stats:
-        counted[row["day"]] -= row["runs"]
-    if any(counted.values()) and refresh_stale_days(team, period.since, period.until):
+
+    def read_stats():
         stats = list(DailyRunStats.objects.filter(**window).values(*STATS_COLUMNS))
-    return usage, {(row["day"], row["dimensions"]): row for row in stats}
+        by_group = {}
+        by_day = {}
+        for row in stats:
+            if row["dimensions"] == ALL_DIMENSIONS:
+                by_day[row["day"]] = row
+            else:
+                by_group[row["day"], row["dimensions"]] = row
+        return by_group, by_day
+
+    by_group, by_day = read_stats()
+    expected: Counter = Counter()
+    for row in usage:
+        expected[row["day"]] += row["runs"]
+    grouped: Counter = Counter()
+    for (day, _dimensions), row in by_group.items():
+        grouped[day] += row["runs"]
+    whole = Counter({day: row["runs"] for day, row in by_day.items()})
+    if (grouped != expected or whole != expected) and refresh_stale_days(
+        team, period.since, period.until
+    ):
+        by_group, by_day = read_stats()
+    return usage, by_group, by_day
 
 
 def _labels(team: Team, group_by: str, keys: set) -> dict:
@@ -374,11 +397,13 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
     """The report of `team` for `period`, one row per group, biggest spend first."""
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-    usage, stats = _rollup_rows(team, period)
+    usage, stats, day_stats = _rollup_rows(team, period)
     spend = spend_series(usage, period)
     if group_by == "thread":
-        return _thread_report(team, period, usage, stats, spend)
+        return _thread_report(team, period, usage, day_stats, spend)
     column = GROUP_COLUMNS[group_by]
+    # A day is one statistics row; other groups add up the rows of their (day, group) pairs.
+    by_day = group_by == "day"
     groups: dict = {}
     totals = GroupRow(key="", label="All runs")
     for row in usage:
@@ -387,9 +412,14 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
         if group is None:
             group = groups[key] = GroupRow(key="" if key is None else str(key), label="")
         group.add_usage(row)
-        extra = stats.get((row["day"], row["dimensions"]))
-        if extra is not None:
-            group.add_stats(extra)
+        if not by_day:
+            extra = stats.get((row["day"], row["dimensions"]))
+            if extra is not None:
+                group.add_stats(extra)
+    if by_day:
+        for day, group in groups.items():
+            if day in day_stats:
+                group.add_stats(day_stats[day])
     labels = _labels(team, group_by, set(groups))
     for key, group in groups.items():
         group.label = labels[key]
@@ -405,13 +435,12 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
     return Report(team, period, group_by, rows, totals, spend)
 
 
-def _thread_report(team, period, usage, stats, spend) -> Report:
+def _thread_report(team, period, usage, day_stats, spend) -> Report:
     totals = GroupRow(key="", label="All runs")
     for row in usage:
         totals.add_usage(row)
-        extra = stats.get((row["day"], row["dimensions"]))
-        if extra is not None:
-            totals.add_stats(extra)
+    for row in day_stats.values():
+        totals.add_stats(row)
     totals.finish()
     totals.filters = _filters("", None, period)
     ranked, truncated = top_threads(team, period, REPORT_THREADS)

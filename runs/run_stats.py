@@ -125,6 +125,11 @@ class Histogram:
         return histogram
 
 
+# The statistics of all of a day's runs, whatever their group: reports by day, and the totals
+# of the thread report, merge one row a day instead of one per group.
+ALL_DIMENSIONS = "*"
+
+
 def dimensions_of(agent: str, user_id: int | None, token_id: int | None, source: str) -> str:
     """The DailyUsage group key, built exactly as runs.recording builds it."""
     return f"{agent}|{user_id or ''}|{token_id or ''}|{source}"
@@ -163,6 +168,16 @@ class _Group:
         if first_byte_ms is not None:
             self.first_bytes.add(bucket_of(first_byte_ms))
 
+    def merge(self, other: _Group) -> None:
+        self.runs += other.runs
+        self.partial += other.partial
+        self.iterations += other.iterations
+        self.iterations_sum += other.iterations_sum
+        self.turns += other.turns
+        self.hit += other.hit
+        self.durations.add_histogram(other.durations)
+        self.first_bytes.add_histogram(other.first_bytes)
+
     def fields(self) -> dict:
         return {
             "runs": self.runs,
@@ -182,18 +197,25 @@ def _value(run: Run, deferred: set[str], name: str):
 
 
 def record_run_stats(run: Run) -> None:
-    """Add one finished run to its group's statistics row (call beside record_usage)."""
+    """Add one finished run to its group's statistics row and to its day's (call beside
+    record_usage)."""
     deferred = run.get_deferred_fields()
-    group = _Group()
-    group.add(
+    values = (
         run.cost_status,
         _value(run, deferred, "iterations"),
         _max_turns(_value(run, deferred, "config")),
         _value(run, deferred, "duration_ms"),
         _value(run, deferred, "first_byte_ms"),
     )
+    day = run.started_at.date()
     dimensions = dimensions_of(run.agent, run.user_id, run.token_id, run.source)
-    key = {"team_id": run.team_id, "day": run.started_at.date(), "dimensions": dimensions}
+    for key in (dimensions, ALL_DIMENSIONS):
+        group = _Group()
+        group.add(*values)
+        _add_to_row({"team_id": run.team_id, "day": day, "dimensions": key}, group)
+
+
+def _add_to_row(key: dict, group: _Group) -> None:
     with transaction.atomic():
         row = DailyRunStats.objects.select_for_update().filter(**key).first()
         if row is None:
@@ -244,6 +266,7 @@ def rebuild_run_stats(
     if until is not None:
         rows = rows.filter(day__lte=until)
     groups: dict[tuple, _Group] = defaultdict(_Group)
+    days: dict[tuple, _Group] = defaultdict(_Group)
     columns = runs.annotate(max_turns=KeyTextTransform("maxTurns", "config")).values_list(
         "team_id", "started_at", "agent", "user_id", "token_id", "source", "cost_status",
         "iterations", "max_turns", "duration_ms", "first_byte_ms",
@@ -253,14 +276,15 @@ def rebuild_run_stats(
         key = (team_pk, started_at.astimezone(UTC).date(), agent, user_id, token_id, source)
         groups[key].add(cost_status, iterations, _max_turns(max_turns), duration_ms,
                         first_byte_ms)  # fmt: skip
-    new_rows = [
-        DailyRunStats(
-            team_id=team_pk,
-            day=day,
-            dimensions=dimensions_of(agent, user_id, token_id, source),
-            **group.fields(),
-        )
-        for (team_pk, day, agent, user_id, token_id, source), group in groups.items()
+    new_rows = []
+    for (team_pk, day, agent, user_id, token_id, source), group in groups.items():
+        dimensions = dimensions_of(agent, user_id, token_id, source)
+        new_rows.append(DailyRunStats(team_id=team_pk, day=day, dimensions=dimensions,
+                                      **group.fields()))  # fmt: skip
+        days[team_pk, day].merge(group)
+    new_rows += [
+        DailyRunStats(team_id=team_pk, day=day, dimensions=ALL_DIMENSIONS, **group.fields())
+        for (team_pk, day), group in days.items()
     ]
     with transaction.atomic():
         rows.delete()
@@ -277,14 +301,22 @@ def stale_days(team: Team, since: date, until: date) -> list[date]:
         .values_list("day", "n")
         .order_by()
     )
-    stats = dict(
+    stats = (
         DailyRunStats.objects.filter(team=team, day__gte=since, day__lte=until)
         .values("day")
-        .annotate(n=Sum("runs"))
-        .values_list("day", "n")
+        .annotate(
+            n=Sum("runs", filter=~Q(dimensions=ALL_DIMENSIONS)),
+            all=Sum("runs", filter=Q(dimensions=ALL_DIMENSIONS)),
+        )
+        .values_list("day", "n", "all")
         .order_by()
     )
-    return sorted(day for day in usage.keys() | stats.keys() if usage.get(day) != stats.get(day))
+    counted = {day: (n, n_all) for day, n, n_all in stats}
+    return sorted(
+        day
+        for day in usage.keys() | counted.keys()
+        if counted.get(day, (None, None)) != (usage.get(day), usage.get(day))
+    )
 
 
 def refresh_stale_days(team: Team, since: date, until: date) -> list[date]:
