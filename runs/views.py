@@ -46,6 +46,9 @@ def overview(request: HttpRequest) -> HttpResponse:
         "month_since": data.month.since.isoformat(),
         "run_list_url": _url("run_list"),
         "run_links": [(run, _url("run_detail", run.pk)) for run in data.runs],
+        "thread_links": [
+            (row, _url("thread_detail", row.thread.upstream_id)) for row in data.threads
+        ],
     }
     return render(request, "runs/overview.html", context)
 

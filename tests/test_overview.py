@@ -65,7 +65,7 @@ def test_links_lead_to_the_runs_list_when_it_exists(client, alice, acme, month):
     runs = reverse("run_list")
     today = timezone.now().date().isoformat()
     assert f'href="{runs}?since={today}&amp;until={today}"' in body
-    assert f"{runs}?thread=thr_big" in body
+    assert f'href="{reverse("thread_detail", args=["thr_big"])}"' in body
 
 
 def test_unpriced_spend_is_not_shown_as_zero(client, alice, acme):
