@@ -26,17 +26,28 @@ def _encryption_keys(settings):
     settings.RTDASH_ENCRYPTION_KEYS = TEST_ENCRYPTION_KEY
 
 
+def _clear_cache() -> None:
+    """Empty rtdash's cache. On Redis only rtdash's keys go: a FLUSHDB would also wipe the
+    channel layer's groups, which share the database."""
+    from django.core.cache import cache
+
+    if cache.__class__.__name__ == "RedisCache":
+        client = cache._cache.get_client(write=True)
+        for key in client.scan_iter(match=f"{cache.key_prefix}:*", count=1000):
+            client.delete(key)
+    else:
+        cache.clear()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """Rate-limit and throttle counters must not leak from one test into the next (with
     REDIS_URL set they live in Redis and would outlive the test process)."""
-    from django.core.cache import cache
-
-    cache.clear()
+    _clear_cache()
     yield
     # A test that pointed the cache at a dead Redis on purpose leaves nothing to clear.
     with contextlib.suppress(CacheUnavailable):
-        cache.clear()
+        _clear_cache()
 
 
 @pytest.fixture(scope="session")
