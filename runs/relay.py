@@ -110,7 +110,7 @@ class RelaySink(Sink):
         self.first_token_at: float | None = None  # unix time
         self.channel = ""
         self.closed = False
-        self._listener: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     async def attach(self, reader: RunReader) -> None:
         self.reader, self.run_id = reader, reader.run_id
@@ -121,7 +121,10 @@ class RelaySink(Sink):
             # The run ended while we were joining (a very short stream).
             await self.layer.group_discard(control_group(self.run_id), self.channel)
             return
-        self._listener = asyncio.ensure_future(self._listen())
+        self._tasks = [
+            asyncio.ensure_future(self._listen()),
+            asyncio.ensure_future(self._poll_stop_flag()),
+        ]
 
     # --- the reader's side ------------------------------------------------------------------
 
@@ -147,10 +150,11 @@ class RelaySink(Sink):
     async def _finished(self) -> None:
         """Called by the reader once the run's record is complete."""
         self.closed = True
-        if self._listener is not None:
-            self._listener.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+                await task
         if self.channel:
             await self.layer.group_discard(control_group(self.run_id), self.channel)
         self.unstored.clear()
@@ -173,16 +177,10 @@ class RelaySink(Sink):
         }
 
     async def _listen(self) -> None:
-        next_poll = time.monotonic() + CANCEL_POLL_SECONDS
+        # Never cancelled mid-wait except at the end: with channels_redis, a cancelled receive
+        # can swallow a message meant for another consumer of this process.
         while True:
-            try:
-                async with asyncio.timeout(max(0.0, next_poll - time.monotonic())):
-                    message = await self.layer.receive(self.channel)
-            except TimeoutError:
-                next_poll = time.monotonic() + CANCEL_POLL_SECONDS
-                if await sync_to_async(_cancel_requested)(self.run_id):
-                    self.reader.stop()
-                continue
+            message = await self.layer.receive(self.channel)
             kind = message.get("type")
             if kind == "run.stop":
                 self.reader.stop()
@@ -191,3 +189,9 @@ class RelaySink(Sink):
                 if isinstance(reply_to, str) and isinstance(after, int):
                     with contextlib.suppress(ChannelFull):  # the socket asks again
                         await self.layer.send(reply_to, self.catch_up(after))
+
+    async def _poll_stop_flag(self) -> None:
+        while not self.reader.stop_requested:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if await sync_to_async(_cancel_requested)(self.run_id):
+                self.reader.stop()
