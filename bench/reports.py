@@ -3,7 +3,7 @@
 For each database: a scratch database, `seed_history --runs N` (synthetic runs over 90 days,
 marked synthetic), prices for the team, then timed:
 
-- `recompute_costs` (re-price every run and rebuild both rollups) and `rebuild_usage` (both
+- `recompute_costs` (re-price every run and rebuild the rollups) and `rebuild_usage` (all
   rollups from the runs);
 - every report page, `/reports?period=P&group_by=G` for each period and grouping, rendered
   through Django's test client as a logged-in owner (view, queries, charts and template), plus
@@ -222,7 +222,7 @@ def _markdown(results: dict[str, dict], runs: int) -> str:
         [f"{results[n]['usage_rows']:,} + {results[n]['stats_rows']:,}" for n in names],
     )
     row(
-        "**rebuild_usage** (both rollups)",
+        "**rebuild_usage** (usage + statistics + threads)",
         [
             f"**{_rebuild_s(results[n]):.1f} s** ({results[n]['rebuild_usage_s']:.1f} + "
             f"{results[n]['rebuild_stats_s']:.1f} + {results[n]['rebuild_threads_s']:.1f})"
@@ -256,6 +256,11 @@ def _markdown(results: dict[str, dict], runs: int) -> str:
         shown = url if "since=" not in url else url.split("&since=")[0] + " (90 days)"
         lines.append(f"| `{shown}` | " + " | ".join(cells) + " |")
     lines += [
+        "",
+        "Reports read only rollups: DailyUsage for sums, DailyRunStats (log-scale histograms, "
+        "percentiles within ±2.5%) beside it and one whole-day row a day, and ThreadUsage for "
+        "the thread report (threads walked by total cost; exact top 100). The custom period "
+        "is the whole 90 days of history, the worst case here.",
         "",
         "**Slowest report p95: "
         + ", ".join(f"{n} {worst[n]:.1f} ms" for n in names)
