@@ -143,9 +143,17 @@ async def measure(stack: Stack) -> str:
 
 
 def main() -> None:
-    with Stack() as stack:
-        markdown = asyncio.run(measure(stack))
-    write_section("gateway", markdown)
+    sections = []
+    for server in ("daphne", "uvicorn"):
+        with Stack(server=server) as stack:
+            body = asyncio.run(measure(stack))
+        # measure() titles its section; one per server here.
+        sections.append(body.replace("## Gateway overhead (`bench/gateway.py`)", f"### {server}"))
+    write_section(
+        "gateway",
+        "## Gateway overhead (`bench/gateway.py`)\n\nThe same rtdash served by daphne and by "
+        "uvicorn (one worker each, SQLite, every run recorded).\n\n" + "\n\n".join(sections),
+    )
 
 
 if __name__ == "__main__":
