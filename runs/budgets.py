@@ -239,3 +239,20 @@ def estimate_run(team: Team, agent: str, config: dict | None = None) -> RunEstim
         )
     estimate.budgets = budget_statuses(team, agent=agent)
     return estimate
+
+
+def banner_context(request) -> dict:
+    """Context processor for the layout: the current team's budgets at or past their warning.
+
+    Read-only (the audit event is written where budgets are enforced and on the reports pages).
+    With it installed, base.html shows the banner on every page, and the pages that include the
+    banner themselves leave it to the layout (`budget_banner_in_layout`).
+    """
+    membership = getattr(request, "membership", None)
+    if membership is None:
+        return {}
+    statuses = budget_statuses(membership.team)
+    return {
+        "budget_banners": [status for status in statuses if status.level != "ok"],
+        "budget_banner_in_layout": True,
+    }

@@ -367,3 +367,45 @@ def test_an_outsider_estimate_uses_only_their_team(client, charlie, acme):
     finished_run(acme, usage={"inputTokens": 1000, "outputTokens": 1000})
     body = login(client, charlie).get("/reports/estimate?agent=code-assistant").content.decode()
     assert "$0.018" not in body and "unpriced" in body
+
+
+@pytest.mark.django_db
+def test_the_layout_banner_context(rf, alice, acme):
+    from runs.budgets import banner_context
+
+    set_price(acme)
+    budget(acme, "4.00", warn_percent=50)
+    finished_run(acme, usage=USAGE)
+    request = rf.get("/")
+    assert banner_context(request) == {}  # no team on the request: nothing to say
+    request.membership = alice.memberships.get()
+    context = banner_context(request)
+    assert context["budget_banner_in_layout"] is True
+    [status] = context["budget_banners"]
+    assert status.level == "warning" and "$3.00 of $4.00" in status.describe()
+
+
+@pytest.mark.django_db
+def test_pages_leave_the_banner_to_the_layout_when_it_has_one(client, alice, acme, settings):
+    set_price(acme)
+    budget(acme, "4.00", warn_percent=50)
+    finished_run(acme, usage=USAGE)
+    login(client, alice)
+    assert client.get("/").content.decode().count("budget-banner") == 1
+    processors = settings.TEMPLATES[0]["OPTIONS"]["context_processors"]
+    settings.TEMPLATES = [
+        {
+            **settings.TEMPLATES[0],
+            "OPTIONS": {
+                **settings.TEMPLATES[0]["OPTIONS"],
+                "context_processors": [*processors, "runs.budgets.banner_context"],
+            },
+        }
+    ]
+    # The page leaves it to the layout: shown once if base.html includes it, never twice.
+    from django.conf import settings as django_settings
+
+    layout = (django_settings.BASE_DIR / "templates" / "base.html").read_text()
+    shown = 1 if "_budget_banner.html" in layout else 0
+    for page in ("/", "/reports", "/reports/budgets"):
+        assert client.get(page).content.decode().count('class="budget-banner') == shown

@@ -390,3 +390,13 @@ def test_thread_totals_follow_new_runs_without_a_rebuild(acme, history):
                          thread_id=thread.upstream_id)  # fmt: skip
     after = dict(top_threads(acme, period, 500)[0])
     assert after[thread.pk] == before.get(thread.pk, 0) + extra.cost
+
+
+def test_charts_escape_what_users_named(client, alice, acme):
+    set_price(acme)
+    finished_run(
+        acme, agent="<script>alert(1)</script>", usage={"inputTokens": 9, "outputTokens": 9}
+    )
+    body = login(client, alice).get("/reports?period=7d").content.decode()
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
