@@ -49,9 +49,9 @@ def group_cost(row) -> SafeString:
     text = format_html("{}{}", "≥ " if row.partial_runs else "", _money(row.cost))
     notes = []
     if row.unpriced_runs:
-        notes.append(f"+{row.unpriced_runs} unpriced")
+        notes.append(f"+{row.unpriced_runs:,} unpriced")
     if row.partial_runs:
-        notes.append(f"{row.partial_runs} partial")
+        notes.append(f"{row.partial_runs:,} partial")
     if notes:
         return format_html('{} <span class="note">({})</span>', text, ", ".join(notes))
     return text
