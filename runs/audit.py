@@ -32,6 +32,10 @@ ACTIONS: dict[str, str] = {
     "thread_deleted": "Thread deleted",
     "budget_warning": "Budget warning",
     "budget_exceeded": "Budget exceeded",
+    "price_set": "Price set",
+    "price_deleted": "Price deleted",
+    "budget_set": "Budget set",
+    "budget_deleted": "Budget deleted",
 }
 
 # Events about an account rather than a team: they are stored without a team, and a team's

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from runs.demo_history import seed_with_simulator
+from runs.demo_prices import seed_prices
 from runs.models import GatewayToken, Membership, Role, RunToolsKey, Team
 
 DEMO_KEY = "rt_test_demo"
@@ -61,6 +62,8 @@ class Command(BaseCommand):
             key = RunToolsKey(team=team, label="Simulator", is_default=True, created_by=user)
             key.set_secret(DEMO_KEY)
             key.save()
+        # Prices before the history, so every seeded run is priced as it finishes.
+        seed_prices(team, user)
         _, plaintext = GatewayToken.issue(team, "demo script", created_by=user)
         return team, user, plaintext
 

@@ -36,6 +36,7 @@ from runs.models import (
     Thread,
 )
 from runs.recording import THREAD_TITLE_LENGTH, rebuild_usage
+from runs.run_stats import rebuild_run_stats, rebuild_thread_usage
 
 # agent: (weight, execution mode, system tokens)
 AGENTS = {
@@ -190,6 +191,9 @@ class Command(BaseCommand):
                 self.stdout.write(f"{written} runs written ({written / elapsed:,.0f}/s)")
         rollup_started = time.perf_counter()
         rebuild_usage(team_row)
+        # The reports' statistics and per-thread totals, so a first report read has no work.
+        rebuild_run_stats(team_row)
+        rebuild_thread_usage(team_row)
         self.stdout.write(
             f"Wrote {runs} synthetic runs and {writer.threads_written} threads for team "
             f"{team_row.slug} in {time.perf_counter() - started:.1f} s "
