@@ -56,7 +56,10 @@ def worker_command(server: str, port: int) -> list[str]:
             sys.executable, "-m", "uvicorn", "rtdash.asgi:application", "--host", HOST,
             "--port", str(port), "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
-    return [str(Path(sys.executable).parent / "daphne"), "-b", HOST, "-p", str(port),
+    # Twisted listens with a backlog of 50 unless told otherwise: 200 clients connecting at
+    # once overflowed it (SYN cookies, reset connections) in bench/load.py.
+    endpoint = f"tcp:port={port}:interface={HOST}:backlog=1024"
+    return [str(Path(sys.executable).parent / "daphne"), "-e", endpoint,
             "rtdash.asgi:application"]  # fmt: skip
 
 
