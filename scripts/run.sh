@@ -13,4 +13,4 @@ echo "  rtdash:    http://${host}:${port}/   (log in as demo / demo)"
 echo "  simulator: ${RUNTOOLS_API_URL}"
 echo "  Ctrl-C stops both."
 echo
-.venv/bin/daphne -b "$host" -p "$port" rtdash.asgi:application
+.venv/bin/daphne -e "tcp:port=${port}:interface=${host}:backlog=1024" rtdash.asgi:application
