@@ -24,18 +24,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import deque
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
 
 from runs.models import Run, RunStatus
 from runs.runner import READERS, RunReader, Sink
 from runs.sse import Frame
 
+logger = logging.getLogger(__name__)
+
 CANCEL_POLL_SECONDS = 2.0
+# What a channel layer raises when it cannot take or give a message (a full channel, Redis
+# down or out of connections). The relay is best effort: the run is read and recorded
+# whatever happens to it, and watching sockets catch up from the database.
+LAYER_ERRORS = (ChannelFull, RedisError, OSError)
 # What counts as the first token for "time to first token".
 FIRST_TOKEN_EVENTS = frozenset({"assistant_message_delta", "assistant_thinking_delta"})
 
@@ -110,28 +118,46 @@ class RelaySink(Sink):
         self.first_token_at: float | None = None  # unix time
         self.channel = ""
         self.closed = False
+        self.layer_failed = False
         self._tasks: list[asyncio.Task] = []
 
     async def attach(self, reader: RunReader) -> None:
         self.reader, self.run_id = reader, reader.run_id
         reader.on_finish.append(self._finished)
-        self.channel = await self.layer.new_channel("relay.")
-        await self.layer.group_add(control_group(self.run_id), self.channel)
+        self._tasks = [asyncio.ensure_future(self._poll_stop_flag())]
+        try:
+            self.channel = await self.layer.new_channel("relay.")
+            await self.layer.group_add(control_group(self.run_id), self.channel)
+        except LAYER_ERRORS:
+            self._layer_failed("join its control group")
+            return  # Stop still works through the flag
         if self.closed:
             # The run ended while we were joining (a very short stream).
-            await self.layer.group_discard(control_group(self.run_id), self.channel)
+            await self._quietly(self.layer.group_discard(control_group(self.run_id), self.channel))
             return
-        self._tasks = [
-            asyncio.ensure_future(self._listen()),
-            asyncio.ensure_future(self._poll_stop_flag()),
-        ]
+        self._tasks.append(asyncio.ensure_future(self._listen()))
+
+    def _layer_failed(self, what: str) -> None:
+        # Once per run: a Redis outage would otherwise log every frame of every run.
+        if not self.layer_failed:
+            self.layer_failed = True
+            logger.warning(
+                "run %s: the channel layer failed to %s", self.run_id, what, exc_info=True
+            )
+
+    async def _quietly(self, operation, what: str = "deliver a message") -> None:
+        try:
+            await operation
+        except LAYER_ERRORS:
+            self._layer_failed(what)
 
     # --- the reader's side ------------------------------------------------------------------
 
     async def _add_subscriber(self) -> None:
         if self.subscriber:
             subscriber, self.subscriber = self.subscriber, ""
-            await self.layer.group_add(run_group(self.run_id), subscriber)
+            group_add = self.layer.group_add(run_group(self.run_id), subscriber)
+            await self._quietly(group_add, "add the starting socket")
 
     async def frames(self, frames: list[tuple[int, Frame]]) -> None:
         await self._add_subscriber()
@@ -143,9 +169,8 @@ class RelaySink(Sink):
             self.first_token_at = time.time()
         self.unstored.extend(wire)
         self.relayed = wire[-1][0]
-        await self.layer.group_send(
-            run_group(self.run_id), {"type": "run.frames", "run": self.run_id, "frames": wire}
-        )
+        message = {"type": "run.frames", "run": self.run_id, "frames": wire}
+        await self._quietly(self.layer.group_send(run_group(self.run_id), message))
 
     async def _finished(self) -> None:
         """Called by the reader once the run's record is complete."""
@@ -156,14 +181,15 @@ class RelaySink(Sink):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.channel:
-            await self.layer.group_discard(control_group(self.run_id), self.channel)
+            discard = self.layer.group_discard(control_group(self.run_id), self.channel)
+            await self._quietly(discard, "leave its control group")
         self.unstored.clear()
         await self._add_subscriber()
         last = self.reader.writer.next_sequence - 1 if self.reader is not None else 0
         finished = {"type": "run.finished", "run": self.run_id, "last": last}
         if self.first_token_at is not None:
             finished["firstTokenAt"] = self.first_token_at
-        await self.layer.group_send(run_group(self.run_id), finished)
+        await self._quietly(self.layer.group_send(run_group(self.run_id), finished))
 
     # --- requests from any worker -----------------------------------------------------------
 
@@ -180,15 +206,20 @@ class RelaySink(Sink):
         # Never cancelled mid-wait except at the end: with channels_redis, a cancelled receive
         # can swallow a message meant for another consumer of this process.
         while True:
-            message = await self.layer.receive(self.channel)
+            try:
+                message = await self.layer.receive(self.channel)
+            except LAYER_ERRORS:
+                self._layer_failed("receive a request")
+                await asyncio.sleep(1)
+                continue
             kind = message.get("type")
             if kind == "run.stop":
                 self.reader.stop()
             elif kind == "run.catchup":
                 reply_to, after = message.get("reply_to"), message.get("after")
                 if isinstance(reply_to, str) and isinstance(after, int):
-                    with contextlib.suppress(ChannelFull):  # the socket asks again
-                        await self.layer.send(reply_to, self.catch_up(after))
+                    # If the answer is lost, the socket asks again.
+                    await self._quietly(self.layer.send(reply_to, self.catch_up(after)))
 
     async def _poll_stop_flag(self) -> None:
         while not self.reader.stop_requested:

@@ -689,3 +689,32 @@ async def test_the_key_never_travels_on_the_channel_layer(application, bob, alic
     kinds = {message.split("'type': '")[1].split("'")[0] for message in carried}
     assert {"run.frames", "run.catchup", "run.catchup.reply", "run.finished"} <= kinds
     assert not any(ACME_KEY in message for message in carried)
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_a_failing_channel_layer_never_ends_a_run(application, bob, monkeypatch, caplog):
+    # Redis goes away mid-run: every frame the relay sends is refused.
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from runs import consumers
+
+    layer = get_channel_layer()
+    group_send = layer.group_send
+
+    async def refusing(group, message):
+        if message["type"] in ("run.frames", "run.finished"):
+            raise RedisConnectionError("Connection refused")
+        return await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", refusing)
+    monkeypatch.setattr(consumers, "CHECK_SECONDS", 0.5)
+    async with Socket(application, "/ws/playground/", bob) as socket:
+        run_id = await socket.start(HELLO)
+        finished = await socket.until("finished")
+    run = await run_row(run_id)
+    assert run.status == finished["status"] == "completed"
+    # Nothing came live; the socket found the run over and sent it all from the database.
+    assert socket.frames == await astored(run_id)
+    assert len(socket.frames) == run.frame_count > 3
+    warnings = [r for r in caplog.records if "channel layer failed" in r.getMessage()]
+    assert len(warnings) == 1
