@@ -1,0 +1,446 @@
+"""The playground's relay: upstream frame → browser websocket frame, at 1, 50 and 200 streams.
+
+Each level gets a fresh stack (one daphne worker, in-memory channel layer, SQLite) and a
+warm-up run. Then N logged-in websocket clients each start a streamed run at once, exactly as
+the playground page does (`ws/playground/`, `{"action": "start", "form": ...}`), and read
+frames until their run is finished.
+
+The upstream is a small timestamping stand-in (`stamp_app` below) instead of the simulator:
+each delta carries the CLOCK_MONOTONIC time it was written (`"t"`), which this process reads
+on the same clock the moment the websocket frame carrying it is complete. So the latency is
+the whole path: upstream socket → httpx → SSE parser → relay sink → channel layer → consumer
+→ daphne → client socket. Streams drip one delta every STREAM_INTERVAL_MS (an LLM's pace),
+each starting at a random phase so 200 streams do not all write in the same millisecond.
+
+Lost frames: sequences a client never got (of run_started, the deltas and run_completed);
+also counted, duplicates and frames out of order. Memory per open stream: the worker's peak
+RSS while the N streams are open, minus its RSS after the warm-up, divided by N.
+
+    .venv/bin/python -m bench.relay
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bench._results import write_section
+from bench.harness import ROOT, Stack, percentile, process_stats
+from simulator.testing import HOST, free_port
+
+LEVELS = (1, 50, 200)
+# The default channel layer (no REDIS_URL); Redis as settings.py configures it with REDIS_URL
+# (channels_redis's RedisChannelLayer); and its pub/sub layer, which the bench swaps in with a
+# settings module of its own (PUBSUB_SETTINGS) to compare: several workers need one of the two.
+LAYERS = ("in-memory", "redis", "redis-pubsub")
+# Also measured at 50 streams: starts spread evenly over this many seconds, as people arrive,
+# rather than all in the same instant.
+SPREAD_SECONDS = 1.0
+# A level that has not finished by then is cut off; what never arrived counts as lost.
+LEVEL_TIMEOUT_SECONDS = 90
+PUBSUB_SETTINGS = """
+from rtdash.settings import *  # noqa: F403
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},  # noqa: F405
+    }
+}
+"""
+STREAM_FRAMES = 100  # deltas per run
+STREAM_INTERVAL_MS = 50
+EXPECTED = STREAM_FRAMES + 2  # run_started, the deltas, run_completed
+
+# --- The timestamping upstream ---------------------------------------------------------------
+
+
+def _frame(event: str, payload: dict) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+async def stamp_app(scope, receive, send) -> None:
+    """A RunTools stand-in whose deltas say when they were written (time.monotonic_ns)."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/healthz":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"ok": true}'})
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    spec = json.loads(body or b"{}").get("metadata", {}).get("bench", {})
+    frames, interval = int(spec.get("frames", 10)), float(spec.get("intervalMs", 50)) / 1000
+    run_id, thread_id = f"run_{os.urandom(6).hex()}", f"thr_{os.urandom(6).hex()}"
+    headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"x-run-id", run_id.encode()),
+        (b"x-thread-id", thread_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    async def write(data: bytes) -> None:
+        await send({"type": "http.response.body", "body": data, "more_body": True})
+
+    started = {"type": "run_started", "runId": run_id, "threadId": thread_id}
+    await write(_frame("run_started", started))
+    await asyncio.sleep(random.random() * interval)  # a random phase per stream
+    for index in range(frames):
+        await asyncio.sleep(interval)
+        delta = {"type": "assistant_message_delta", "runId": run_id, "delta": "word ", "i": index}
+        delta["t"] = time.monotonic_ns()
+        await write(_frame("assistant_message_delta", delta))
+    completed = {
+        "type": "run_completed",
+        "runId": run_id,
+        "threadId": thread_id,
+        "status": "completed",
+        "result": "word " * frames,
+        "usage": {"inputTokens": 10, "outputTokens": frames},
+        "iterations": 1,
+    }
+    await write(_frame("run_completed", completed))
+    await send({"type": "http.response.body", "body": b""})
+
+
+class StampServer:
+    """Serves `stamp_app` with uvicorn in a subprocess; stands in for SimulatorServer."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def start(self) -> None:
+        self.port = free_port()
+        command = [sys.executable, "-m", "uvicorn", "bench.relay:stamp_app", "--host", HOST]
+        command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
+        command += ["--lifespan", "off"]
+        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://{HOST}:{self.port}/healthz", timeout=2)
+                return
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        raise RuntimeError("the stamp server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+class RedisServer:
+    """A throwaway redis-server for the Redis channel layer."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        command = [server, "--bind", HOST, "--port", str(self.port), "--save", ""]
+        command += ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((HOST, self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+# --- A minimal websocket client (RFC 6455, text frames) ---------------------------------------
+
+
+class Socket:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int, path: str, cookie: str) -> Socket:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: http://{HOST}:{port}\r\nCookie: sessionid={cookie}\r\n\r\n"
+        )
+        writer.write(request.encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(f"websocket refused: {head[:80]!r}")
+        return cls(reader, writer)
+
+    async def send(self, text: str) -> None:
+        payload = text.encode()
+        mask = os.urandom(4)
+        length = len(payload)
+        if length < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | length)
+        elif length < 65536:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
+        else:
+            header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+        self.writer.write(header + mask + masked)
+        await self.writer.drain()
+
+    async def receive(self) -> tuple[str, int] | None:
+        """(text, monotonic ns when complete), answering pings; None when closed."""
+        parts = []
+        while True:
+            first, second = await self.reader.readexactly(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            payload = await self.reader.readexactly(length)
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                return None
+            if opcode == 0x9:  # ping → pong (masked, as a client must)
+                mask = os.urandom(4)
+                data = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+                self.writer.write(struct.pack("!BB", 0x8A, 0x80 | len(payload)) + mask + data)
+                continue
+            parts.append(payload)
+            if first & 0x80:
+                return b"".join(parts).decode(), time.monotonic_ns()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+# --- Measuring --------------------------------------------------------------------------------
+
+
+SETUP_USER = """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from runs.models import Membership, Team
+user, _ = get_user_model().objects.get_or_create(username="bench-browser")
+user.set_unusable_password()
+user.save()
+Membership.objects.get_or_create(user=user, team=Team.objects.get(slug="bench"))
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+print(session.session_key)
+"""
+
+FORM = {
+    "agent": "bench-agent",
+    "prompt": "Stream, please",
+    "stream": "on",
+    "meta_key": ["bench"],
+    "meta_value": [json.dumps({"frames": STREAM_FRAMES, "intervalMs": STREAM_INTERVAL_MS})],
+}
+
+
+def rss_kib(pid: int) -> int:
+    return process_stats(pid)[1] // 1024
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.sequences: list[int] = []
+        self.status = ""
+
+
+async def one_stream(socket: Socket, delay: float = 0.0, result: Stream | None = None) -> Stream:
+    """Start a run on a connected socket (after `delay` seconds) and read it to its end."""
+    result = result if result is not None else Stream()
+    try:
+        await asyncio.sleep(delay)
+        await socket.send(json.dumps({"action": "start", "form": FORM}))
+        while True:
+            received = await socket.receive()
+            if received is None:
+                break
+            text, at = received
+            message = json.loads(text)
+            if message["type"] == "frames":
+                for sequence, _event, data in message["frames"]:
+                    result.sequences.append(sequence)
+                    stamp = json.loads(data).get("t")
+                    if stamp is not None:
+                        result.latencies.append((at - stamp) / 1e6)
+            elif message["type"] == "finished":
+                result.status = message["status"]
+                break
+            elif message["type"] in ("error", "invalid"):
+                raise RuntimeError(f"refused: {message}")
+    finally:
+        socket.close()
+    return result
+
+
+async def level(stack: Stack, cookie: str, count: int, spread: float = 0.0) -> dict:
+    pid, port = stack.pids[0], stack.ports[0]
+    await one_stream(await Socket.connect(port, "/ws/playground/", cookie))  # warm-up
+    await asyncio.sleep(1)
+    baseline = rss_kib(pid)
+    sockets = await asyncio.gather(
+        *(Socket.connect(port, "/ws/playground/", cookie) for _ in range(count))
+    )
+    delays = [spread * index / count for index in range(count)]
+    streams = [Stream() for _ in range(count)]
+    tasks = [
+        asyncio.ensure_future(one_stream(socket, delay, stream))
+        for socket, delay, stream in zip(sockets, delays, streams, strict=True)
+    ]
+    peak = baseline
+    cpu_before = process_stats(pid)[0]
+    started = time.perf_counter()
+    deadline = started + LEVEL_TIMEOUT_SECONDS
+    while not all(task.done() for task in tasks) and time.perf_counter() < deadline:
+        peak = max(peak, rss_kib(pid))
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    cpu = process_stats(pid)[0] - cpu_before
+    for task in tasks:
+        task.cancel()  # what never arrived by the deadline counts as lost
+    await asyncio.gather(*tasks, return_exceptions=True)
+    latencies = [value for stream in streams for value in stream.latencies]
+    lost = duplicated = disordered = undelivered = 0
+    for stream in streams:
+        seen = set(stream.sequences)
+        missing = len(set(range(1, EXPECTED + 1)) - seen)
+        if stream.status:
+            lost += missing  # the run ended and these never came
+        else:
+            undelivered += missing  # still on the way at the cut-off
+        duplicated += len(stream.sequences) - len(seen)
+        disordered += sum(
+            1 for a, b in zip(stream.sequences, stream.sequences[1:], strict=False) if b <= a
+        )
+    return {
+        "streams": count,
+        "spread": spread,
+        "frames": len(latencies),
+        "p50": percentile(latencies, 0.50),
+        "p95": percentile(latencies, 0.95),
+        "p99": percentile(latencies, 0.99),
+        "max": max(latencies, default=float("nan")),
+        "lost": lost,
+        "undelivered": undelivered,
+        "duplicated": duplicated,
+        "disordered": disordered,
+        "completed": sum(stream.status == "completed" for stream in streams),
+        "rss_per_stream": (peak - baseline) / count,
+        "elapsed": elapsed,
+        "cpu_percent": cpu / elapsed * 100,
+        "cpu_per_frame_us": cpu / max(1, len(latencies)) * 1e6,
+    }
+
+
+def measure_level(count: int, layer: str, spread: float = 0.0) -> dict:
+    redis = RedisServer().start() if layer.startswith("redis") else None
+    try:
+        stack = Stack(**({"REDIS_URL": redis.url} if redis else {}))
+        if layer == "redis-pubsub":
+            Path(stack.scratch.name, "relay_pubsub_settings.py").write_text(PUBSUB_SETTINGS)
+            stack.env["PYTHONPATH"] = os.pathsep.join([stack.scratch.name, str(ROOT)])
+            stack.env["DJANGO_SETTINGS_MODULE"] = "relay_pubsub_settings"
+        stack.simulator = StampServer()
+        with stack:
+            cookie = stack._manage("shell", "-c", SETUP_USER).splitlines()[-1]
+            row = asyncio.run(level(stack, cookie, count, spread))
+    finally:
+        if redis is not None:
+            redis.stop()
+    row["layer"] = layer
+    return row
+
+
+def main() -> None:
+    load = os.getloadavg()[0]
+    rows = []
+    for layer in LAYERS:
+        rows += [measure_level(count, layer) for count in LEVELS]
+        rows.append(measure_level(50, layer, SPREAD_SECONDS))
+    lines = [
+        "## Playground relay (`bench/relay.py`)",
+        "",
+        "Upstream frame → browser websocket frame through one daphne worker (SQLite, "
+        f"`RTDASH_DEBUG=1` as the harness runs it). Each stream: {STREAM_FRAMES} deltas "
+        f"{STREAM_INTERVAL_MS} ms apart from a timestamping upstream, started through "
+        "`ws/playground/` as the page does, relayed to its run's channel group and recorded as "
+        "usual; the streams start in the same instant unless spread. Latencies in "
+        "milliseconds; lost = sequences missing from a finished run's stream; late = "
+        f"sequences still on the way when a level is cut off after {LEVEL_TIMEOUT_SECONDS} s; "
+        "CPU = the worker's.",
+        "",
+        "| layer | streams | starts | p50 | p95 | p99 | max | lost | late | dup. | out of order "
+        "| completed | worker CPU | CPU per frame | RSS per open stream |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        starts = f"over {row['spread']:g} s" if row["spread"] else "at once"
+        lines.append(
+            f"| {row['layer']} | {row['streams']} | {starts} | {row['p50']:.2f} | "
+            f"{row['p95']:.2f} | {row['p99']:.2f} | {row['max']:.1f} | {row['lost']} | "
+            f"{row['undelivered']} | "
+            f"{row['duplicated']} | {row['disordered']} | "
+            f"{row['completed']}/{row['streams']} | {row['cpu_percent']:.0f}% | "
+            f"{row['cpu_per_frame_us']:.0f} µs | {row['rss_per_stream']:.0f} KiB |"
+        )
+    at_once = {row["layer"]: row for row in rows if row["streams"] == 50 and not row["spread"]}
+    lost = sum(row["lost"] for row in rows)
+    lines += [
+        "",
+        "**p95 at 50 streams started at once: "
+        + ", ".join(f"{row['p95']:.2f} ms ({name})" for name, row in at_once.items())
+        + f"** (target < 10 ms); **lost frames at every level: {lost}** (target 0). "
+        f"Load average when it started: {load:.2f} on {os.cpu_count()} cores; the "
+        "timestamping upstream and the clients run on the same cores as the worker.",
+    ]
+    write_section("relay", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
