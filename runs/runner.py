@@ -198,6 +198,13 @@ class RunReader:
             status = RunStatus.INTERRUPTED if self._received_any() else RunStatus.FAILED
             self.outcome.fail(problem.code, problem.message, status)
             injected = disconnect_frame(problem.message)
+        except Exception:
+            # A bug in rtdash (a sink, the parser): the run must still end, honestly, with the
+            # reason on it and the traceback in the log, never as `completed`.
+            logger.exception("Reading run %s failed", self.run_id)
+            message = "rtdash failed while reading this run; the server log has the details."
+            self.outcome.fail("reader_error", message, RunStatus.INTERRUPTED)
+            injected = disconnect_frame(message)
         finally:
             self.finishing = True
             await self.response.aclose()
