@@ -111,9 +111,8 @@ async def test_the_callers_token_is_never_forwarded(async_client, acme_token, se
 # --- Threads and tenancy ----------------------------------------------------------------
 
 
-@pytest.fixture
-def as_acme(async_client, upstream, acme_key, acme_token):
-    _token, plaintext = acme_token
+def _as_team(async_client, plaintext: str):
+    """Call the gateway with one team's token; the record is complete when it returns."""
 
     async def call(method, path, body=None):
         data = json.dumps(body) if body is not None else ""
@@ -124,21 +123,16 @@ def as_acme(async_client, upstream, acme_key, acme_token):
         return response
 
     return call
+
+
+@pytest.fixture
+def as_acme(async_client, upstream, acme_key, acme_token):
+    return _as_team(async_client, acme_token[1])
 
 
 @pytest.fixture
 def as_globex(async_client, upstream, globex_key, globex_token):
-    _token, plaintext = globex_token
-
-    async def call(method, path, body=None):
-        data = json.dumps(body) if body is not None else ""
-        response = await async_client.generic(
-            method, path, data, content_type="application/json", headers={"X-API-Key": plaintext}
-        )
-        await settle()
-        return response
-
-    return call
+    return _as_team(async_client, globex_token[1])
 
 
 async def _start_thread(call, agent="support-chat", prompt="Plan the launch"):
