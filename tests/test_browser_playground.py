@@ -24,26 +24,12 @@ from tests.live import RtdashServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
 TIMEOUT_MS = 20_000
 
 
 @pytest.fixture
 def fast_passwords():
     """Overrides conftest's: the live server checks passwords with the production hashers."""
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            headless=True,
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
