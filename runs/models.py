@@ -481,6 +481,11 @@ class RunEvent(models.Model):
         return f"{self.run_id}#{self.sequence} {self.event}"
 
 
+def usage_dimensions(agent: str, user_id: int | None, token_id: int | None, source: str) -> str:
+    """The rollups' group key: "agent|user id|token id|source" (ids empty when NULL)."""
+    return f"{agent}|{user_id or ''}|{token_id or ''}|{source}"
+
+
 class DailyUsage(models.Model):
     """Per-day rollup of finished runs, updated in the transaction that finishes each run.
 

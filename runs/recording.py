@@ -29,6 +29,7 @@ from runs.models import (
     RunStatus,
     Team,
     Thread,
+    usage_dimensions,
 )
 from runs.pricing import price_run
 from runs.run_stats import record_run_stats
@@ -282,7 +283,7 @@ def _first_user_message(messages: list | None) -> str:
 
 def record_usage(run: Run) -> None:
     """Add a finished run to its day's rollup row (created on first use)."""
-    dimensions = f"{run.agent}|{run.user_id or ''}|{run.token_id or ''}|{run.source}"
+    dimensions = usage_dimensions(run.agent, run.user_id, run.token_id, run.source)
     day = run.started_at.date()
     failed = run.status in (RunStatus.FAILED, RunStatus.INTERRUPTED)
     increments = {
@@ -390,8 +391,9 @@ def rebuild_usage(team: Team | None = None, since=None) -> int:
         DailyUsage(
             team_id=group["team_id"],
             day=group["day"],
-            dimensions=f"{group['agent']}|{group['user_id'] or ''}|{group['token_id'] or ''}|"
-            f"{group['source']}",
+            dimensions=usage_dimensions(
+                group["agent"], group["user_id"], group["token_id"], group["source"]
+            ),
             agent=group["agent"],
             user_id=group["user_id"],
             token_id=group["token_id"],

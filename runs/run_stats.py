@@ -39,6 +39,7 @@ from runs.models import (
     Thread,
     ThreadUsage,
     ThreadUsageSync,
+    usage_dimensions,
 )
 
 GAMMA = 1.05
@@ -130,11 +131,6 @@ class Histogram:
 ALL_DIMENSIONS = "*"
 
 
-def dimensions_of(agent: str, user_id: int | None, token_id: int | None, source: str) -> str:
-    """The DailyUsage group key, built exactly as runs.recording builds it."""
-    return f"{agent}|{user_id or ''}|{token_id or ''}|{source}"
-
-
 def _max_turns(config) -> int | None:
     value = config.get("maxTurns") if isinstance(config, dict) else config
     if isinstance(value, str) and value.isdigit():
@@ -208,7 +204,7 @@ def record_run_stats(run: Run) -> None:
         _value(run, deferred, "first_byte_ms"),
     )
     day = run.started_at.date()
-    dimensions = dimensions_of(run.agent, run.user_id, run.token_id, run.source)
+    dimensions = usage_dimensions(run.agent, run.user_id, run.token_id, run.source)
     for key in (dimensions, ALL_DIMENSIONS):
         group = _Group()
         group.add(*values)
@@ -278,7 +274,7 @@ def rebuild_run_stats(
                         first_byte_ms)  # fmt: skip
     new_rows = []
     for (team_pk, day, agent, user_id, token_id, source), group in groups.items():
-        dimensions = dimensions_of(agent, user_id, token_id, source)
+        dimensions = usage_dimensions(agent, user_id, token_id, source)
         new_rows.append(DailyRunStats(team_id=team_pk, day=day, dimensions=dimensions,
                                       **group.fields()))  # fmt: skip
         days[team_pk, day].merge(group)
