@@ -85,31 +85,24 @@ def _check_messages(messages: Any) -> list:
     return messages
 
 
+def _check_range(config: dict, name: str, bounds: tuple, whole: bool) -> None:
+    if name not in config:
+        return
+    low, high = bounds
+    value = config[name]
+    if not (_is_int(value) if whole else _is_number(value)) or not low <= value <= high:
+        kind = "a whole number" if whole else "a number"
+        raise InvalidRequest(
+            f"config.{name}", f"config.{name} must be {kind} from {low:g} to {high:g}."
+        )
+
+
 def _check_config(config: Any) -> dict:
     if not isinstance(config, dict):
         raise InvalidRequest("config", "config must be an object.")
-    if "maxTokens" in config:
-        low, high = MAX_TOKENS_RANGE
-        value = config["maxTokens"]
-        if not _is_int(value) or not low <= value <= high:
-            raise InvalidRequest(
-                "config.maxTokens", f"config.maxTokens must be a whole number from {low} to {high}."
-            )
-    if "maxTurns" in config:
-        low, high = MAX_TURNS_RANGE
-        value = config["maxTurns"]
-        if not _is_int(value) or not low <= value <= high:
-            raise InvalidRequest(
-                "config.maxTurns", f"config.maxTurns must be a whole number from {low} to {high}."
-            )
-    if "temperature" in config:
-        low, high = TEMPERATURE_RANGE
-        value = config["temperature"]
-        if not _is_number(value) or not low <= value <= high:
-            raise InvalidRequest(
-                "config.temperature",
-                f"config.temperature must be a number from {low:g} to {high:g}.",
-            )
+    _check_range(config, "maxTokens", MAX_TOKENS_RANGE, whole=True)
+    _check_range(config, "maxTurns", MAX_TURNS_RANGE, whole=True)
+    _check_range(config, "temperature", TEMPERATURE_RANGE, whole=False)
     return config
 
 
