@@ -9,6 +9,7 @@ settings.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -131,6 +132,7 @@ def _check_rate(token: GatewayToken) -> None:
         )
 
 
+@functools.cache
 def _token_sql() -> str:
     token, key, budget = (m._meta.db_table for m in (GatewayToken, RunToolsKey, Budget))
     return (
