@@ -4,6 +4,8 @@ its key and a token, served by a real ASGI server next to the simulator."""
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,6 +57,9 @@ def worker_command(server: str, port: int) -> list[str]:
         return [
             sys.executable, "-m", "uvicorn", "rtdash.asgi:application", "--host", HOST,
             "--port", str(port), "--log-level", "warning", "--no-access-log",
+            # Websockets need the `websockets` package (the dev extra); naming the protocol
+            # makes a missing package fail at start instead of refusing every socket.
+            "--ws", "websockets-sansio",
         ]  # fmt: skip
     # Twisted listens with a backlog of 50 unless told otherwise: 200 clients connecting at
     # once overflowed it (SYN cookies, reset connections) in bench/load.py.
@@ -85,6 +90,45 @@ def process_stats(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/status") as status:
         rss = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
     return cpu, rss
+
+
+class RedisServer:
+    """A throwaway redis-server on a free port: a channel layer and cache of the benchmark's
+    own (pub/sub channels are not per database number, so a shared server would mix the
+    bench's groups with those of anything else using the same names)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        command = [server, "--bind", HOST, "--port", str(self.port), "--save", ""]
+        command += ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection((HOST, self.port), timeout=1).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
 
 
 class Stack:

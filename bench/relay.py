@@ -22,13 +22,9 @@ RSS while the N streams are open, minus its RSS after the warm-up, divided by N.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import random
-import shutil
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -37,7 +33,8 @@ import urllib.request
 from pathlib import Path
 
 from bench._results import write_section
-from bench.harness import ROOT, Stack, percentile, process_stats
+from bench.harness import ROOT, RedisServer, Stack, percentile, process_stats
+from bench.ws import Socket, Stream, follow, log_in, sequence_faults
 from simulator.testing import HOST, free_port
 
 LEVELS = (1, 50, 200)
@@ -151,125 +148,8 @@ class StampServer:
             self.process.wait(10)
 
 
-class RedisServer:
-    """A throwaway redis-server for the Redis channel layer."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
-        command = [server, "--bind", HOST, "--port", str(self.port), "--save", ""]
-        command += ["--appendonly", "no"]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((HOST, self.port), timeout=1).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-# --- A minimal websocket client (RFC 6455, text frames) ---------------------------------------
-
-
-class Socket:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def connect(cls, port: int, path: str, cookie: str) -> Socket:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: http://{HOST}:{port}\r\nCookie: sessionid={cookie}\r\n\r\n"
-        )
-        writer.write(request.encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(f"websocket refused: {head[:80]!r}")
-        return cls(reader, writer)
-
-    async def send(self, text: str) -> None:
-        payload = text.encode()
-        mask = os.urandom(4)
-        length = len(payload)
-        if length < 126:
-            header = struct.pack("!BB", 0x81, 0x80 | length)
-        elif length < 65536:
-            header = struct.pack("!BBH", 0x81, 0x80 | 126, length)
-        else:
-            header = struct.pack("!BBQ", 0x81, 0x80 | 127, length)
-        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-        self.writer.write(header + mask + masked)
-        await self.writer.drain()
-
-    async def receive(self) -> tuple[str, int] | None:
-        """(text, monotonic ns when complete), answering pings; None when closed."""
-        parts = []
-        while True:
-            first, second = await self.reader.readexactly(2)
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            payload = await self.reader.readexactly(length)
-            opcode = first & 0x0F
-            if opcode == 0x8:
-                return None
-            if opcode == 0x9:  # ping → pong (masked, as a client must)
-                mask = os.urandom(4)
-                data = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
-                self.writer.write(struct.pack("!BB", 0x8A, 0x80 | len(payload)) + mask + data)
-                continue
-            parts.append(payload)
-            if first & 0x80:
-                return b"".join(parts).decode(), time.monotonic_ns()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 # --- Measuring --------------------------------------------------------------------------------
 
-
-SETUP_USER = """
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-from django.contrib.auth import get_user_model
-from django.contrib.sessions.backends.db import SessionStore
-from runs.models import Membership, Team
-user, _ = get_user_model().objects.get_or_create(username="bench-browser")
-user.set_unusable_password()
-user.save()
-Membership.objects.get_or_create(user=user, team=Team.objects.get(slug="bench"))
-session = SessionStore()
-session[SESSION_KEY] = str(user.pk)
-session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-session.create()
-print(session.session_key)
-"""
 
 FORM = {
     "agent": "bench-agent",
@@ -284,39 +164,15 @@ def rss_kib(pid: int) -> int:
     return process_stats(pid)[1] // 1024
 
 
-class Stream:
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.sequences: list[int] = []
-        self.status = ""
+def _latency(data: str, at: float) -> float | None:
+    """Milliseconds from the upstream's write (the delta's "t") to the client's read."""
+    stamp = json.loads(data).get("t")
+    return (at - stamp) / 1e6 if stamp is not None else None
 
 
 async def one_stream(socket: Socket, delay: float = 0.0, result: Stream | None = None) -> Stream:
     """Start a run on a connected socket (after `delay` seconds) and read it to its end."""
-    result = result if result is not None else Stream()
-    try:
-        await asyncio.sleep(delay)
-        await socket.send(json.dumps({"action": "start", "form": FORM}))
-        while True:
-            received = await socket.receive()
-            if received is None:
-                break
-            text, at = received
-            message = json.loads(text)
-            if message["type"] == "frames":
-                for sequence, _event, data in message["frames"]:
-                    result.sequences.append(sequence)
-                    stamp = json.loads(data).get("t")
-                    if stamp is not None:
-                        result.latencies.append((at - stamp) / 1e6)
-            elif message["type"] == "finished":
-                result.status = message["status"]
-                break
-            elif message["type"] in ("error", "invalid"):
-                raise RuntimeError(f"refused: {message}")
-    finally:
-        socket.close()
-    return result
+    return await follow(socket, _latency, form=FORM, delay=delay, result=result)
 
 
 async def level(stack: Stack, cookie: str, count: int, spread: float = 0.0) -> dict:
@@ -348,16 +204,13 @@ async def level(stack: Stack, cookie: str, count: int, spread: float = 0.0) -> d
     latencies = [value for stream in streams for value in stream.latencies]
     lost = duplicated = disordered = undelivered = 0
     for stream in streams:
-        seen = set(stream.sequences)
-        missing = len(set(range(1, EXPECTED + 1)) - seen)
+        missing, twice, out_of_order = sequence_faults(stream, EXPECTED)
         if stream.status:
             lost += missing  # the run ended and these never came
         else:
             undelivered += missing  # still on the way at the cut-off
-        duplicated += len(stream.sequences) - len(seen)
-        disordered += sum(
-            1 for a, b in zip(stream.sequences, stream.sequences[1:], strict=False) if b <= a
-        )
+        duplicated += twice
+        disordered += out_of_order
     return {
         "streams": count,
         "spread": spread,
@@ -388,7 +241,7 @@ def measure_level(count: int, layer: str, spread: float = 0.0) -> dict:
             stack.env["DJANGO_SETTINGS_MODULE"] = "relay_pubsub_settings"
         stack.simulator = StampServer()
         with stack:
-            cookie = stack._manage("shell", "-c", SETUP_USER).splitlines()[-1]
+            cookie = log_in(stack)[0]
             row = asyncio.run(level(stack, cookie, count, spread))
     finally:
         if redis is not None:
