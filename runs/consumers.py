@@ -8,19 +8,29 @@ Both take `{"action": "stop"}`. A socket follows one run at a time; the run does
 on it, so closing the tab never stops a run.
 
 Closes with 4401 (not logged in), 4403 (no team, or not the team's run), 4413 (a message over
-64 KiB), 4429 (too many messages). To the browser, JSON:
+64 KiB), 4429 (too many messages), 4503 (the channel layer is down: come back later with
+?after=). To the browser, JSON:
     {"type": "started", "run", "url"}                    this socket's start made run `run`
     {"type": "run", ...}                                  the run followed (playground.summary)
     {"type": "frames", "frames": [[seq, event, data]]}    every frame exactly once, in order
     {"type": "finished", ...}                             the recorded outcome (summary)
     {"type": "invalid", "errors": {field: [message]}}     the form needs fixing
     {"type": "error", "code", "message"}                  refused: role, budget, key, busy
+    {"type": "unavailable", "code", "message", "run", "runUrl"}   no live streaming (below)
 
 Following a run: join its group first, so no live frame is missed; replay what the database
 has; then ask the reader (runs.relay, on whichever worker) for the frames after that, holding
 live frames until the answer comes; then pass live frames on, each sequence once. A gap in
 live frames (a full channel drops messages) starts another catch-up. If nobody answers, the
 reader is gone: a watchdog looks at the run's row and ends the story from the database.
+
+When the channel layer fails (Redis down), a run still starts, is read and is recorded (its
+reader needs only the database), but nobody can follow it live. The socket says so first
+(`unavailable`, before `run`), sends what the database has, and closes with 4503 unless the
+run is over; the page shows a notice and reconnects slowly with ?after=, so once the layer is
+back it follows live again from the last frame it drew. A socket that hears nothing for
+CHECK_SECONDS while live tries the layer, so an outage mid-run is noticed too. A start socket
+opened while the layer is down stays open for its start message and closes after `started`.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import json
 import time
 from collections import deque
@@ -36,7 +47,10 @@ from types import SimpleNamespace
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
@@ -45,8 +59,15 @@ from runs.budgets import BudgetExceeded
 from runs.crypto import KeyDecryptionError
 from runs.execution import NoRunToolsKey, launch
 from runs.models import Run, RunEvent, Source
-from runs.playground import InvalidRun, build_run_request, refusal, summary, watch_url
-from runs.relay import FIRST_TOKEN_EVENTS, RelaySink, control_group, request_stop, run_group
+from runs.playground import InvalidRun, build_run_request, refusal, run_url, summary, watch_url
+from runs.relay import (
+    FIRST_TOKEN_EVENTS,
+    LAYER_ERRORS,
+    RelaySink,
+    control_group,
+    request_stop,
+    run_group,
+)
 
 MAX_MESSAGE_BYTES = 64 * 1024
 FLOOD_MESSAGES = 30  # at most this many client messages ...
@@ -60,6 +81,12 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_LARGE = 4413
 CLOSE_FLOOD = 4429
+CLOSE_UNAVAILABLE = 4503
+
+UNAVAILABLE = (
+    "Live streaming is unavailable (the channel layer is down). The run continues and is "
+    "recorded; this page will reconnect."
+)
 
 
 class Following(enum.Enum):
@@ -160,8 +187,30 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.asked_at = 0.0
         self.checked_at = 0.0
         self.lock = asyncio.Lock()
+        self.heard_at = 0.0  # when the run's reader was last heard from
         self.watchdog: asyncio.Task | None = None
         self.recent: deque[float] = deque()
+        self.layer_down = False  # no channel of our own: the layer failed at connect
+        self.closing = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        # AsyncConsumer.__call__, except that a channel layer that cannot make this socket's
+        # channel (Redis down) does not kill the socket before it is accepted: the socket
+        # opens without a channel, serves what the database has and says live streaming is
+        # unavailable. Keep in step with channels.consumer.AsyncConsumer.__call__.
+        self.scope = scope
+        self.base_send = send
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        receivers = [receive]
+        try:
+            self.channel_name = await self.channel_layer.new_channel()
+        except LAYER_ERRORS:
+            self.layer_down = True
+            self.channel_name = ""
+        else:
+            receivers.append(functools.partial(self.channel_layer.receive, self.channel_name))
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch(receivers, self.dispatch)
 
     async def dispatch(self, message) -> None:
         # Channels closes stale database connections before every message: a trip to the
@@ -193,6 +242,9 @@ class RunConsumer(AsyncWebsocketConsumer):
                 return
             async with self.lock:
                 await self._follow(run_id, after=_after(self.scope))
+        elif self.layer_down:
+            # Say so before the browser's start message: the run will start but not stream.
+            await self._unavailable()
 
     async def disconnect(self, code) -> None:
         if self.watchdog is not None:
@@ -200,25 +252,25 @@ class RunConsumer(AsyncWebsocketConsumer):
             with contextlib.suppress(asyncio.CancelledError):
                 await self.watchdog
         if self.run_id is not None:
-            await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+            await self._discard(self.run_id)
 
     # --- From the browser -------------------------------------------------------------------
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
-        if self.membership is None:
-            return  # refused at connect; the close is on its way
+        if self.membership is None or self.closing:
+            return  # refused at connect, or closed since: the close is on its way
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > MAX_MESSAGE_BYTES:
             await self._error("too_large", f"Messages are limited to {MAX_MESSAGE_BYTES} bytes.")
-            await self.close(CLOSE_TOO_LARGE)
+            await self._close(CLOSE_TOO_LARGE)
             return
         if self._flooding():
             await self._error("flood", "Too many messages; reload the page to go on.")
-            await self.close(CLOSE_FLOOD)
+            await self._close(CLOSE_FLOOD)
             return
         try:
             message = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # 64 KiB of "[" nests deeper than Python recurses
             message = None
         action = message.get("action") if isinstance(message, dict) else None
         if action == "start":
@@ -278,10 +330,16 @@ class RunConsumer(AsyncWebsocketConsumer):
             # live from sequence 1, with no database reads while many runs start at once.
             await self._leave()
             self.run_id, self.last, self.held = run.pk, 0, {}
-            self.following = Following.LIVE
-            self.checked_at = time.monotonic()
             await self._send(started)
-            await self._send({"type": "run", **summary(run), "elapsedMs": _elapsed_ms(run)})
+            state = {**summary(run), "elapsedMs": _elapsed_ms(run)}
+            if self.layer_down or sink.layer_failed:
+                # The run goes on and is recorded; the page comes back for it later.
+                sink.subscriber = ""
+                await self._unavailable(state)
+                return
+            self.following = Following.LIVE
+            self.checked_at = self.heard_at = time.monotonic()
+            await self._send({"type": "run", **state})
             self._keep_watch()
 
     async def _stop(self) -> None:
@@ -298,7 +356,25 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def _leave(self) -> None:
         if self.run_id is not None and self.following is not Following.DONE:
-            await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+            await self._discard(self.run_id)
+
+    async def _join(self, run_id: int) -> bool:
+        """Join the run's group; False when the channel layer is down."""
+        if self.layer_down:
+            return False
+        try:
+            await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+        except LAYER_ERRORS:
+            # The Redis pub/sub layer counts us in the group even when subscribing failed.
+            await self._discard(run_id)
+            return False
+        return True
+
+    async def _discard(self, run_id: int) -> None:
+        # Leaving a group is tidying up: with the layer down there is nothing to leave.
+        if not self.layer_down:
+            with contextlib.suppress(*LAYER_ERRORS):
+                await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
 
     def _keep_watch(self) -> None:
         if self.watchdog is None:
@@ -309,8 +385,11 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.run_id, self.last, self.held = run_id, after, {}
         self.following = Following.CATCHING_UP
         # Join before reading anything, so every frame from now on reaches this socket.
-        await self.channel_layer.group_add(run_group(run_id), self.channel_name)
+        joined = await self._join(run_id)
         state, frames = await _run_state(run_id, after)
+        if not joined and not state["finished"]:
+            await self._unavailable(state, frames)
+            return
         await self._send({"type": "run", **state})
         if state["finished"]:
             await self._finish(state, frames)
@@ -332,10 +411,36 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def _ask_reader(self) -> None:
         self.asked_at = time.monotonic()
-        await self.channel_layer.group_send(
-            control_group(self.run_id),
-            {"type": "run.catchup", "reply_to": self.channel_name, "after": self.last},
-        )
+        message = {"type": "run.catchup", "reply_to": self.channel_name, "after": self.last}
+        try:
+            await self.channel_layer.group_send(control_group(self.run_id), message)
+        except LAYER_ERRORS:
+            await self._unavailable()
+
+    async def _resync(self) -> None:
+        """Nothing heard from the reader for a while: a quiet run, or a layer that failed (or
+        came back without our messages). Join again and catch up; this also tries the layer."""
+        if await self._join(self.run_id):
+            self.following = Following.CATCHING_UP
+            await self._ask_reader()
+        else:
+            await self._unavailable()
+
+    async def _unavailable(self, state: dict | None = None, frames: list[list] | None = None):
+        """The channel layer failed: say so first, send the run and its stored frames when
+        given, and close (unless no run is followed yet) so that the page reconnects with
+        ?after= and follows live again once the layer is back."""
+        self.following = Following.NOTHING
+        self.held = {}
+        notice = {"type": "unavailable", "code": "layer_down", "message": UNAVAILABLE}
+        if self.run_id is not None:
+            notice.update(run=self.run_id, runUrl=run_url(self.run_id))
+        await self._send(notice)
+        if state is not None:
+            await self._send({"type": "run", **state})
+            await self._replay(frames or [])
+        if self.run_id is not None:
+            await self._close(CLOSE_UNAVAILABLE)
 
     async def _emit(self, frames: list[list]) -> None:
         self.last = frames[-1][0]
@@ -362,7 +467,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self._replay(frames)
         self.following = Following.DONE
         self.held = {}
-        await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+        await self._discard(self.run_id)
         await self._send({"type": "finished", **state})
 
     async def _drain_held(self) -> bool:
@@ -387,6 +492,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         async with self.lock:
             if message.get("run") != self.run_id:
                 return
+            self.heard_at = time.monotonic()
             if self.following is Following.CATCHING_UP:
                 for frame in message["frames"]:
                     if frame[0] > self.last:
@@ -409,6 +515,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         async with self.lock:
             if message.get("run") != self.run_id or self.following is not Following.CATCHING_UP:
                 return
+            self.heard_at = time.monotonic()
             frames = [frame for frame in message["frames"] if frame[0] > self.last]
             first_held = frames[0][0] if frames else message["through"] + 1
             if first_held > self.last + 1:
@@ -449,11 +556,17 @@ class RunConsumer(AsyncWebsocketConsumer):
                     await self._finish()
                 elif self.following is Following.CATCHING_UP:
                     await self._ask_reader()
+                elif now - self.heard_at >= CHECK_SECONDS:
+                    await self._resync()
 
     # --- Sending ------------------------------------------------------------------------------
 
     async def _send(self, message: dict) -> None:
         await self.send(text_data=json.dumps(message))
+
+    async def _close(self, code: int) -> None:
+        self.closing = True
+        await self.close(code)
 
     async def _error(self, code: str, message: str) -> None:
         await self._send({"type": "error", "code": code, "message": message})

@@ -80,8 +80,12 @@ async def signal_stop(run_id: int) -> None:
     reader = READERS.get(run_id)
     if reader is not None:
         reader.stop()
-    else:
+        return
+    try:
         await get_channel_layer().group_send(control_group(run_id), {"type": "run.stop"})
+    except LAYER_ERRORS:
+        # The flag set before this is the backstop: the reader sees it at its next poll.
+        logger.warning("run %s: Stop goes by the flag, the channel layer failed", run_id)
 
 
 async def request_stop(run_id: int) -> bool:
@@ -119,14 +123,22 @@ class RelaySink(Sink):
         self.channel = ""
         self.closed = False
         self.layer_failed = False
+        # Whether this sink hears catch-up and stop requests (not while the layer is down).
+        self.listening = False
         self._tasks: list[asyncio.Task] = []
 
     async def attach(self, reader: RunReader) -> None:
         self.reader, self.run_id = reader, reader.run_id
         reader.on_finish.append(self._finished)
         self._tasks = [asyncio.ensure_future(self._poll_stop_flag())]
+        await self._join_control_group()
+
+    async def _join_control_group(self) -> None:
+        """Listen for requests from other workers. Retried by the stop-flag poll while the
+        layer is down, so sockets that come back after an outage can catch up from the reader."""
         try:
-            self.channel = await self.layer.new_channel("relay.")
+            if not self.channel:
+                self.channel = await self.layer.new_channel("relay.")
             await self.layer.group_add(control_group(self.run_id), self.channel)
         except LAYER_ERRORS:
             self._layer_failed("join its control group")
@@ -135,6 +147,7 @@ class RelaySink(Sink):
             # The run ended while we were joining (a very short stream).
             await self._quietly(self.layer.group_discard(control_group(self.run_id), self.channel))
             return
+        self.listening = True
         self._tasks.append(asyncio.ensure_future(self._listen()))
 
     def _layer_failed(self, what: str) -> None:
@@ -226,3 +239,5 @@ class RelaySink(Sink):
             await asyncio.sleep(CANCEL_POLL_SECONDS)
             if await sync_to_async(_cancel_requested)(self.run_id):
                 self.reader.stop()
+            elif not self.listening and not self.closed:
+                await self._join_control_group()
