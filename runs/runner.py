@@ -41,6 +41,9 @@ EVENT_BATCH_SECONDS = 0.25
 PARSE_IDLE_SECONDS = 0.02
 PARSE_MAX_DELAY = 0.25
 PARSE_BACKLOG_BYTES = 4 * 1024 * 1024
+# After the stream's last byte is handed to the server, this long for it to reach the client
+# before the backlog is parsed (see RunReader._parse_backlog).
+BACKLOG_FIRST_YIELD_SECONDS = 0.001
 # At the end of a stream, the final frame is looked for in this much of its tail first.
 TAIL_BYTES = 64 * 1024
 
@@ -259,6 +262,27 @@ class RunReader:
             self._parse(chunk, at)
         self.writer.maybe_flush()
 
+    async def _parse_backlog(self) -> None:
+        """Parse what is left once the upstream has ended, a chunk at a time.
+
+        The first wait lets the server put the client's last bytes on the wire: daphne
+        (Twisted) writes on a later turn of the event loop than the one that sent them, so
+        parsing a 10,000-delta backlog in one go held the end of the client's stream back by
+        the whole parse. Yielding between chunks keeps the worker's other requests moving.
+        """
+        if not self._unparsed:
+            return
+        if self._parse_timer is not None:
+            self._parse_timer.cancel()
+            self._parse_timer = None
+        await asyncio.sleep(BACKLOG_FIRST_YIELD_SECONDS)
+        while self._unparsed:
+            chunk, at = self._unparsed.pop(0)
+            self._unparsed_bytes -= len(chunk)
+            self._parse(chunk, at)
+            self.writer.maybe_flush()
+            await asyncio.sleep(0)
+
     def _parse(self, chunk: bytes, at: datetime) -> list[tuple[int, Frame]]:
         return self._observe_all(self.parser.feed(chunk), at)
 
@@ -348,9 +372,7 @@ class RunReader:
         for sink in self.sinks:
             await sink.end(self.outcome, injected)
         try:
-            if self._unparsed:
-                await asyncio.sleep(0)
-                self._parse_pending()
+            await self._parse_backlog()
             self._observe_all(self.parser.flush(), timezone.now())
             if self.outcome.result is None:
                 # Not every runtime repeats the answer in its final frame.
