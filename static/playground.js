@@ -12,6 +12,7 @@
   const stopButton = document.getElementById("stop-button");
   const output = document.getElementById("output");
   const problem = document.getElementById("run-problem");
+  const liveNotice = document.getElementById("live-notice");
   const formProblems = document.getElementById("form-problems");
   const raw = document.getElementById("raw-events");
   const result = document.getElementById("result");
@@ -29,6 +30,11 @@
     4429: "Too many messages to the server; reload the page to go on.",
   };
   const MAX_RECONNECTS = 10;
+  // The server closes with this when its channel layer (Redis) is down: the run goes on and is
+  // recorded, so the page keeps coming back, slowly, for as long as that takes.
+  const CLOSE_UNAVAILABLE = 4503;
+  const UNAVAILABLE_RETRY_MS = 1000;
+  const UNAVAILABLE_RETRY_MAX_MS = 5000;
 
   // --- State of the run on screen ------------------------------------------------------------
   let socket = null;
@@ -37,6 +43,8 @@
   let running = false;
   let finished = false;
   let reconnects = 0;
+  let waits = 0; // reconnects while live streaming is unavailable
+  let degraded = false; // this socket said live streaming is unavailable
   let startedAt = null; // performance.now() at the run's start, as the server saw it
   let firstTokenMs = null;
   let timer = null;
@@ -91,6 +99,25 @@
   function showProblem(message) {
     problem.textContent = message;
     problem.hidden = !message;
+  }
+
+  // The notice stays up from "unavailable" until a socket follows the run live again (a "run"
+  // message on a socket that did not say "unavailable" first) or the run's story is complete.
+  function showUnavailable(message) {
+    const parts = [message.message || "Live streaming is unavailable."];
+    if (message.run != null) {
+      const link = el("a", null, `Run #${message.run}`);
+      link.href = message.runUrl || `/runs/${message.run}/`;
+      parts.push(" See ", link, " on its run page.");
+    }
+    liveNotice.replaceChildren(...parts);
+    liveNotice.hidden = false;
+  }
+
+  function hideUnavailable() {
+    liveNotice.replaceChildren();
+    liveNotice.hidden = true;
+    waits = 0;
   }
 
   function setRunning(on) {
@@ -258,12 +285,20 @@
     if (socket) { socket.onclose = null; socket.close(1000); }
     const ws = new WebSocket(socketUrl(path));
     socket = ws;
+    degraded = false;
     ws.onopen = () => { reconnects = 0; if (onOpen) onOpen(ws); };
     ws.onmessage = (message) => receive(JSON.parse(message.data));
     ws.onclose = (event) => {
       if (socket !== ws) return;
       socket = null;
-      if (CLOSE_REASONS[event.code]) {
+      if (event.code === CLOSE_UNAVAILABLE && runId != null && !finished) {
+        // Not counted against MAX_RECONNECTS: each try also brings what has been recorded.
+        waits += 1;
+        const watching = runId;
+        setTimeout(() => {
+          if (runId === watching && !finished && socket === null) open(runSocketPath(watching));
+        }, Math.min(UNAVAILABLE_RETRY_MS * waits, UNAVAILABLE_RETRY_MAX_MS));
+      } else if (CLOSE_REASONS[event.code]) {
         showProblem(CLOSE_REASONS[event.code]);
         setRunning(false);
         stopTimer();
@@ -287,8 +322,13 @@
         runId = message.run;
         history.replaceState(null, "", message.url);
         break;
+      case "unavailable":
+        degraded = true;
+        showUnavailable(message);
+        break;
       case "run":
         runId = message.run;
+        if (!degraded) hideUnavailable();
         setRunLink(message.run, message.runUrl);
         if (!message.finished) {
           setStatus("Running", "running");
@@ -325,6 +365,7 @@
 
   function finish(summary) {
     finished = true;
+    hideUnavailable(); // the whole run is on the page, whether it came live or not
     setRunning(false);
     stopTimer(summary.durationMs);
     setStatus(summary.statusLabel, summary.status);
