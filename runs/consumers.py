@@ -87,6 +87,10 @@ UNAVAILABLE = (
     "Live streaming is unavailable (the channel layer is down). The run continues and is "
     "recorded; this page will reconnect."
 )
+UNAVAILABLE_BEFORE_START = (
+    "Live streaming is unavailable (the channel layer is down). A run you start is still "
+    "recorded; this page will show it when it can."
+)
 
 
 class Following(enum.Enum):
@@ -168,11 +172,15 @@ def _form_data(form) -> MultiValueDict | None:
     return data
 
 
+MAX_SEQUENCE = 2**63 - 1  # a bigint column: a larger ?after= would be a database error
+
+
 def _after(scope) -> int:
     for part in scope.get("query_string", b"").decode(errors="replace").split("&"):
         name, _, value = part.partition("=")
-        if name == "after" and value.isdigit():
-            return int(value)
+        # isdigit() alone takes "²", which int() refuses.
+        if name == "after" and value.isascii() and value.isdigit():
+            return min(int(value), MAX_SEQUENCE)
     return 0
 
 
@@ -435,6 +443,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         notice = {"type": "unavailable", "code": "layer_down", "message": UNAVAILABLE}
         if self.run_id is not None:
             notice.update(run=self.run_id, runUrl=run_url(self.run_id))
+        else:
+            notice["message"] = UNAVAILABLE_BEFORE_START
         await self._send(notice)
         if state is not None:
             await self._send({"type": "run", **state})
