@@ -1,10 +1,20 @@
-"""Load: 200 concurrent streamed runs through the gateway, on one worker and on two, under
-daphne and under uvicorn. Frames lost, errors, frame latency, memory and CPU per worker.
+"""Load: 200 concurrent streamed runs through the gateway and, at the same time, 200 playground
+websockets each starting and watching a streamed run, on one worker and on two, under daphne
+and under uvicorn. Frames lost, errors, frame latency, memory and CPU per worker.
+
+Gateway runs are not relayed to a channel group (only playground runs are), so the viewers
+are playground sockets, as the page opens them: a logged-in session cookie, `ws/playground/`
+with an Origin header, `{"action": "start", "form": ...}`, then the run's frames to its end.
+With two workers the gateway streams and the sockets alternate between the workers, and every
+WATCH_EVERY-th run started on one worker is also watched from the other through
+`ws/runs/<id>/`: those frames cross workers through the Redis channel layer.
 
 Latency is measured end to end: the simulator stamps each frame with the time it left
-(`metadata.simulate.stampFrames`), and the client subtracts it on arrival (same clock).
-PostgreSQL and Redis are used when they answer on 127.0.0.1 (as on CI machines), otherwise
-SQLite and one process's memory.
+(`metadata.simulate.stampFrames`, `"sentAt"`, wall clock) and the client subtracts it on
+arrival (same clock). PostgreSQL and Redis are used when they are there (PostgreSQL on
+127.0.0.1:5432; a redis-server of the bench's own, see harness.RedisServer), otherwise SQLite
+and one process's memory. Each configuration gets a fresh database, a warm-up round at the
+same load (not reported) and then the measured round.
 
     .venv/bin/python -m bench.load
 """
@@ -12,131 +22,369 @@ SQLite and one process's memory.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass, field
 
 import httpx
 
 from bench._results import write_section
-from bench.harness import Stack, process_stats, summary
+from bench.harness import RedisServer, Stack, process_stats, summary
+from bench.ws import Socket, Stream, follow, log_in, sequence_faults
 
-STREAMS = 200
+STREAMS = 200  # gateway streams
+VIEWERS = 200  # playground websockets, each starting and watching its own run
 DELTAS = 50
 DRIP_MS = 20
-BODY = {
+SIMULATE = {"deltas": DELTAS, "dripMs": DRIP_MS, "stampFrames": True}
+BODY = {"agent": "support-chat", "prompt": "Load test", "metadata": {"simulate": SIMULATE}}
+FORM = {
     "agent": "support-chat",
     "prompt": "Load test",
-    "metadata": {"simulate": {"deltas": DELTAS, "dripMs": DRIP_MS, "stampFrames": True}},
+    "stream": "on",
+    "meta_key": ["simulate"],
+    "meta_value": [json.dumps(SIMULATE)],
 }
 # run_started, the deltas, assistant_message and run_completed.
 EXPECTED_FRAMES = DELTAS + 3
+# With two workers, every WATCH_EVERY-th playground run is also watched from the other worker.
+WATCH_EVERY = 10
+# A round that has not finished by then is cut off: what never arrived counts as late.
+# 60 s for runs that take 1 s when nothing waits: past that nothing is live, and the four
+# configurations stay within about 5 minutes.
+ROUND_TIMEOUT_SECONDS = 60
+# The warm-up round (imports, database and Redis connections, the upstream pool) runs this
+# fraction of the load: a full-load warm-up would double the time of a one-worker round
+# (about 100 s at this load), and the bench must stay under about 5 minutes.
+WARM_UP_FRACTION = 0.1
+# One worker carries all 400 runs at once. With the default pool of 200 upstream connections
+# per worker the playground runs took all 200 and the gateway's requests waited for a slot
+# until the pool timeout (RTDASH_UPSTREAM_CONNECT_TIMEOUT, 5 s): 200 of 200 gateway streams
+# failed with 502 upstream_timeout. The bench sizes the pool for its load, as a deployment
+# carrying that many concurrent runs per worker must.
+UPSTREAM_CONNECTIONS = STREAMS + VIEWERS
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
 BENCH_DB = "rtdash_bench_load"
+SENT_AT = '"sentAt":'
 
 
-def _postgres_and_redis() -> tuple[str | None, str | None]:
+def _fresh_postgres() -> str | None:
     if not shutil.which("psql"):
-        return None, None
-    drop = subprocess.run(
-        ["psql", PG_ADMIN, "-qc", f"DROP DATABASE IF EXISTS {BENCH_DB}"], capture_output=True
-    )
-    create = subprocess.run(
-        ["psql", PG_ADMIN, "-qc", f"CREATE DATABASE {BENCH_DB}"], capture_output=True
-    )
-    if drop.returncode or create.returncode:
-        return None, None
-    redis = subprocess.run(["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True, text=True)
-    redis_url = "redis://127.0.0.1:6379/3" if redis.stdout.strip() == "PONG" else None
-    return f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}", redis_url
+        return None
+    for sql in (f"DROP DATABASE IF EXISTS {BENCH_DB}", f"CREATE DATABASE {BENCH_DB}"):
+        if subprocess.run(["psql", PG_ADMIN, "-qc", sql], capture_output=True).returncode:
+            return None
+    return f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}"
 
 
-async def _one_stream(client: httpx.AsyncClient, url: str, token: str, latencies: list[float]):
-    frames, buffer = 0, b""
-    async with client.stream(
-        "POST", url + "/v1/run", json=BODY, headers={"X-API-Key": token}
-    ) as response:
-        if response.status_code != 200:
-            return 0, 1
-        async for chunk in response.aiter_raw():
-            now = time.time()
-            buffer += chunk
-            *blocks, buffer = buffer.split(b"\n\n")
-            for block in blocks:
-                if b"data: " not in block:
-                    continue
-                frames += 1
-                # The stamp is the last field of each frame's JSON; reading it without a JSON
-                # parse keeps the client from being what this benchmark measures.
-                stamp = block.rfind(b'"sentAt":')
-                if stamp >= 0:
-                    sent = float(block[stamp + 9 :].rstrip(b"}\n "))
-                    latencies.append((now - sent) * 1000)
-    return frames, 0
+def _latency(data: str, at: float) -> float | None:
+    """Milliseconds from the simulator's write to this client's read. The stamp is the last
+    field of each frame's JSON; reading it without a JSON parse keeps the client from being
+    what this benchmark measures."""
+    stamp = data.rfind(SENT_AT)
+    if stamp < 0:
+        return None
+    return (at - float(data[stamp + len(SENT_AT) :].rstrip("}\n "))) * 1000
 
 
-async def _load(stack: Stack) -> dict:
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=STREAMS * 2, max_keepalive_connections=STREAMS)
-    before = [process_stats(pid) for pid in stack.pids]
-    started = time.monotonic()
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
-        results = await asyncio.gather(
-            *(
-                _one_stream(client, stack.urls[index % len(stack.urls)], stack.token, latencies)
-                for index in range(STREAMS)
-            ),
-            return_exceptions=True,
-        )
-    wall = time.monotonic() - started
-    after = [process_stats(pid) for pid in stack.pids]
-    errors = sum(1 for r in results if isinstance(r, BaseException) or r[1])
-    received = sum(r[0] for r in results if not isinstance(r, BaseException))
+@dataclass
+class GatewayStream:
+    frames: int = 0
+    error: str = ""
+    done: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+
+async def _gateway_stream(client: httpx.AsyncClient, url: str, token: str, result: GatewayStream):
+    buffer = b""
+    try:
+        async with client.stream(
+            "POST", url + "/v1/run", json=BODY, headers={"X-API-Key": token}
+        ) as response:
+            if response.status_code != 200:
+                result.error = f"HTTP {response.status_code}: {(await response.aread())[:120]!r}"
+                return
+            async for chunk in response.aiter_raw():
+                now = time.time()
+                buffer += chunk
+                *blocks, buffer = buffer.split(b"\n\n")
+                for block in blocks:
+                    if b"data: " not in block:
+                        continue
+                    result.frames += 1
+                    stamp = block.rfind(SENT_AT.encode())
+                    if stamp >= 0:
+                        sent = float(block[stamp + len(SENT_AT) :].rstrip(b"}\n "))
+                        result.latencies.append((now - sent) * 1000)
+        result.done = True
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        result.error = f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class Viewer:
+    stream: Stream = field(default_factory=Stream)
+    error: str = ""
+
+
+async def _viewer(port: int, path: str, cookie: str, result: Viewer, **follow_args) -> None:
+    try:
+        socket = await Socket.connect(port, path, cookie, clock=time.time)
+        await follow(socket, _latency, result=result.stream, **follow_args)
+        if result.stream.status != "completed":
+            result.error = f"ended {result.stream.status or 'without finishing'}"
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        result.error = f"{type(error).__name__}: {error}"
+
+
+def _viewer_figures(viewers: list[Viewer]) -> dict:
+    lost = late = unfinished = duplicated = disordered = 0
+    for viewer in viewers:
+        missing, twice, out_of_order = sequence_faults(viewer.stream, EXPECTED_FRAMES)
+        if viewer.stream.status:
+            lost += missing  # the run ended and these never came
+        elif not viewer.error:
+            late += missing  # still on the way at the cut-off
+            unfinished += 1
+        duplicated += twice
+        disordered += out_of_order
+    errors = [viewer.error for viewer in viewers if viewer.error]
     return {
-        "lost": STREAMS * EXPECTED_FRAMES - received,
-        "errors": errors,
-        "latency": summary(latencies),
-        "wall": wall,
-        "cpu": [(b[0] - a[0]) / wall * 100 for a, b in zip(before, after, strict=True)],
-        "rss": [b[1] / 2**20 for b in after],
+        "count": len(viewers),
+        "lost": lost + duplicated + disordered,
+        "late": late,
+        "unfinished": unfinished,
+        "errors": len(errors),
+        "error_samples": sorted(set(errors))[:3],
+        "latency": summary([value for v in viewers for value in v.stream.latencies]),
+        "max": max((value for v in viewers for value in v.stream.latencies), default=0.0),
     }
 
 
-def main() -> None:
-    database_url, redis_url = _postgres_and_redis()
-    backing = "PostgreSQL + Redis" if database_url and redis_url else "SQLite"
-    rows = []
-    for server in ("daphne", "uvicorn"):
-        for workers in (1, 2):
-            env = {"REDIS_URL": redis_url} if redis_url and database_url else {}
-            url = database_url if redis_url else None
-            with Stack(server=server, workers=workers, database_url=url, **env) as stack:
-                asyncio.run(_load(stack))  # warm-up round, not reported
-                result = asyncio.run(_load(stack))
-            latency = result["latency"]
-            rows.append(
-                f"| {server} | {workers} | {result['lost']} | {result['errors']} | "
-                f"{latency['p50']:.1f} | {latency['p95']:.1f} | {latency['p99']:.1f} | "
-                f"{', '.join(f'{m:.0f}' for m in result['rss'])} | "
-                f"{', '.join(f'{c:.0f}%' for c in result['cpu'])} | {result['wall']:.1f} |"
+async def _round(stack: Stack, cookies: list[str], fraction: float = 1.0) -> dict:
+    streams, viewers_count = round(STREAMS * fraction), round(VIEWERS * fraction)
+    ports, urls = stack.ports, stack.urls
+    workers = len(ports)
+    limits = httpx.Limits(max_connections=STREAMS * 2, max_keepalive_connections=STREAMS)
+    gateway = [GatewayStream() for _ in range(streams)]
+    viewers = [Viewer() for _ in range(viewers_count)]
+    watchers: list[Viewer] = []
+    watcher_tasks: list[asyncio.Task] = []
+
+    def watch_from_the_other_worker(index: int):
+        def started(run_id: int) -> None:
+            watcher = Viewer()
+            watchers.append(watcher)
+            port = ports[(index + 1) % workers]
+            watcher_tasks.append(
+                asyncio.ensure_future(_viewer(port, f"/ws/runs/{run_id}/", cookies[index], watcher))
             )
-            if database_url:
-                # A fresh database for the next configuration.
-                database_url, redis_url = _postgres_and_redis()
+
+        return started if workers > 1 and index % WATCH_EVERY == 0 else None
+
+    # Sockets open first (a page is loaded before its Run button is pressed); then every
+    # gateway stream and every socket's run starts in the same instant.
+    sockets = await asyncio.gather(
+        *(
+            Socket.connect(ports[index % workers], "/ws/playground/", cookies[index], time.time)
+            for index in range(viewers_count)
+        ),
+        return_exceptions=True,
+    )
+
+    async def start_viewer(index: int) -> None:
+        socket, viewer = sockets[index], viewers[index]
+        if isinstance(socket, BaseException):
+            viewer.error = f"connect: {type(socket).__name__}: {socket}"
+            return
+        try:
+            await follow(
+                socket,
+                _latency,
+                form=FORM,
+                result=viewer.stream,
+                on_started=watch_from_the_other_worker(index),
+            )
+            if viewer.stream.status != "completed":
+                viewer.error = f"ended {viewer.stream.status or 'without finishing'}"
+        except Exception as error:
+            viewer.error = f"{type(error).__name__}: {error}"
+
+    pids = stack.pids
+    others = {"client": os.getpid(), "simulator": stack.simulator.pid}
+    before = [process_stats(pid)[0] for pid in pids]
+    before_others = {name: process_stats(pid)[0] for name, pid in others.items()}
+    peak = [process_stats(pid)[1] for pid in pids]
+    started = time.monotonic()
+    deadline = started + ROUND_TIMEOUT_SECONDS
+    async with httpx.AsyncClient(timeout=ROUND_TIMEOUT_SECONDS, limits=limits) as client:
+        tasks = [
+            asyncio.ensure_future(
+                _gateway_stream(client, urls[index % workers], stack.token, gateway[index])
+            )
+            for index in range(streams)
+        ]
+        tasks += [asyncio.ensure_future(start_viewer(index)) for index in range(viewers_count)]
+        while time.monotonic() < deadline:
+            if all(task.done() for task in tasks + watcher_tasks):
+                break
+            peak = [max(p, process_stats(pid)[1]) for p, pid in zip(peak, pids, strict=True)]
+            await asyncio.sleep(0.1)
+        wall = time.monotonic() - started
+        for task in tasks + watcher_tasks:
+            task.cancel()  # what never arrived by the deadline counts as late
+        await asyncio.gather(*tasks, *watcher_tasks, return_exceptions=True)
+    after = [process_stats(pid)[0] for pid in pids]
+    after_others = {name: process_stats(pid)[0] for name, pid in others.items()}
+    gateway_latencies = [value for stream in gateway for value in stream.latencies]
+    finished = [stream for stream in gateway if stream.done]
+    return {
+        "gateway": {
+            "count": streams,
+            "lost": sum(EXPECTED_FRAMES - stream.frames for stream in finished),
+            "late": sum(
+                EXPECTED_FRAMES - stream.frames
+                for stream in gateway
+                if not stream.done and not stream.error
+            ),
+            "unfinished": sum(not stream.done and not stream.error for stream in gateway),
+            "errors": sum(bool(stream.error) for stream in gateway),
+            "error_samples": sorted({stream.error for stream in gateway if stream.error})[:3],
+            "latency": summary(gateway_latencies),
+            "max": max(gateway_latencies, default=0.0),
+        },
+        "viewers": _viewer_figures(viewers),
+        "watchers": _viewer_figures(watchers) if watchers else None,
+        "wall": wall,
+        "cpu": [(b - a) / wall * 100 for a, b in zip(before, after, strict=True)],
+        "cpu_seconds": sum(b - a for a, b in zip(before, after, strict=True)),
+        "frames": sum(stream.frames for stream in gateway)
+        + sum(len(v.stream.sequences) for v in viewers + watchers),
+        "rss": [value / 2**20 for value in peak],
+        "others_cpu": {
+            name: (after_others[name] - before_others[name]) / wall * 100 for name in others
+        },
+    }
+
+
+def _measure(server: str, workers: int) -> dict:
+    database_url = _fresh_postgres()
+    redis = RedisServer().start() if database_url and shutil.which("redis-server") else None
+    env = {"RTDASH_UPSTREAM_MAX_CONNECTIONS": str(UPSTREAM_CONNECTIONS)}
+    if redis:
+        env["REDIS_URL"] = redis.url
+    try:
+        with Stack(
+            server=server, workers=workers, database_url=database_url if redis else None, **env
+        ) as stack:
+            cookies = log_in(stack, VIEWERS)
+            asyncio.run(_round(stack, cookies, WARM_UP_FRACTION))  # warm-up, not reported
+            result = asyncio.run(_round(stack, cookies))
+    finally:
+        if redis is not None:
+            redis.stop()
+    result.update(server=server, workers=workers, backing=bool(redis))
+    print(
+        f"{server} x{workers}: {result['wall']:.1f} s, gateway {result['gateway']}, "
+        f"viewers {result['viewers']}, watchers {result['watchers']}",
+        flush=True,
+    )
+    return result
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def main() -> None:
+    load = os.getloadavg()
+    began = time.monotonic()
+    results = [_measure(server, workers) for server in ("daphne", "uvicorn") for workers in (1, 2)]
+    backing = "PostgreSQL + Redis" if all(r["backing"] for r in results) else "SQLite"
+    traffic, resources = [], []
+    for r in results:
+        kinds = [
+            ("gateway streams", r["gateway"]),
+            ("playground sockets", r["viewers"]),
+        ]
+        if r["watchers"]:
+            kinds.append(("watchers on the other worker", r["watchers"]))
+        for kind, figures in kinds:
+            latency = figures["latency"]
+            traffic.append(
+                f"| {r['server']} | {r['workers']} | {kind} | {figures['count']} | "
+                f"{figures['lost']} | {figures['late']} ({figures['unfinished']}) | "
+                f"{figures['errors']} | "
+                f"{_ms(latency['p50'])} | {_ms(latency['p95'])} | {_ms(latency['p99'])} | "
+                f"{_ms(figures['max'])} |"
+            )
+        resources.append(
+            f"| {r['server']} | {r['workers']} | {r['wall']:.1f} | "
+            f"{', '.join(f'{m:.0f}' for m in r['rss'])} | "
+            f"{', '.join(f'{c:.0f}%' for c in r['cpu'])} | "
+            f"{r['cpu_seconds'] / max(1, r['frames']) * 1e6:.0f} µs | "
+            f"{r['others_cpu']['simulator']:.0f}% | {r['others_cpu']['client']:.0f}% |"
+        )
+    errors = [
+        f"{r['server']} x{r['workers']}: {sample}"
+        for r in results
+        for figures in (r["gateway"], r["viewers"], r["watchers"] or {})
+        for sample in figures.get("error_samples", [])
+    ]
     markdown = "\n".join(
         [
             "## Load (`bench/load.py`)",
             "",
-            f"{STREAMS} concurrent streamed runs through the gateway ({DELTAS} deltas each, "
-            f"{DRIP_MS} ms apart, {EXPECTED_FRAMES} frames), on {backing}, spread evenly over "
-            "the workers. Latency: frame sent by the simulator → frame received by the client "
-            "through rtdash (ms). Memory is each worker's resident size after the round; CPU "
-            "is each worker's share of one core during it.",
+            f"At the same time: {STREAMS} streamed runs through the gateway (`POST /v1/run`) "
+            f"and {VIEWERS} playground websockets (`ws/playground/`, logged in, each starting "
+            f"a run and reading it to its end), every run {DELTAS} deltas {DRIP_MS} ms apart "
+            f"({EXPECTED_FRAMES} frames), all started in the same instant, on {backing} "
+            "(the Redis pub/sub channel layer that `REDIS_URL` configures). With two workers "
+            "both kinds alternate between the workers, and every "
+            f"{WATCH_EVERY}th playground run is also watched from the other worker through "
+            "`ws/runs/<id>/` (its frames cross workers through Redis; the watcher joins when "
+            "the run has started, so its first frames come from catch-up, not live). "
+            "Each configuration: a fresh database, a warm-up round at "
+            f"{WARM_UP_FRACTION:.0%} of the load, then the measured round. Each worker may open "
+            f"{UPSTREAM_CONNECTIONS} connections to the upstream "
+            "(`RTDASH_UPSTREAM_MAX_CONNECTIONS`; with the default 200, one worker's 200 "
+            "playground runs held them all and the 200 gateway streams failed with 502 "
+            "`upstream_timeout` after the 5 s pool timeout).",
             "",
-            "| server | workers | frames lost | errors | p50 | p95 | p99 | RSS MiB | CPU "
-            "| wall s |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            *rows,
+            "Latency: the simulator's stamp on each frame → the client's read of it, through "
+            "rtdash (ms). Lost = frames missing, duplicated or out of order in a run that "
+            f"finished; late = frames still on the way when a round is cut off after "
+            f"{ROUND_TIMEOUT_SECONDS} s (in brackets, runs not finished by then); errors = "
+            "requests or sockets refused, failed, or runs not `completed`.",
+            "",
+            "| server | workers | clients | n | frames lost | late | errors | p50 | p95 | p99 "
+            "| max |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *traffic,
+            "",
+            "Resources during the measured round: RSS is each worker's peak resident size; "
+            "CPU is each worker's share of one core over the round's wall time, and per frame "
+            "the workers' CPU time over every frame the clients received (gateway and "
+            "websocket alike: the cost of the same work, whatever else the machine was doing); "
+            "the simulator (the upstream), PostgreSQL, Redis and the load-generating client "
+            "run on the same 2 cores.",
+            "",
+            "| server | workers | wall s | RSS MiB | worker CPU | worker CPU per frame "
+            "| simulator CPU | client CPU |",
+            "|---|---|---|---|---|---|---|---|",
+            *resources,
+            "",
+            f"Load average when it started: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on "
+            f"{os.cpu_count()} cores, with other work on the machine; the whole benchmark "
+            f"took {time.monotonic() - began:.0f} s."
+            + (f" Errors seen: {'; '.join(errors)}." if errors else ""),
         ]
     )
     write_section("load", markdown)
