@@ -15,6 +15,11 @@ control group `run.<id>.control` for what any worker may ask of the reader:
   the sink polls every CANCEL_POLL_SECONDS: channel layers deliver at most once, the flag is
   the backstop (and the record that someone pressed Stop).
 
+The relay never holds the run up: a channel layer that fails (Redis down) costs the live view,
+not the run. The sink logs it once per run, keeps reading and recording, and, if it could not
+join its control group, tries again at every stop-flag poll so that sockets coming back after
+the outage can catch up from it; Stop goes by the flag meanwhile.
+
 When the run is finished — final status and usage committed, every frame stored — the sink
 sends `run.finished` with the last sequence; sockets read anything they have not sent yet
 (the parser finds a last frame without its blank line only at the very end) from the database.
