@@ -115,7 +115,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "rtdash.layers.LocalChannelLayer",
             "CONFIG": {"capacity": 5000, "expiry": 60},
         }
     }

@@ -34,7 +34,10 @@ def check_production_safety(app_configs=None, **kwargs) -> list[Error]:
                 id="rtdash.E002",
             )
         )
-    if settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("InMemoryChannelLayer"):
+    # Both live in one process's memory: Channels' own and rtdash's faster subclass.
+    if settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith(
+        ("InMemoryChannelLayer", "LocalChannelLayer")
+    ):
         errors.append(
             Error(
                 "The in-memory channel layer cannot reach across workers.",

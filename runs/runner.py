@@ -26,8 +26,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from runs.frame_store import frame_store
 from runs.models import RunStatus
-from runs.recording import RunOutcome, finish_run, save_events
+from runs.recording import RunOutcome, finish_run
 from runs.sse import Frame, SSEParser
 from runs.upstream import translate
 
@@ -111,13 +112,14 @@ class EventWriter:
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        self._last_write = asyncio.ensure_future(self._write(batch, self._last_write))
+        # The store writes a run's batches in order, together with other runs' (one
+        # transaction for all of them); a later batch is committed only after this one.
+        written = frame_store().write(self.run_id, batch)
+        self._last_write = asyncio.ensure_future(self._stored(written, batch[-1][0]))
 
-    async def _write(self, batch: list, previous: asyncio.Future | None) -> None:
-        if previous is not None:
-            await previous
-        await sync_to_async(save_events)(self.run_id, batch)
-        self.stored_through = batch[-1][0]
+    async def _stored(self, written: asyncio.Future, last_sequence: int) -> None:
+        await written
+        self.stored_through = max(self.stored_through, last_sequence)
 
     async def close(self) -> None:
         self.flush()

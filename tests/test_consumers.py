@@ -451,6 +451,8 @@ async def test_a_late_joiner_gets_frames_not_yet_stored_from_the_reader(
         assert await astored(run_id) == []
         async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
             await late.until_frames(10)
+            # The starter's socket may not have been read as far as the late one yet.
+            await starter.until_frames(len(late.frames))
             assert late.frames == starter.frames[: len(late.frames)]
             assert await astored(run_id) == []
             await late.until("finished")

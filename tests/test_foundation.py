@@ -20,12 +20,15 @@ def test_it_allows_debug_defaults(settings):
     assert _check_ids(settings) == set()
 
 
-def test_it_refuses_unsafe_production_settings(settings):
+@pytest.mark.parametrize(
+    "layer", ["channels.layers.InMemoryChannelLayer", "rtdash.layers.LocalChannelLayer"]
+)
+def test_it_refuses_unsafe_production_settings(settings, layer):
     settings.DEBUG = False
     settings.SECRET_KEY = settings.INSECURE_DEV_SECRET_KEY
     settings.ALLOWED_HOSTS = ["*"]
     settings.RTDASH_ENCRYPTION_KEYS = ""
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": layer}}
     assert _check_ids(settings) == {"rtdash.E001", "rtdash.E002", "rtdash.E003", "rtdash.E004"}
 
 
