@@ -11,6 +11,7 @@ body is checked by `runs.validation.validate_run`, exactly as the gateway checks
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pprint
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from runs.budgets import BudgetExceeded
 from runs.crypto import KeyDecryptionError, decrypt_for_upstream
 from runs.execution import NoRunToolsKey, launch
 from runs.models import DailyUsage, Run, RunStatus, Source, Team, Thread
+from runs.ratelimit import CacheUnavailable
 from runs.relay import RelaySink, mark_cancel_requested, signal_stop
 from runs.team_views import TeamRequest
 from runs.validation import (
@@ -277,12 +279,16 @@ def _history_agents(team: Team) -> list[Agent]:
 def team_agents(team: Team) -> tuple[list[Agent], bool]:
     """The agents to offer, and whether they came from the upstream (else from history)."""
     cache_key = f"rtdash:playground:agents:{team.pk}"
-    agents = cache.get(cache_key)
+    try:
+        agents = cache.get(cache_key)
+    except CacheUnavailable:
+        agents = None  # the cache's Redis is down: ask the upstream, the page still works
     if agents is None:
         fetched = _upstream_agents(team)
         agents = fetched if fetched is not None else False
         timeout = AGENTS_CACHE_SECONDS if fetched is not None else AGENTS_FAILURE_CACHE_SECONDS
-        cache.set(cache_key, agents, timeout)
+        with contextlib.suppress(CacheUnavailable):
+            cache.set(cache_key, agents, timeout)
     if agents is False:
         return _history_agents(team), False
     return agents, True
