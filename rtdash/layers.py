@@ -61,6 +61,21 @@ class LocalChannelLayer(InMemoryChannelLayer):
             raise ChannelFull(channel)
         queue.put_nowait((time.time() + self.expiry, copy_message(message)))
 
+    async def receive(self, channel: str) -> dict:
+        self.require_valid_channel_name(channel)
+        self._clean_expired()
+        queue = self.channels.get(channel)
+        if queue is None:
+            # Channels builds a queue on every receive (setdefault's argument) and drops it
+            # when empty; here one is built only when the channel has none.
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        try:
+            _, message = await queue.get()
+        finally:
+            if queue.empty():
+                self.channels.pop(channel, None)
+        return message
+
     async def group_send(self, group: str, message: dict) -> None:
         assert isinstance(message, dict), "Message is not a dict"
         self.require_valid_group_name(group)

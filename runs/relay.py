@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections import deque
 
 from asgiref.sync import sync_to_async
@@ -71,8 +72,10 @@ def control_group(run_id: int) -> str:
 # database_sync_to_async hop would close the view's own connection on the way).
 
 
-def _cancel_requested(run_id: int) -> bool:
-    return Run.objects.filter(pk=run_id, cancel_requested=True).exists()
+def _cancel_requested(run_ids: list[int]) -> set[int]:
+    """Which of these runs someone asked to stop."""
+    flagged = Run.objects.filter(pk__in=run_ids, cancel_requested=True)
+    return set(flagged.values_list("pk", flat=True))
 
 
 def mark_cancel_requested(run_id: int) -> bool:
@@ -135,7 +138,7 @@ class RelaySink(Sink):
     async def attach(self, reader: RunReader) -> None:
         self.reader, self.run_id = reader, reader.run_id
         reader.on_finish.append(self._finished)
-        self._tasks = [asyncio.ensure_future(self._poll_stop_flag())]
+        _stop_flags().watch(self)
         await self._join_control_group()
 
     async def _join_control_group(self) -> None:
@@ -239,10 +242,54 @@ class RelaySink(Sink):
                     # If the answer is lost, the socket asks again.
                     await self._quietly(self.layer.send(reply_to, self.catch_up(after)))
 
-    async def _poll_stop_flag(self) -> None:
-        while not self.reader.stop_requested:
+    async def _flag_checked(self, flagged: bool) -> None:
+        """The stop-flag poll's answer for this run (see _StopFlags)."""
+        if flagged:
+            self.reader.stop()
+        elif not self.listening and not self.closed:
+            await self._join_control_group()
+
+
+class _StopFlags:
+    """One query every CANCEL_POLL_SECONDS for the stop flags of all of a process's relayed
+    runs, rather than one per run: 50 streams made 25 queries a second on the database thread
+    that also stores their frames."""
+
+    def __init__(self) -> None:
+        self.sinks: set[RelaySink] = set()
+        self.task: asyncio.Task | None = None
+
+    def watch(self, sink: RelaySink) -> None:
+        self.sinks.add(sink)
+        if self.task is None or self.task.done():
+            self.task = asyncio.ensure_future(self._poll())
+
+    async def _poll(self) -> None:
+        while self.sinks:
             await asyncio.sleep(CANCEL_POLL_SECONDS)
-            if await sync_to_async(_cancel_requested)(self.run_id):
-                self.reader.stop()
-            elif not self.listening and not self.closed:
-                await self._join_control_group()
+            self.sinks = {sink for sink in self.sinks if not sink.closed}
+            sinks = [sink for sink in self.sinks if not sink.reader.stop_requested]
+            if not sinks:
+                continue
+            try:
+                flagged = await sync_to_async(_cancel_requested)([sink.run_id for sink in sinks])
+            except Exception:
+                # The database is unreachable for now: Stop still arrives by the channel layer.
+                logger.warning("Could not read the runs' stop flags.", exc_info=True)
+                continue
+            for sink in sinks:
+                await sink._flag_checked(sink.run_id in flagged)
+
+
+# One poller per event loop, like runs.frame_store's writer (tests run many loops).
+_POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StopFlags] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _stop_flags() -> _StopFlags:
+    loop = asyncio.get_running_loop()
+    poller = _POLLERS.get(loop)
+    if poller is None:
+        poller = _POLLERS[loop] = _StopFlags()
+    return poller

@@ -137,6 +137,8 @@ class RunReader:
         self.response = response
         self.sinks = sinks
         self.eager = any(sink.wants_frames for sink in sinks)
+        # Whether any sink takes the raw bytes (the gateway's client); the playground's does not.
+        self.forwards_chunks = any(type(sink).chunk is not Sink.chunk for sink in sinks)
         self.outcome = RunOutcome(http_status=response.status_code)
         headers = response.headers
         self.outcome.take_ids(
@@ -226,9 +228,10 @@ class RunReader:
         for sink in self.sinks:
             await sink.chunk(chunk)
         if self.eager:
-            # Let the sinks send this chunk before parsing it: with more data ready, the read
-            # loop would otherwise keep the event loop to itself.
-            await asyncio.sleep(0)
+            if self.forwards_chunks:
+                # Let the sinks send this chunk before parsing it: with more data ready, the
+                # read loop would otherwise keep the event loop to itself.
+                await asyncio.sleep(0)
             numbered = self._parse(chunk, now)
             if numbered:
                 for sink in self.sinks:
