@@ -13,8 +13,11 @@ Latency is measured end to end: the simulator stamps each frame with the time it
 (`metadata.simulate.stampFrames`, `"sentAt"`, wall clock) and the client subtracts it on
 arrival (same clock). PostgreSQL and Redis are used when they are there (PostgreSQL on
 127.0.0.1:5432; a redis-server of the bench's own, see harness.RedisServer), otherwise SQLite
-and one process's memory. Each configuration gets a fresh database, a warm-up round at the
-same load (not reported) and then the measured round.
+and one process's memory. Each configuration gets a fresh database, a warm-up round at a
+tenth of the load (not reported) and then the measured round, cut off after
+ROUND_TIMEOUT_SECONDS. daphne runs with its defaults apart from the listen backlog, so its
+5 s websocket handshake timeout (--websocket_connect_timeout) applies: a socket the
+application has not accepted by then is refused.
 
     .venv/bin/python -m bench.load
 """
@@ -136,19 +139,32 @@ async def _viewer(port: int, path: str, cookie: str, result: Viewer, **follow_ar
     try:
         socket = await Socket.connect(port, path, cookie, clock=time.time)
         await follow(socket, _latency, result=result.stream, **follow_args)
-        if result.stream.status != "completed":
-            result.error = f"ended {result.stream.status or 'without finishing'}"
+        result.error = _outcome_error(result.stream)
     except asyncio.CancelledError:
         raise
     except Exception as error:
         result.error = f"{type(error).__name__}: {error}"
 
 
+def _outcome_error(stream: Stream) -> str:
+    """'' for a run that finished completed, else why it did not (called once `follow` has
+    returned: a cut-off cancels it first)."""
+    if stream.status == "completed":
+        return ""
+    if not stream.status:
+        return "the socket closed before the run finished"
+    finished = stream.finished
+    return (
+        f"run ended {stream.status} ({finished.get('errorCode')}: "
+        f"{finished.get('errorMessage')}, HTTP {finished.get('httpStatus')})"
+    )
+
+
 def _viewer_figures(viewers: list[Viewer]) -> dict:
     lost = late = unfinished = duplicated = disordered = 0
     for viewer in viewers:
         missing, twice, out_of_order = sequence_faults(viewer.stream, EXPECTED_FRAMES)
-        if viewer.stream.status:
+        if viewer.stream.status == "completed":
             lost += missing  # the run ended and these never came
         elif not viewer.error:
             late += missing  # still on the way at the cut-off
@@ -212,8 +228,7 @@ async def _round(stack: Stack, cookies: list[str], fraction: float = 1.0) -> dic
                 result=viewer.stream,
                 on_started=watch_from_the_other_worker(index),
             )
-            if viewer.stream.status != "completed":
-                viewer.error = f"ended {viewer.stream.status or 'without finishing'}"
+            viewer.error = _outcome_error(viewer.stream)
         except Exception as error:
             viewer.error = f"{type(error).__name__}: {error}"
 
@@ -360,7 +375,8 @@ def main() -> None:
             "",
             "Latency: the simulator's stamp on each frame → the client's read of it, through "
             "rtdash (ms). Lost = frames missing, duplicated or out of order in a run that "
-            f"finished; late = frames still on the way when a round is cut off after "
+            "finished `completed` (a run that ended otherwise is an error, its reason below); "
+            "late = frames still on the way when a round is cut off after "
             f"{ROUND_TIMEOUT_SECONDS} s (in brackets, runs not finished by then); errors = "
             "requests or sockets refused, failed, or runs not `completed`.",
             "",

@@ -119,6 +119,7 @@ class Stream:
         self.latencies: list[float] = []
         self.sequences: list[int] = []
         self.status = ""
+        self.finished: dict = {}  # the `finished` message: status, errorCode, errorMessage, ...
         self.run_id: int | None = None
 
 
@@ -159,7 +160,7 @@ async def follow(
                 if on_started is not None:
                     on_started(message["run"])
             elif message["type"] == "finished":
-                result.status = message["status"]
+                result.status, result.finished = message["status"], message
                 break
             elif message["type"] in ("error", "invalid"):
                 raise RuntimeError(f"refused: {message}")
