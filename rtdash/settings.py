@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -106,10 +107,21 @@ if REDIS_URL:
     # were receiving (measured in bench/relay.py: p50 2.5 s against 1.6 ms with pub/sub), and
     # ran out of connections at 200 streams. Pub/sub keeps no backlog: a socket that misses
     # frames catches up from the database and the run's reader (runs/relay.py).
+    # Pub/sub channels ignore the database number in REDIS_URL: without a prefix of their own,
+    # two installs (or a test run) on one Redis server would hear each other's run groups.
+    _redis_url = urlsplit(REDIS_URL)
+    _redis_database = (
+        parse_qs(_redis_url.query).get("db", ["0"])[0]
+        if _redis_url.scheme == "unix"
+        else _redis_url.path.strip("/") or "0"
+    )
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": envstr("RTDASH_CHANNEL_PREFIX", f"rtdash.db{_redis_database}"),
+            },
         }
     }
 else:

@@ -345,7 +345,7 @@ async def _forward_run(
         outcome = RunOutcome()
         outcome.fail(problem.code, problem.message)
         _finish_after_response(run.pk, outcome)
-        return error_response(502, problem.code, problem.message)
+        return error_response(problem.status, problem.code, problem.message)
     is_stream = response.headers.get("content-type", "").startswith("text/event-stream")
     if response.status_code == 200 and is_stream:
         return _stream(run, response)
@@ -356,7 +356,7 @@ async def _forward_run(
         outcome = RunOutcome(http_status=response.status_code)
         outcome.fail(problem.code, problem.message)
         _finish_after_response(run.pk, outcome)
-        return error_response(502, problem.code, problem.message)
+        return error_response(problem.status, problem.code, problem.message)
     finally:
         await response.aclose()
     returned = time.perf_counter()
@@ -419,7 +419,7 @@ async def _proxy(
             caller.runtools_key, request.method, path, content=content, params=params or None
         )
     except upstream.UpstreamError as problem:
-        return error_response(502, problem.code, problem.message)
+        return error_response(problem.status, problem.code, problem.message)
     if on_success is not None and response.status_code < 300:
         await sync_to_async(on_success)(caller, content)
     return _passthrough(response, response.content)

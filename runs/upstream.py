@@ -30,6 +30,8 @@ class UpstreamError(Exception):
     code: str
     message: str
     permanent: bool = False
+    # What the gateway answers: 502 for RunTools' failures, 503 when rtdash itself is full.
+    status: int = 502
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
@@ -72,6 +74,14 @@ def translate(error: httpx.HTTPError) -> UpstreamError:
         return UpstreamError(
             "upstream_timeout",
             f"RunTools sent nothing for {settings.RTDASH_UPSTREAM_READ_TIMEOUT:g} s",
+        )
+    if isinstance(error, httpx.PoolTimeout):
+        # rtdash's own limit, not RunTools': every pooled connection was busy for too long.
+        return UpstreamError(
+            "upstream_pool_full",
+            f"All {settings.RTDASH_UPSTREAM_MAX_CONNECTIONS} connections this rtdash worker may "
+            "open to RunTools are busy (RTDASH_UPSTREAM_MAX_CONNECTIONS)",
+            status=503,
         )
     if isinstance(error, httpx.TimeoutException):
         return UpstreamError("upstream_timeout", "RunTools timed out")

@@ -122,3 +122,28 @@ def test_overview_shows_the_team(client, alice):
     response = client.get("/")
     assert response.status_code == 200
     assert b"Acme" in response.content
+
+
+@pytest.mark.parametrize(
+    ("extra", "prefix"),
+    [
+        ({"REDIS_URL": "redis://127.0.0.1:6379/3"}, "rtdash.db3"),
+        ({"REDIS_URL": "redis://127.0.0.1:6379"}, "rtdash.db0"),
+        ({"REDIS_URL": "unix:///run/redis.sock?db=2"}, "rtdash.db2"),
+        ({"REDIS_URL": "redis://127.0.0.1:6379/3", "RTDASH_CHANNEL_PREFIX": "blue"}, "blue"),
+    ],
+)
+def test_each_redis_database_gets_its_own_channel_prefix(extra, prefix):
+    # Pub/sub ignores the database number: the prefix keeps installs on one server apart.
+    show = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.CHANNEL_LAYERS['default']['CONFIG']['prefix'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", show],
+        env={"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "rtdash.settings", **extra},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == prefix

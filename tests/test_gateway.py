@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -223,6 +224,27 @@ async def test_a_hanging_upstream_times_out_and_is_recorded(gateway, settings):
     assert response.json()["error"]["code"] == "upstream_timeout"
     run = await finished_run()
     assert (run.status, run.error_code) == ("failed", "upstream_timeout")
+
+
+async def test_a_full_upstream_pool_is_rtdash_s_503_not_a_runtools_timeout(gateway, settings):
+    settings.RTDASH_UPSTREAM_MAX_CONNECTIONS = 1
+    settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT = 0.3  # also how long a request waits for the pool
+    hanging = {**SEED_EXAMPLE, "metadata": {"simulate": {"hangSeconds": 2}}}
+
+    async def second_while_the_first_holds_the_connection():
+        await asyncio.sleep(0.5)
+        return await gateway("POST", "/v1/run", SEED_EXAMPLE)
+
+    first, second = await asyncio.gather(
+        gateway("POST", "/v1/run", hanging), second_while_the_first_holds_the_connection()
+    )
+    assert first.status_code == 200
+    assert second.status_code == 503
+    error = second.json()["error"]
+    assert error["code"] == "upstream_pool_full"
+    assert "RTDASH_UPSTREAM_MAX_CONNECTIONS" in error["message"]
+    statuses = {run.error_code: run.status async for run in Run.objects.all()}
+    assert statuses == {"": "completed", "upstream_pool_full": "failed"}
 
 
 # --- Stream mode ------------------------------------------------------------------------
