@@ -14,7 +14,7 @@ import time
 import httpx
 
 from bench._results import write_section
-from bench.harness import SIM_KEY, Stack, summary
+from bench.harness import SIM_KEY, RedisServer, Stack, production, summary
 
 JSON_BODY = {
     "agent": "code-assistant",
@@ -145,14 +145,20 @@ async def measure(stack: Stack) -> str:
 def main() -> None:
     sections = []
     for server in ("daphne", "uvicorn"):
-        with Stack(server=server) as stack:
-            body = asyncio.run(measure(stack))
+        redis = RedisServer().start()
+        try:
+            with Stack(server=server, **production(redis.url)) as stack:
+                body = asyncio.run(measure(stack))
+        finally:
+            redis.stop()
         # measure() titles its section; one per server here.
         sections.append(body.replace("## Gateway overhead (`bench/gateway.py`)", f"### {server}"))
     write_section(
         "gateway",
         "## Gateway overhead (`bench/gateway.py`)\n\nThe same rtdash served by daphne and by "
-        "uvicorn (one worker each, SQLite, every run recorded).\n\n" + "\n\n".join(sections),
+        "uvicorn (one worker each, SQLite, every run recorded), configured as deployed: debug "
+        "off, Redis for the channel layer and the cache (a private redis-server).\n\n"
+        + "\n\n".join(sections),
     )
 
 

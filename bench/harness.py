@@ -4,6 +4,7 @@ its key and a token, served by a real ASGI server next to the simulator."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -52,12 +53,33 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def production(redis_url: str | None) -> dict[str, str]:
+    """Settings as a deployment runs them (debug off, Redis for the channel layer and the
+    cache), minus HTTPS, which the benchmark's loopback clients do not speak. With debug on,
+    Django wraps every query to log it (on SQLite, with an extra query to quote each
+    statement's parameters): that is not the cost rtdash has in production.
+
+    Without `redis_url`: a single-worker install that has silenced the check refusing the
+    in-process channel layer (RTDASH_SILENCED_CHECKS=rtdash.E003)."""
+    env = {
+        "RTDASH_DEBUG": "0",
+        "RTDASH_SECRET_KEY": secrets.token_urlsafe(50),
+        "RTDASH_ALLOWED_HOSTS": f"{HOST},localhost",
+        "RTDASH_SSL_REDIRECT": "0",
+    }
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    else:
+        env["RTDASH_SILENCED_CHECKS"] = "rtdash.E003"
+    return env
+
+
 def worker_command(server: str, port: int) -> list[str]:
     if server == "uvicorn":
         return [
             sys.executable, "-m", "uvicorn", "rtdash.asgi:application", "--host", HOST,
             "--port", str(port), "--log-level", "warning", "--no-access-log",
-            # Websockets need the `websockets` package (the dev extra); naming the protocol
+            # Websockets need the `websockets` package (a dependency); naming the protocol
             # makes a missing package fail at start instead of refusing every socket.
             "--ws", "websockets-sansio",
         ]  # fmt: skip

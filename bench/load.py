@@ -35,22 +35,40 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench._results import write_section
-from bench.harness import RedisServer, Stack, process_stats, summary
+from bench.harness import RedisServer, Stack, process_stats, production, summary
 from bench.ws import Socket, Stream, follow, log_in, sequence_faults
 
 STREAMS = 200  # gateway streams
 VIEWERS = 200  # playground websockets, each starting and watching its own run
 DELTAS = 50
 DRIP_MS = 20
-SIMULATE = {"deltas": DELTAS, "dripMs": DRIP_MS, "stampFrames": True}
-BODY = {"agent": "support-chat", "prompt": "Load test", "metadata": {"simulate": SIMULATE}}
-FORM = {
-    "agent": "support-chat",
-    "prompt": "Load test",
-    "stream": "on",
-    "meta_key": ["simulate"],
-    "meta_value": [json.dumps(SIMULATE)],
-}
+# The same runs at a pace this 2-core machine can carry live, on two workers: 2 frames a
+# second per stream instead of 50 (the full pace is about ten times what it can carry).
+PACED_DRIP_MS = 500
+
+
+def _simulate(drip_ms: int) -> dict:
+    return {"deltas": DELTAS, "dripMs": drip_ms, "stampFrames": True}
+
+
+def _body(drip_ms: int) -> dict:
+    return {
+        "agent": "support-chat",
+        "prompt": "Load test",
+        "metadata": {"simulate": _simulate(drip_ms)},
+    }
+
+
+def _form(drip_ms: int) -> dict:
+    return {
+        "agent": "support-chat",
+        "prompt": "Load test",
+        "stream": "on",
+        "meta_key": ["simulate"],
+        "meta_value": [json.dumps(_simulate(drip_ms))],
+    }
+
+
 # run_started, the deltas, assistant_message and run_completed.
 EXPECTED_FRAMES = DELTAS + 3
 # With two workers, every WATCH_EVERY-th playground run is also watched from the other worker.
@@ -101,11 +119,17 @@ class GatewayStream:
     latencies: list[float] = field(default_factory=list)
 
 
-async def _gateway_stream(client: httpx.AsyncClient, url: str, token: str, result: GatewayStream):
+async def _gateway_stream(
+    client: httpx.AsyncClient,
+    url: str,
+    token: str,
+    result: GatewayStream,
+    body: dict | None = None,
+):
     buffer = b""
     try:
         async with client.stream(
-            "POST", url + "/v1/run", json=BODY, headers={"X-API-Key": token}
+            "POST", url + "/v1/run", json=body or _body(DRIP_MS), headers={"X-API-Key": token}
         ) as response:
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}: {(await response.aread())[:120]!r}"
@@ -184,7 +208,9 @@ def _viewer_figures(viewers: list[Viewer]) -> dict:
     }
 
 
-async def _round(stack: Stack, cookies: list[str], fraction: float = 1.0) -> dict:
+async def _round(
+    stack: Stack, cookies: list[str], fraction: float = 1.0, drip_ms: int = DRIP_MS
+) -> dict:
     streams, viewers_count = round(STREAMS * fraction), round(VIEWERS * fraction)
     ports, urls = stack.ports, stack.urls
     workers = len(ports)
@@ -224,7 +250,7 @@ async def _round(stack: Stack, cookies: list[str], fraction: float = 1.0) -> dic
             await follow(
                 socket,
                 _latency,
-                form=FORM,
+                form=_form(drip_ms),
                 result=viewer.stream,
                 on_started=watch_from_the_other_worker(index),
             )
@@ -242,7 +268,9 @@ async def _round(stack: Stack, cookies: list[str], fraction: float = 1.0) -> dic
     async with httpx.AsyncClient(timeout=ROUND_TIMEOUT_SECONDS, limits=limits) as client:
         tasks = [
             asyncio.ensure_future(
-                _gateway_stream(client, urls[index % workers], stack.token, gateway[index])
+                _gateway_stream(
+                    client, urls[index % workers], stack.token, gateway[index], _body(drip_ms)
+                )
             )
             for index in range(streams)
         ]
@@ -289,23 +317,24 @@ async def _round(stack: Stack, cookies: list[str], fraction: float = 1.0) -> dic
     }
 
 
-def _measure(server: str, workers: int) -> dict:
+def _measure(server: str, workers: int, drip_ms: int = DRIP_MS) -> dict:
     database_url = _fresh_postgres()
     redis = RedisServer().start() if database_url and shutil.which("redis-server") else None
     env = {"RTDASH_UPSTREAM_MAX_CONNECTIONS": str(UPSTREAM_CONNECTIONS)}
     if redis:
-        env["REDIS_URL"] = redis.url
+        env.update(production(redis.url))
     try:
         with Stack(
             server=server, workers=workers, database_url=database_url if redis else None, **env
         ) as stack:
             cookies = log_in(stack, VIEWERS)
-            asyncio.run(_round(stack, cookies, WARM_UP_FRACTION))  # warm-up, not reported
-            result = asyncio.run(_round(stack, cookies))
+            # Warm-up, not reported (at the full pace: it only has to touch every path).
+            asyncio.run(_round(stack, cookies, WARM_UP_FRACTION))
+            result = asyncio.run(_round(stack, cookies, drip_ms=drip_ms))
     finally:
         if redis is not None:
             redis.stop()
-    result.update(server=server, workers=workers, backing=bool(redis))
+    result.update(server=server, workers=workers, backing=bool(redis), pace=1000 // drip_ms)
     print(
         f"{server} x{workers}: {result['wall']:.1f} s, gateway {result['gateway']}, "
         f"viewers {result['viewers']}, watchers {result['watchers']}",
@@ -322,6 +351,7 @@ def main() -> None:
     load = os.getloadavg()
     began = time.monotonic()
     results = [_measure(server, workers) for server in ("daphne", "uvicorn") for workers in (1, 2)]
+    results += [_measure(server, 2, PACED_DRIP_MS) for server in ("daphne", "uvicorn")]
     backing = "PostgreSQL + Redis" if all(r["backing"] for r in results) else "SQLite"
     traffic, resources = [], []
     for r in results:
@@ -334,14 +364,14 @@ def main() -> None:
         for kind, figures in kinds:
             latency = figures["latency"]
             traffic.append(
-                f"| {r['server']} | {r['workers']} | {kind} | {figures['count']} | "
+                f"| {r['server']} | {r['workers']} | {r['pace']} | {kind} | {figures['count']} | "
                 f"{figures['lost']} | {figures['late']} ({figures['unfinished']}) | "
                 f"{figures['errors']} | "
                 f"{_ms(latency['p50'])} | {_ms(latency['p95'])} | {_ms(latency['p99'])} | "
                 f"{_ms(figures['max'])} |"
             )
         resources.append(
-            f"| {r['server']} | {r['workers']} | {r['wall']:.1f} | "
+            f"| {r['server']} | {r['workers']} | {r['pace']} | {r['wall']:.1f} | "
             f"{', '.join(f'{m:.0f}' for m in r['rss'])} | "
             f"{', '.join(f'{c:.0f}%' for c in r['cpu'])} | "
             f"{r['cpu_seconds'] / max(1, r['frames']) * 1e6:.0f} µs | "
@@ -360,7 +390,8 @@ def main() -> None:
             f"At the same time: {STREAMS} streamed runs through the gateway (`POST /v1/run`) "
             f"and {VIEWERS} playground websockets (`ws/playground/`, logged in, each starting "
             f"a run and reading it to its end), every run {DELTAS} deltas {DRIP_MS} ms apart "
-            f"({EXPECTED_FRAMES} frames), all started in the same instant, on {backing} "
+            f"({EXPECTED_FRAMES} frames; {1000 // DRIP_MS} a second), all started in the same "
+            f"instant, on {backing} "
             "(the Redis pub/sub channel layer that `REDIS_URL` configures). With two workers "
             "both kinds alternate between the workers, and every "
             f"{WATCH_EVERY}th playground run is also watched from the other worker through "
@@ -370,8 +401,10 @@ def main() -> None:
             f"{WARM_UP_FRACTION:.0%} of the load, then the measured round. Each worker may open "
             f"{UPSTREAM_CONNECTIONS} connections to the upstream "
             "(`RTDASH_UPSTREAM_MAX_CONNECTIONS`; with the default 200, one worker's 200 "
-            "playground runs held them all and the 200 gateway streams failed with 502 "
-            "`upstream_timeout` after the 5 s pool timeout).",
+            "playground runs held them all and the 200 gateway streams failed after the 5 s "
+            "pool timeout). Then the same 400 runs on two workers at the pace this machine can "
+            f"carry live: deltas {PACED_DRIP_MS} ms apart ({1000 // PACED_DRIP_MS} frames a "
+            "second per run). Workers run as deployed: debug off.",
             "",
             "Latency: the simulator's stamp on each frame → the client's read of it, through "
             "rtdash (ms). Lost = frames missing, duplicated or out of order in a run that "
@@ -380,9 +413,9 @@ def main() -> None:
             f"{ROUND_TIMEOUT_SECONDS} s (in brackets, runs not finished by then); errors = "
             "requests or sockets refused, failed, or runs not `completed`.",
             "",
-            "| server | workers | clients | n | frames lost | late | errors | p50 | p95 | p99 "
-            "| max |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| server | workers | frames/s per run | clients | n | frames lost | late | errors "
+            "| p50 | p95 | p99 | max |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *traffic,
             "",
             "Resources during the measured round: RSS is each worker's peak resident size; "
@@ -392,9 +425,9 @@ def main() -> None:
             "the simulator (the upstream), PostgreSQL, Redis and the load-generating client "
             "run on the same 2 cores.",
             "",
-            "| server | workers | wall s | RSS MiB | worker CPU | worker CPU per frame "
-            "| simulator CPU | client CPU |",
-            "|---|---|---|---|---|---|---|---|",
+            "| server | workers | frames/s per run | wall s | RSS MiB | worker CPU "
+            "| worker CPU per frame | simulator CPU | client CPU |",
+            "|---|---|---|---|---|---|---|---|---|",
             *resources,
             "",
             f"Load average when it started: {load[0]:.2f} (1 min), {load[1]:.2f} (5 min) on "

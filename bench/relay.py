@@ -1,15 +1,16 @@
 """The playground's relay: upstream frame → browser websocket frame, at 1, 50 and 200 streams.
 
-Each level gets a fresh stack (one daphne worker, in-memory channel layer, SQLite) and a
-warm-up run. Then N logged-in websocket clients each start a streamed run at once, exactly as
-the playground page does (`ws/playground/`, `{"action": "start", "form": ...}`), and read
-frames until their run is finished.
+Each level gets a fresh stack (one worker under daphne or uvicorn, SQLite, the in-process or
+the Redis pub/sub channel layer: CONFIGS) and a warm-up run. Then N logged-in websocket
+clients each start a streamed run at once, exactly as the playground page does
+(`ws/playground/`, `{"action": "start", "form": ...}`), and read frames until their run is
+finished.
 
 The upstream is a small timestamping stand-in (`stamp_app` below) instead of the simulator:
 each delta carries the CLOCK_MONOTONIC time it was written (`"t"`), which this process reads
 on the same clock the moment the websocket frame carrying it is complete. So the latency is
 the whole path: upstream socket → httpx → SSE parser → relay sink → channel layer → consumer
-→ daphne → client socket. Streams drip one delta every STREAM_INTERVAL_MS (an LLM's pace),
+→ the ASGI server → client socket. Streams drip one delta every STREAM_INTERVAL_MS (an LLM's pace),
 each starting at a random phase so 200 streams do not all write in the same millisecond.
 
 Lost frames: sequences a client never got (of run_started, the deltas and run_completed);
@@ -30,33 +31,28 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from bench._results import write_section
-from bench.harness import ROOT, RedisServer, Stack, percentile, process_stats
+from bench.harness import ROOT, RedisServer, Stack, percentile, process_stats, production
 from bench.ws import Socket, Stream, follow, log_in, sequence_faults
 from simulator.testing import HOST, free_port
 
 LEVELS = (1, 50, 200)
-# The default channel layer (no REDIS_URL); Redis as settings.py configures it with REDIS_URL
-# (channels_redis's RedisChannelLayer); and its pub/sub layer, which the bench swaps in with a
-# settings module of its own (PUBSUB_SETTINGS) to compare: several workers need one of the two.
-LAYERS = ("in-memory", "redis", "redis-pubsub")
+# Each (server, channel layer) as a deployment runs it (debug off; see harness.production):
+# the in-process layer of a single-worker install (no REDIS_URL), and the Redis pub/sub layer
+# that REDIS_URL configures, which several workers need. (channels_redis's list-based
+# RedisChannelLayer was measured here before and dropped: see rtdash/settings.py.)
+CONFIGS = (
+    ("daphne", "in-memory"),
+    ("uvicorn", "in-memory"),
+    ("daphne", "redis-pubsub"),
+    ("uvicorn", "redis-pubsub"),
+)
 # Also measured at 50 streams: starts spread evenly over this many seconds, as people arrive,
 # rather than all in the same instant.
 SPREAD_SECONDS = 1.0
 # A level that has not finished by then is cut off; what never arrived counts as lost.
 LEVEL_TIMEOUT_SECONDS = 90
-PUBSUB_SETTINGS = """
-from rtdash.settings import *  # noqa: F403
-
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},  # noqa: F405
-    }
-}
-"""
 STREAM_FRAMES = 100  # deltas per run
 STREAM_INTERVAL_MS = 50
 EXPECTED = STREAM_FRAMES + 2  # run_started, the deltas, run_completed
@@ -231,14 +227,10 @@ async def level(stack: Stack, cookie: str, count: int, spread: float = 0.0) -> d
     }
 
 
-def measure_level(count: int, layer: str, spread: float = 0.0) -> dict:
-    redis = RedisServer().start() if layer.startswith("redis") else None
+def measure_level(server: str, layer: str, count: int, spread: float = 0.0) -> dict:
+    redis = RedisServer().start() if layer == "redis-pubsub" else None
     try:
-        stack = Stack(**({"REDIS_URL": redis.url} if redis else {}))
-        if layer == "redis-pubsub":
-            Path(stack.scratch.name, "relay_pubsub_settings.py").write_text(PUBSUB_SETTINGS)
-            stack.env["PYTHONPATH"] = os.pathsep.join([stack.scratch.name, str(ROOT)])
-            stack.env["DJANGO_SETTINGS_MODULE"] = "relay_pubsub_settings"
+        stack = Stack(server=server, **production(redis.url if redis else None))
         stack.simulator = StampServer()
         with stack:
             cookie = log_in(stack)[0]
@@ -246,21 +238,22 @@ def measure_level(count: int, layer: str, spread: float = 0.0) -> dict:
     finally:
         if redis is not None:
             redis.stop()
-    row["layer"] = layer
+    row.update(server=server, layer=layer)
     return row
 
 
 def main() -> None:
     load = os.getloadavg()[0]
     rows = []
-    for layer in LAYERS:
-        rows += [measure_level(count, layer) for count in LEVELS]
-        rows.append(measure_level(50, layer, SPREAD_SECONDS))
+    for server, layer in CONFIGS:
+        rows += [measure_level(server, layer, count) for count in LEVELS]
+        rows.append(measure_level(server, layer, 50, SPREAD_SECONDS))
     lines = [
         "## Playground relay (`bench/relay.py`)",
         "",
-        "Upstream frame → browser websocket frame through one daphne worker (SQLite, "
-        f"`RTDASH_DEBUG=1` as the harness runs it). Each stream: {STREAM_FRAMES} deltas "
+        "Upstream frame → browser websocket frame through one worker (daphne or uvicorn, "
+        "SQLite, debug off as deployed; the in-process channel layer of a single-worker "
+        "install, or Redis pub/sub on a private redis-server). Each stream: {STREAM_FRAMES} deltas "
         f"{STREAM_INTERVAL_MS} ms apart from a timestamping upstream, started through "
         "`ws/playground/` as the page does, relayed to its run's channel group and recorded as "
         "usual; the streams start in the same instant unless spread. Latencies in "
@@ -268,21 +261,26 @@ def main() -> None:
         f"sequences still on the way when a level is cut off after {LEVEL_TIMEOUT_SECONDS} s; "
         "CPU = the worker's.",
         "",
-        "| layer | streams | starts | p50 | p95 | p99 | max | lost | late | dup. | out of order "
-        "| completed | worker CPU | CPU per frame | RSS per open stream |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | layer | streams | starts | p50 | p95 | p99 | max | lost | late | dup. "
+        "| out of order | completed | worker CPU | CPU per frame | RSS per open stream |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         starts = f"over {row['spread']:g} s" if row["spread"] else "at once"
         lines.append(
-            f"| {row['layer']} | {row['streams']} | {starts} | {row['p50']:.2f} | "
-            f"{row['p95']:.2f} | {row['p99']:.2f} | {row['max']:.1f} | {row['lost']} | "
+            f"| {row['server']} | {row['layer']} | {row['streams']} | {starts} | "
+            f"{row['p50']:.2f} | {row['p95']:.2f} | {row['p99']:.2f} | {row['max']:.1f} | "
+            f"{row['lost']} | "
             f"{row['undelivered']} | "
             f"{row['duplicated']} | {row['disordered']} | "
             f"{row['completed']}/{row['streams']} | {row['cpu_percent']:.0f}% | "
             f"{row['cpu_per_frame_us']:.0f} µs | {row['rss_per_stream']:.0f} KiB |"
         )
-    at_once = {row["layer"]: row for row in rows if row["streams"] == 50 and not row["spread"]}
+    at_once = {
+        f"{row['server']}, {row['layer']}": row
+        for row in rows
+        if row["streams"] == 50 and not row["spread"]
+    }
     lost = sum(row["lost"] for row in rows)
     lines += [
         "",

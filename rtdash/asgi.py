@@ -31,8 +31,13 @@ from runs.checks import SAFETY_TAG
 from runs.reaper import start_maintenance
 from runs.routing import websocket_urlpatterns
 
-# ASGI servers do not run system checks; refuse an unsafe production setup here.
-_unsafe = [m for m in checks.run_checks(tags=[SAFETY_TAG]) if m.is_serious()]
+# ASGI servers do not run system checks; refuse an unsafe production setup here. A check
+# silenced on purpose (RTDASH_SILENCED_CHECKS) is skipped, as `manage.py check` skips it.
+_unsafe = [
+    m
+    for m in checks.run_checks(tags=[SAFETY_TAG])
+    if m.is_serious() and m.id not in settings.SILENCED_SYSTEM_CHECKS
+]
 if _unsafe:
     reasons = "\n".join(f"  {message.msg} {message.hint or ''}" for message in _unsafe)
     sys.exit("rtdash: refusing to start:\n" + reasons)

@@ -90,6 +90,31 @@ def test_a_bad_encryption_key_stops_production_startup():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("silenced", ["", "rtdash.E003"])
+def test_a_single_worker_install_without_redis_starts_only_when_it_says_so(tmp_path, silenced):
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "RTDASH_DEBUG": "0",
+        "RTDASH_SECRET_KEY": "s" * 60,
+        "RTDASH_ENCRYPTION_KEYS": "mlFSD8cGxeDRgPpQtUmTIC2LDBqjMuYD9Z5wvYcUeGc=",
+        "RTDASH_REAPER_INTERVAL": "0",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "RTDASH_SILENCED_CHECKS": silenced,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import rtdash.asgi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if silenced:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0
+        assert "The in-memory channel layer cannot reach across workers." in result.stderr
+
+
 @pytest.mark.django_db
 def test_healthz_reports_every_dependency(client, upstream):
     response = client.get("/healthz")
