@@ -34,8 +34,22 @@ def test_database_url() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{database['NAME']}"
 
 
+def server_command(server: str, port: int) -> list[str]:
+    """daphne (the default, as `make run` serves) or uvicorn (the production recommendation)."""
+    if server == "uvicorn":
+        return [
+            sys.executable, "-m", "uvicorn", "rtdash.asgi:application", "--host", HOST,
+            "--port", str(port), "--ws", "websockets-sansio", "--log-level", "warning",
+        ]  # fmt: skip
+    daphne = Path(sys.executable).parent / "daphne"
+    return [str(daphne), "-b", HOST, "-p", str(port), "rtdash.asgi:application"]
+
+
 class RtdashServer:
-    def __init__(self, upstream_url: str, encryption_keys: str, **env: str) -> None:
+    def __init__(
+        self, upstream_url: str, encryption_keys: str, server: str = "daphne", **env: str
+    ) -> None:
+        self.server = server
         self.upstream_url = upstream_url
         self.encryption_keys = encryption_keys
         self.env = env
@@ -57,9 +71,8 @@ class RtdashServer:
             "RTDASH_DEBUG": "1",
             **self.env,
         }
-        daphne = Path(sys.executable).parent / "daphne"
         self._process = subprocess.Popen(
-            [str(daphne), "-b", HOST, "-p", str(self.port), "rtdash.asgi:application"],
+            server_command(self.server, self.port),
             cwd=PROJECT_ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
