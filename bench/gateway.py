@@ -15,6 +15,7 @@ import httpx
 
 from bench._results import write_section
 from bench.harness import SIM_KEY, RedisServer, Stack, production, summary
+from bench.reference import ReferenceServer
 
 JSON_BODY = {
     "agent": "code-assistant",
@@ -142,13 +143,35 @@ async def measure(stack: Stack) -> str:
     return "\n".join(lines)
 
 
+async def _references(stack: Stack) -> list[str]:
+    """The same sequential JSON comparison for the reference proxies (bench/reference.py)."""
+    rows = []
+    async with httpx.AsyncClient(timeout=120) as client:
+        for kind, title in (
+            ("bare", "a bare ASGI app forwarding with httpx"),
+            ("django", "a Django async view forwarding with httpx (no database)"),
+        ):
+            with ReferenceServer(kind, stack.simulator.url) as reference:
+                direct, through = await _sequential(
+                    client, stack.simulator.url + "/run", reference.url + "/v1/run", SIM_KEY
+                )
+            overhead = through["p50"] - direct["p50"]
+            rows.append(
+                f"| {title} | {direct['p50']:.2f} | {through['p50']:.2f} | {overhead:.2f} |"
+            )
+    return rows
+
+
 def main() -> None:
     sections = []
+    references: list[str] = []
     for server in ("daphne", "uvicorn"):
         redis = RedisServer().start()
         try:
             with Stack(server=server, **production(redis.url)) as stack:
                 body = asyncio.run(measure(stack))
+                if not references:
+                    references = asyncio.run(_references(stack))
         finally:
             redis.stop()
         # measure() titles its section; one per server here.
@@ -158,7 +181,14 @@ def main() -> None:
         "## Gateway overhead (`bench/gateway.py`)\n\nThe same rtdash served by daphne and by "
         "uvicorn (one worker each, SQLite, every run recorded), configured as deployed: debug "
         "off, Redis for the channel layer and the cache (a private redis-server).\n\n"
-        + "\n\n".join(sections),
+        + "\n\n".join(sections)
+        + "\n\n### What a proxy hop costs on this machine\n\n"
+        "The same sequential comparison (direct and through, alternating, "
+        f"{SEQUENTIAL} requests each) for two reference proxies served by uvicorn, measured "
+        "in the same run: the scale the targets were set on (a bare ASGI hop about 1 ms, a "
+        "naive Django view about 5 ms, on the machine they were measured on).\n\n"
+        "| proxy | direct p50 | through p50 | p50 overhead |\n|---|---|---|---|\n"
+        + "\n".join(references),
     )
 
 

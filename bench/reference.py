@@ -1,0 +1,154 @@
+"""Reference proxies for bench/gateway.py: what a proxy hop costs on this machine, today.
+
+The gateway's targets were set beside figures measured on another machine (a bare ASGI hop
+adds about 1 ms, a naive Django async view about 5 ms). Measured in the same run as rtdash,
+on the same cores, these two put rtdash's overhead on a scale that does not move with the
+machine:
+
+- `bare`: a plain ASGI app that forwards the body to the upstream with one shared
+  httpx.AsyncClient and returns its answer (no framework, no database).
+- `django`: a Django async view doing the same, through Django's ASGI handler with its
+  default middleware (no database, no recording).
+
+Both are served by uvicorn, like the simulator; run one with
+`python -m bench.reference bare|django PORT UPSTREAM_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import httpx
+
+from bench.harness import ROOT
+from simulator.testing import HOST, free_port
+
+_client: httpx.AsyncClient | None = None
+
+
+def _upstream() -> httpx.AsyncClient:
+    global _client
+    if _client is None:
+        _client = httpx.AsyncClient(base_url=os.environ["REFERENCE_UPSTREAM"], timeout=60)
+    return _client
+
+
+async def _forward(body: bytes, key: str) -> httpx.Response:
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    return await _upstream().post("/run", content=body, headers=headers)
+
+
+async def bare_app(scope, receive, send) -> None:
+    """POST /v1/run → upstream /run, answered as it came back."""
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    key = dict(scope["headers"]).get(b"x-api-key", b"").decode()
+    answer = await _forward(body, key)
+    headers = [(b"content-type", answer.headers.get("content-type", "").encode())]
+    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.content})
+
+
+def _django_app():
+    from django.conf import settings
+
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="reference-only",  # noqa: S106 - a throwaway benchmark process
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=[
+            "django.middleware.security.SecurityMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        ],
+    )
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+async def run_view(request):
+    from django.http import HttpResponse
+
+    answer = await _forward(request.body, request.headers.get("X-API-Key", ""))
+    return HttpResponse(
+        answer.content, status=answer.status_code, content_type=answer.headers["content-type"]
+    )
+
+
+def _urlpatterns():
+    from django.urls import path
+    from django.views.decorators.csrf import csrf_exempt
+
+    return [path("v1/run", csrf_exempt(run_view))]
+
+
+def __getattr__(name: str):
+    # Django reads `urlpatterns` from ROOT_URLCONF (this module) only in the `django` server.
+    if name == "urlpatterns":
+        return _urlpatterns()
+    raise AttributeError(name)
+
+
+class ReferenceServer:
+    """One reference proxy in a subprocess (uvicorn), in front of `upstream_url`."""
+
+    def __init__(self, kind: str, upstream_url: str) -> None:
+        self.kind, self.upstream_url = kind, upstream_url
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> ReferenceServer:
+        self.port = free_port()
+        command = [sys.executable, "-m", "bench.reference", self.kind, str(self.port)]
+        env = {**os.environ, "REFERENCE_UPSTREAM": self.upstream_url}
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=2)  # noqa: S310
+                return self
+            except urllib.error.HTTPError:
+                return self  # it answered
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.1)
+        raise RuntimeError(f"the {self.kind} reference proxy did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def __enter__(self) -> ReferenceServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def main() -> None:
+    import uvicorn
+
+    kind, port = sys.argv[1], int(sys.argv[2])
+    app = bare_app if kind == "bare" else _django_app()
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, lifespan="off")
+
+
+if __name__ == "__main__":
+    main()
