@@ -90,17 +90,18 @@ def worker_command(server: str, port: int) -> list[str]:
             "rtdash.asgi:application"]  # fmt: skip
 
 
-def _wait_until_up(url: str) -> None:
-    deadline = time.monotonic() + 20
+def wait_until_answers(url: str, what: str = "rtdash", seconds: float = 20) -> None:
+    """Poll `url` until a server answers it (any HTTP status counts as an answer)."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url + "/healthz", timeout=2)  # noqa: S310
+            urllib.request.urlopen(url, timeout=2)  # noqa: S310
             return
         except urllib.error.HTTPError:
             return  # it answered
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.1)
-    raise RuntimeError(f"rtdash did not start at {url}")
+    raise RuntimeError(f"{what} did not start at {url}")
 
 
 def process_stats(pid: int) -> tuple[float, int]:
@@ -223,7 +224,7 @@ class Stack:
                 )
             )
         for url in self.urls:
-            _wait_until_up(url)
+            wait_until_answers(url + "/healthz")
         return self
 
     def stop(self) -> None:

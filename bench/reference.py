@@ -19,13 +19,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 import httpx
 
-from bench.harness import ROOT
+from bench.harness import ROOT, wait_until_answers
 from simulator.testing import HOST, free_port
 
 _client: httpx.AsyncClient | None = None
@@ -119,16 +116,8 @@ class ReferenceServer:
         command = [sys.executable, "-m", "bench.reference", self.kind, str(self.port)]
         env = {**os.environ, "REFERENCE_UPSTREAM": self.upstream_url}
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(self.url + "/", timeout=2)  # noqa: S310
-                return self
-            except urllib.error.HTTPError:
-                return self  # it answered
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.1)
-        raise RuntimeError(f"the {self.kind} reference proxy did not start")
+        wait_until_answers(self.url + "/", f"the {self.kind} reference proxy")
+        return self
 
     def stop(self) -> None:
         if self.process is not None:

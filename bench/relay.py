@@ -29,11 +29,17 @@ import random
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from bench._results import write_section
-from bench.harness import ROOT, RedisServer, Stack, percentile, process_stats, production
+from bench.harness import (
+    ROOT,
+    RedisServer,
+    Stack,
+    percentile,
+    process_stats,
+    production,
+    wait_until_answers,
+)
 from bench.ws import Socket, Stream, follow, log_in, sequence_faults
 from simulator.testing import HOST, free_port
 
@@ -129,14 +135,7 @@ class StampServer:
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         command += ["--lifespan", "off"]
         self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://{HOST}:{self.port}/healthz", timeout=2)
-                return
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        raise RuntimeError("the stamp server did not start")
+        wait_until_answers(f"http://{HOST}:{self.port}/healthz", "the stamp server")
 
     def stop(self) -> None:
         if self.process is not None:

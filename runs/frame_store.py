@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 
+from runs.loops import PerLoop
 from runs.recording import FrameRows, save_frames
 
 logger = logging.getLogger(__name__)
@@ -93,15 +93,9 @@ def _settle(batches: list[_Batch], error: Exception | None = None) -> None:
             batch.done.set_exception(error)
 
 
-# One store per event loop: futures belong to the loop that made them (tests run many loops).
-_STORES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FrameStore] = (
-    weakref.WeakKeyDictionary()
-)
+# One store per event loop (runs.loops says why).
+_STORES = PerLoop(FrameStore)
 
 
 def frame_store() -> FrameStore:
-    loop = asyncio.get_running_loop()
-    store = _STORES.get(loop)
-    if store is None:
-        store = _STORES[loop] = FrameStore()
-    return store
+    return _STORES.get()

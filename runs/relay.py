@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections import deque
 
 from asgiref.sync import sync_to_async
@@ -39,6 +38,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
+from runs.loops import PerLoop
 from runs.models import Run, RunStatus
 from runs.runner import READERS, RunReader, Sink
 from runs.sse import Frame
@@ -281,15 +281,9 @@ class _StopFlags:
                 await sink._flag_checked(sink.run_id in flagged)
 
 
-# One poller per event loop, like runs.frame_store's writer (tests run many loops).
-_POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StopFlags] = (
-    weakref.WeakKeyDictionary()
-)
+# One poller per event loop, like runs.frame_store's writer.
+_POLLERS = PerLoop(_StopFlags)
 
 
 def _stop_flags() -> _StopFlags:
-    loop = asyncio.get_running_loop()
-    poller = _POLLERS.get(loop)
-    if poller is None:
-        poller = _POLLERS[loop] = _StopFlags()
-    return poller
+    return _POLLERS.get()
