@@ -143,6 +143,16 @@ async def measure(stack: Stack) -> str:
     return "\n".join(lines)
 
 
+async def _stream_ratio(client: httpx.AsyncClient, stack: Stack, proxy_url: str) -> float:
+    """Median total time of the 10,000-delta stream through `proxy_url` over direct."""
+    direct, through = [], []
+    for _ in range(STREAM_ROUNDS):
+        direct.append((await _timed_stream(client, stack.simulator.url + "/run", SIM_KEY))[1])
+        through.append((await _timed_stream(client, proxy_url + "/v1/run", SIM_KEY))[1])
+    middle = STREAM_ROUNDS // 2
+    return sorted(through)[middle] / sorted(direct)[middle]
+
+
 async def _references(stack: Stack) -> list[str]:
     """The same sequential JSON comparison for the reference proxies (bench/reference.py)."""
     rows = []
@@ -155,9 +165,13 @@ async def _references(stack: Stack) -> list[str]:
                 direct, through = await _sequential(
                     client, stack.simulator.url + "/run", reference.url + "/v1/run", SIM_KEY
                 )
+                ratio = "n/a"
+                if kind == "bare":  # the Django view answers whole bodies only
+                    ratio = f"{await _stream_ratio(client, stack, reference.url):.2f}x"
             overhead = through["p50"] - direct["p50"]
             rows.append(
-                f"| {title} | {direct['p50']:.2f} | {through['p50']:.2f} | {overhead:.2f} |"
+                f"| {title} | {direct['p50']:.2f} | {through['p50']:.2f} | {overhead:.2f} "
+                f"| {ratio} |"
             )
     return rows
 
@@ -187,8 +201,8 @@ def main() -> None:
         f"{SEQUENTIAL} requests each) for two reference proxies served by uvicorn, measured "
         "in the same run: the scale the targets were set on (a bare ASGI hop about 1 ms, a "
         "naive Django view about 5 ms, on the machine they were measured on).\n\n"
-        "| proxy | direct p50 | through p50 | p50 overhead |\n|---|---|---|---|\n"
-        + "\n".join(references),
+        "| proxy | direct p50 | through p50 | p50 overhead | 10,000-delta stream, "
+        "through / direct |\n|---|---|---|---|---|\n" + "\n".join(references),
     )
 
 

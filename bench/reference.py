@@ -41,7 +41,7 @@ async def _forward(body: bytes, key: str) -> httpx.Response:
 
 
 async def bare_app(scope, receive, send) -> None:
-    """POST /v1/run → upstream /run, answered as it came back."""
+    """POST /v1/run → upstream /run, answered as it comes back (a stream chunk by chunk)."""
     if scope["type"] != "http":
         return
     body = b""
@@ -51,10 +51,23 @@ async def bare_app(scope, receive, send) -> None:
         if not message.get("more_body"):
             break
     key = dict(scope["headers"]).get(b"x-api-key", b"").decode()
-    answer = await _forward(body, key)
-    headers = [(b"content-type", answer.headers.get("content-type", "").encode())]
-    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.content})
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    request = _upstream().build_request("POST", "/run", content=body, headers=headers)
+    answer = await _upstream().send(request, stream=True)
+    try:
+        content_type = answer.headers.get("content-type", "").encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status_code,
+                "headers": [(b"content-type", content_type)],
+            }
+        )
+        async for chunk in answer.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        await answer.aclose()
 
 
 def _django_app():
