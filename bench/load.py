@@ -42,8 +42,8 @@ STREAMS = 200  # gateway streams
 VIEWERS = 200  # playground websockets, each starting and watching its own run
 DELTAS = 50
 DRIP_MS = 20
-# The same runs at a pace this 2-core machine can carry live, on two workers: 2 frames a
-# second per stream instead of 50 (the full pace is about ten times what it can carry).
+# The same runs at a gentler pace, on two workers: 2 frames a second per stream instead of 50
+# (the full pace is about ten times what this 2-core machine can carry).
 PACED_DRIP_MS = 500
 
 
@@ -402,9 +402,9 @@ def main() -> None:
             f"{UPSTREAM_CONNECTIONS} connections to the upstream "
             "(`RTDASH_UPSTREAM_MAX_CONNECTIONS`; with the default 200, one worker's 200 "
             "playground runs held them all and the 200 gateway streams failed after the 5 s "
-            "pool timeout). Then the same 400 runs on two workers at the pace this machine can "
-            f"carry live: deltas {PACED_DRIP_MS} ms apart ({1000 // PACED_DRIP_MS} frames a "
-            "second per run). Workers run as deployed: debug off.",
+            "pool timeout). Then the same 400 runs on two workers at a gentler pace: deltas "
+            f"{PACED_DRIP_MS} ms apart ({1000 // PACED_DRIP_MS} frames a second per run). "
+            "Workers run as deployed: debug off.",
             "",
             "Latency: the simulator's stamp on each frame → the client's read of it, through "
             "rtdash (ms). Lost = frames missing, duplicated or out of order in a run that "

@@ -13,4 +13,6 @@ echo "  rtdash:    http://${host}:${port}/   (log in as demo / demo)"
 echo "  simulator: ${RUNTOOLS_API_URL}"
 echo "  Ctrl-C stops both."
 echo
-.venv/bin/daphne -e "tcp:port=${port}:interface=${host}:backlog=1024" rtdash.asgi:application
+# A longer websocket handshake timeout than the 5 s default: see README, "Choosing the ASGI server".
+.venv/bin/daphne -e "tcp:port=${port}:interface=${host}:backlog=1024" --websocket_connect_timeout 60 \
+  rtdash.asgi:application
