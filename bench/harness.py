@@ -104,6 +104,33 @@ def wait_until_answers(url: str, what: str = "rtdash", seconds: float = 20) -> N
     raise RuntimeError(f"{what} did not start at {url}")
 
 
+class ServerProcess:
+    """A helper server in a subprocess on a free loopback port, stopped on exit."""
+
+    what = "a helper server"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def root(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def spawn(self, command: list[str], probe: str, env: dict | None = None) -> None:
+        """Start `command` (it reads the port from self.port) and wait until `probe` answers."""
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+        wait_until_answers(self.root + probe, self.what)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
 def process_stats(pid: int) -> tuple[float, int]:
     """(CPU seconds used so far, resident memory in bytes) of a process, from /proc."""
     with open(f"/proc/{pid}/stat") as stat:

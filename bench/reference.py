@@ -17,12 +17,11 @@ Both are served by uvicorn, like the simulator; run one with
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import httpx
 
-from bench.harness import ROOT, wait_until_answers
+from bench.harness import ServerProcess
 from simulator.testing import HOST, free_port
 
 _client: httpx.AsyncClient | None = None
@@ -112,36 +111,23 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-class ReferenceServer:
+class ReferenceServer(ServerProcess):
     """One reference proxy in a subprocess (uvicorn), in front of `upstream_url`."""
 
     def __init__(self, kind: str, upstream_url: str) -> None:
+        super().__init__()
         self.kind, self.upstream_url = kind, upstream_url
-        self.port = 0
-        self.process: subprocess.Popen | None = None
+        self.what = f"the {kind} reference proxy"
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> ReferenceServer:
-        self.port = free_port()
-        command = [sys.executable, "-m", "bench.reference", self.kind, str(self.port)]
-        env = {**os.environ, "REFERENCE_UPSTREAM": self.upstream_url}
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-        wait_until_answers(self.url + "/", f"the {self.kind} reference proxy")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
+        return self.root
 
     def __enter__(self) -> ReferenceServer:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
+        self.port = free_port()
+        command = [sys.executable, "-m", "bench.reference", self.kind, str(self.port)]
+        self.spawn(command, "/", {**os.environ, "REFERENCE_UPSTREAM": self.upstream_url})
+        return self
 
 
 def main() -> None:

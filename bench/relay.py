@@ -26,19 +26,17 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 
 from bench._results import write_section
 from bench.harness import (
-    ROOT,
     RedisServer,
+    ServerProcess,
     Stack,
     percentile,
     process_stats,
     production,
-    wait_until_answers,
 )
 from bench.ws import Socket, Stream, follow, log_in, sequence_faults
 from simulator.testing import HOST, free_port
@@ -118,29 +116,21 @@ async def stamp_app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-class StampServer:
+class StampServer(ServerProcess):
     """Serves `stamp_app` with uvicorn in a subprocess; stands in for SimulatorServer."""
 
-    def __init__(self) -> None:
-        self.port = 0
-        self.process: subprocess.Popen | None = None
+    what = "the stamp server"
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}/v1"
+        return self.root + "/v1"
 
     def start(self) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "uvicorn", "bench.relay:stamp_app", "--host", HOST]
         command += ["--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         command += ["--lifespan", "off"]
-        self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL)
-        wait_until_answers(f"http://{HOST}:{self.port}/healthz", "the stamp server")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
+        self.spawn(command, "/healthz")
 
 
 # --- Measuring --------------------------------------------------------------------------------
