@@ -104,6 +104,16 @@ def wait_until_answers(url: str, what: str = "rtdash", seconds: float = 20) -> N
     raise RuntimeError(f"{what} did not start at {url}")
 
 
+async def asgi_body(receive) -> bytes:
+    """The whole request body of an ASGI HTTP request (for the benchmarks' small servers)."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 class ServerProcess:
     """A helper server in a subprocess on a free loopback port, stopped on exit."""
 

@@ -21,7 +21,7 @@ import sys
 
 import httpx
 
-from bench.harness import ServerProcess
+from bench.harness import ServerProcess, asgi_body
 from simulator.testing import HOST, free_port
 
 _client: httpx.AsyncClient | None = None
@@ -43,12 +43,7 @@ async def bare_app(scope, receive, send) -> None:
     """POST /v1/run → upstream /run, answered as it comes back (a stream chunk by chunk)."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await asgi_body(receive)
     key = dict(scope["headers"]).get(b"x-api-key", b"").decode()
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
     request = _upstream().build_request("POST", "/run", content=body, headers=headers)

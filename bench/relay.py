@@ -34,6 +34,7 @@ from bench.harness import (
     RedisServer,
     ServerProcess,
     Stack,
+    asgi_body,
     percentile,
     process_stats,
     production,
@@ -76,12 +77,7 @@ async def stamp_app(scope, receive, send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b'{"ok": true}'})
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await asgi_body(receive)
     spec = json.loads(body or b"{}").get("metadata", {}).get("bench", {})
     frames, interval = int(spec.get("frames", 10)), float(spec.get("intervalMs", 50)) / 1000
     run_id, thread_id = f"run_{os.urandom(6).hex()}", f"thr_{os.urandom(6).hex()}"
