@@ -200,10 +200,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redis_outage": {"()": "rtdash.logs.RepeatedConnectionErrors"}},
     "root": {"handlers": ["console"], "level": envstr("RTDASH_LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request line at INFO; rtdash logs what matters itself.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # A traceback a second while Redis is down, otherwise (rtdash.logs).
+        "channels_redis.pubsub": {"filters": ["redis_outage"]},
     },
 }
