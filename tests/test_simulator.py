@@ -395,7 +395,8 @@ def test_deep_thinker_reports_reasoning_tokens(api: httpx.Client) -> None:
 def test_slow_poke_in_json_is_not_slowed(api: httpx.Client) -> None:
     started = time.monotonic()
     data = run_json(api, agent="slow-poke", prompt="Count to forty please")
-    assert time.monotonic() - started < 1
+    # Its stream takes two seconds of pauses; JSON takes none (the margin is for busy machines).
+    assert time.monotonic() - started < 1.5
     assert len(data["result"].split()) == 40
     assert data["result"].startswith("Taking it slowly: Count to forty please one word")
 
@@ -1079,7 +1080,8 @@ def test_drip_spaces_the_frames(api: httpx.Client) -> None:
 def test_drip_zero_makes_slow_poke_fast(api: httpx.Client) -> None:
     started = time.monotonic()
     _, stream = run_stream(api, agent="slow-poke", prompt="hurry", **simulate(dripMs=0))
-    assert time.monotonic() - started < 1
+    # Well under the two seconds its own 50 ms pace would take.
+    assert time.monotonic() - started < 1.5
     assert names(stream).count("assistant_message_delta") == 40
 
 
@@ -1099,15 +1101,13 @@ def test_deltas_sets_the_exact_delta_count(api: httpx.Client, count: int) -> Non
     assert completed["usage"]["outputTokens"] == -(-len(completed["result"]) // 4)
 
 
-def test_a_hundred_thousand_deltas_stream_quickly(api: httpx.Client) -> None:
+def test_a_hundred_thousand_deltas_stream_whole(api: httpx.Client) -> None:
+    # How fast is bench/simulator.py's business; here, only that nothing is lost or cut.
     body = {"agent": "support-chat", "prompt": "go", **simulate(deltas=100_000)}
-    started = time.monotonic()
     response = api.post("/run", json=body)
-    elapsed = time.monotonic() - started
     stream = parse_sse(response.text)
     assert names(stream).count("assistant_message_delta") == 100_000
     assert stream.frames[-1].event == "run_completed"
-    assert elapsed < 5
 
 
 def test_max_tokens_can_cut_a_delta_count_short(api: httpx.Client) -> None:
