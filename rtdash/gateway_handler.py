@@ -1,21 +1,34 @@
 """An ASGI handler for the /v1/ gateway, shaped for latency.
 
-Profiling the gateway (bench/gateway.py, cProfile in-process) showed two costs Django adds to
+Profiling the gateway (bench/gateway.py, cProfile in-process) showed costs Django adds to
 every async request that the gateway does not need:
 - each synchronous middleware hook runs in a worker thread for an async view; the gateway needs
   none of them (no sessions, cookies, CSRF or messages: a token authenticates each request);
 - Django wraps each request in a ThreadSensitiveContext, which starts (and joins) a fresh
   thread for the request's first thread-sensitive call: about 1.5 ms per request here.
-Without the context, thread-sensitive calls share asgiref's one long-lived sync thread, where
-the request signals also open and close database connections, so hygiene is unchanged.
+  Without the context, thread-sensitive calls share asgiref's one long-lived sync thread, where
+  the request signals also open and close database connections, so hygiene is unchanged;
+- Django sends `request_started` from the event loop, and its receivers (closing stale
+  database connections) are synchronous: a round trip to the sync thread of its own, ~0.4 ms
+  on an idle machine. Every gateway view goes to that thread anyway, to authenticate, so the
+  signal is sent there instead (`send_deferred_request_started`), on the same thread as before.
 """
 
 from __future__ import annotations
 
-from django.core.handlers.asgi import ASGIHandler
+import asyncio
+import contextlib
+
+from asgiref.sync import sync_to_async
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix
 
 GATEWAY_PREFIX = "/v1/"
+# Set on a request whose `request_started` signal is still to be sent.
+_DEFERRED = "_deferred_request_started"
 
 
 class GatewayASGIHandler(ASGIHandler):
@@ -28,6 +41,70 @@ class GatewayASGIHandler(ASGIHandler):
         self._exception_middleware = []
         get_response = self._get_response_async if is_async else self._get_response
         self._middleware_chain = convert_exception_to_response(get_response)
+
+    async def handle(self, scope, receive, send) -> None:
+        """Django's ASGIHandler.handle (5.2), with `request_started` deferred."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            await signals.request_started.asend(sender=self.__class__, scope=scope)
+            body_file.close()
+            await self.send_response(error_response, send)
+            await sync_to_async(error_response.close)()
+            return
+        setattr(request, _DEFERRED, scope)
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            # A cancel here is the client disconnecting while the response was being sent.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.send_response(response, send)
+            return response
+
+        # The client hanging up is noticed while the response is being made, as in Django.
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                with contextlib.suppress(RequestAborted):
+                    task.result()
+            else:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            await sync_to_async(_finish_unanswered)(request)
+        else:
+            await sync_to_async(_close_response)(request, response)
+        body_file.close()
+
+
+def send_deferred_request_started(request) -> None:
+    """Send the request's `request_started`, if the handler deferred it and it has not been
+    sent yet. Call it from the sync thread, before the request's first database use."""
+    scope = request.__dict__.pop(_DEFERRED, None)
+    if scope is not None:
+        signals.request_started.send(sender=GatewayASGIHandler, scope=scope)
+
+
+def _close_response(request, response) -> None:
+    # A request that never reached the sync thread still gets a matched pair of signals.
+    send_deferred_request_started(request)
+    response.close()  # sends request_finished
+
+
+def _finish_unanswered(request) -> None:
+    send_deferred_request_started(request)
+    signals.request_finished.send(sender=GatewayASGIHandler)
 
 
 def split_by_path(gateway_app, pages_app):

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Field, Model
+from django.db.models import DEFERRED, Field, Model
 
 
 def _connection():
@@ -157,6 +157,49 @@ def add_to_row(model: type[Model], pk: int, added: dict[str, int], replaced: dic
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*added.values(), *prepped, pk])
+
+
+@functools.cache
+def _converters(model: type[Model], names: tuple[str, ...], vendor: str) -> tuple[list, ...]:
+    """Per column, what the ORM's compiler would apply to a fetched value (the backend's
+    converters, then the field's), so a raw row reads exactly as a queryset's would."""
+    connection = _connection()
+    result = []
+    for field in _fields(model, names):
+        column = field.get_col(model._meta.db_table)
+        result.append(
+            connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        )
+    return tuple(result)
+
+
+def select_one(model: type[Model], sql: str, params: Sequence, names: Sequence[str]):
+    """The first row of `sql` as an instance: its first len(names) columns are those fields,
+    any further columns become extra attributes, in a tuple on `instance.extra`. None when
+    there is no row. (A raw queryset costs ~40 µs a row more, resolving its columns anew.)"""
+    connection = _connection()
+    names = tuple(names)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    by_attname = {}
+    for field, value, converters in zip(
+        _fields(model, names),
+        row[: len(names)],
+        _converters(model, names, connection.vendor),
+        strict=True,
+    ):
+        for convert in converters:
+            value = convert(value, None, connection)
+        by_attname[field.attname] = value
+    # from_db takes values in the model's field order; the rest are left deferred.
+    fields = model._meta.concrete_fields
+    values = [by_attname.get(f.attname, DEFERRED) for f in fields]
+    instance = model.from_db(connection.alias, [f.attname for f in fields], values)
+    instance.extra = row[len(names) :]
+    return instance
 
 
 def for_update() -> str:

@@ -27,7 +27,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from runs import upstream
+from rtdash.gateway_handler import send_deferred_request_started
+from runs import fastsql, upstream
 from runs.audit import record
 from runs.budgets import BudgetExceeded, enforce_budget
 from runs.conversation import forget_thread_content
@@ -132,6 +133,17 @@ def _check_rate(token: GatewayToken) -> None:
         )
 
 
+TOKEN_FIELDS = (
+    "id",
+    "team",
+    "prefix",
+    "last_used_at",
+    "expires_at",
+    "revoked_at",
+    "requests_per_minute",
+)
+
+
 @functools.cache
 def _token_sql() -> str:
     token, key, budget = (m._meta.db_table for m in (GatewayToken, RunToolsKey, Budget))
@@ -139,8 +151,8 @@ def _token_sql() -> str:
         "SELECT t.id, t.team_id, t.prefix, t.last_used_at, t.expires_at, t.revoked_at, "  # noqa: S608 - table names from models, the value is bound
         "t.requests_per_minute, "
         f"(SELECT k.ciphertext FROM {key} k WHERE k.team_id = t.team_id AND k.is_default "
-        "AND k.revoked_at IS NULL LIMIT 1) AS default_key_ciphertext, "
-        f"EXISTS (SELECT 1 FROM {budget} b WHERE b.team_id = t.team_id) AS has_budget "
+        "AND k.revoked_at IS NULL LIMIT 1), "
+        f"EXISTS (SELECT 1 FROM {budget} b WHERE b.team_id = t.team_id) "
         f"FROM {token} t WHERE t.token_hash = %s"
     )
 
@@ -151,10 +163,11 @@ def _find_token(token_hash: str) -> GatewayToken | None:
     Every gateway request starts here, so it is written in SQL: the ORM spent ~1 ms compiling
     the equivalent queryset (select_related, a subquery and an EXISTS) on every request.
     """
-    for token in GatewayToken.objects.raw(_token_sql(), [token_hash]):
-        token.has_budget = bool(token.has_budget)
-        return token
-    return None
+    token = fastsql.select_one(GatewayToken, _token_sql(), [token_hash], TOKEN_FIELDS)
+    if token is not None:
+        token.default_key_ciphertext, has_budget = token.extra
+        token.has_budget = bool(has_budget)
+    return token
 
 
 def _authorize(
@@ -193,6 +206,15 @@ def _authorize(
             team, run_request, source=Source.GATEWAY, token=token, legacy_path=legacy
         )
     return caller
+
+
+def _authorize_request(
+    request: HttpRequest, run_request: RunRequest | None = None, legacy: bool = False
+) -> Caller:
+    """The gateway view's first step in the sync thread: the request's start (deferred to
+    here, see rtdash.gateway_handler), then its token."""
+    send_deferred_request_started(request)
+    return _authorize(_credential(request), run_request, legacy)
 
 
 def _read_body(request: HttpRequest) -> bytes:
@@ -318,7 +340,7 @@ async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpRespons
         problem = invalid
     legacy = agent_from_path is not None
     try:
-        caller = await sync_to_async(_authorize)(_credential(request), run_request, legacy)
+        caller = await sync_to_async(_authorize_request)(request, run_request, legacy)
     except GatewayError as refused:
         return _refused(refused)
     if problem is not None:
@@ -404,7 +426,7 @@ async def _proxy(
     if request.method not in allowed:
         return error_response(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
     try:
-        caller = await sync_to_async(_authorize)(_credential(request))
+        caller = await sync_to_async(_authorize_request)(request)
     except GatewayError as refused:
         return _refused(refused)
     content = None
