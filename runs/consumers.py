@@ -23,6 +23,9 @@ has; then ask the reader (runs.relay, on whichever worker) for the frames after 
 live frames until the answer comes; then pass live frames on, each sequence once. A gap in
 live frames (a full channel drops messages) starts another catch-up. If nobody answers, the
 reader is gone: a watchdog looks at the run's row and ends the story from the database.
+When the run's reader is in this process, "joining its group" and "asking the reader" are
+done directly with its relay (`RelaySink.watch`, `catch_up`), and its messages come into the
+socket's own inbox rather than through the channel layer; everything else is the same.
 
 When the channel layer fails (Redis down), a run still starts, is read and is recorded (its
 reader needs only the database), but nobody can follow it live. The socket says so first
@@ -65,6 +68,7 @@ from runs.relay import (
     LAYER_ERRORS,
     RelaySink,
     control_group,
+    local_sink,
     request_stop,
     run_group,
 )
@@ -76,6 +80,9 @@ CATCHUP_TIMEOUT = 1.0  # ask again, and look at the run's row, after this long u
 CHECK_SECONDS = 5.0  # while following, look at the run's row this often (a dead reader)
 WATCHDOG_TICK = 0.25
 REPLAY_BATCH = 1000
+# Messages waiting in a socket's inbox from a relay in this process, at most: past that, frames
+# are dropped as a full channel drops them, and the socket catches up when it sees the gap.
+INBOX_CAPACITY = 100
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -200,6 +207,11 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.recent: deque[float] = deque()
         self.layer_down = False  # no channel of our own: the layer failed at connect
         self.closing = False
+        # The followed run's relay when its reader is in this process (see the module's doc),
+        # and the inbox it hands messages to.
+        self.local_relay: RelaySink | None = None
+        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self.in_group = False  # in the followed run's channel-layer group
 
     async def __call__(self, scope, receive, send) -> None:
         # AsyncConsumer.__call__, except that a channel layer that cannot make this socket's
@@ -209,7 +221,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.base_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        receivers = [receive]
+        receivers = [receive, self.inbox.get]
         try:
             self.channel_name = await self.channel_layer.new_channel()
         except LAYER_ERRORS:
@@ -312,7 +324,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self._send({"type": "invalid", "errors": problem.errors})
             return
         user = self.scope["user"]
-        sink = RelaySink(subscriber=self.channel_name)
+        sink = RelaySink(starter=self)
         try:
             launched = await launch(
                 self.membership.team,
@@ -338,11 +350,12 @@ class RunConsumer(AsyncWebsocketConsumer):
             # live from sequence 1, with no database reads while many runs start at once.
             await self._leave()
             self.run_id, self.last, self.held = run.pk, 0, {}
+            self.local_relay = sink
             await self._send(started)
             state = {**summary(run), "elapsedMs": _elapsed_ms(run)}
             if self.layer_down or sink.layer_failed:
                 # The run goes on and is recorded; the page comes back for it later.
-                sink.subscriber = ""
+                self._unwatch()
                 await self._unavailable(state)
                 return
             self.following = Following.LIVE
@@ -367,9 +380,15 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self._discard(self.run_id)
 
     async def _join(self, run_id: int) -> bool:
-        """Join the run's group; False when the channel layer is down."""
+        """Join the run's group (or its relay, in this process); False when the channel layer
+        is down."""
         if self.layer_down:
             return False
+        relay = local_sink(run_id)
+        if relay is not None and relay.watch(self):
+            self.local_relay = relay
+            return True
+        self.in_group = True
         try:
             await self.channel_layer.group_add(run_group(run_id), self.channel_name)
         except LAYER_ERRORS:
@@ -379,10 +398,23 @@ class RunConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _discard(self, run_id: int) -> None:
+        self._unwatch()
         # Leaving a group is tidying up: with the layer down there is nothing to leave.
-        if not self.layer_down:
+        if self.in_group and not self.layer_down:
+            self.in_group = False
             with contextlib.suppress(*LAYER_ERRORS):
                 await self.channel_layer.group_discard(run_group(run_id), self.channel_name)
+
+    def _unwatch(self) -> None:
+        if self.local_relay is not None:
+            self.local_relay.unwatch(self)
+            self.local_relay = None
+
+    def deliver(self, message: dict) -> None:
+        """A message from the followed run's relay in this process (runs.relay.LocalViewer)."""
+        if message["type"] == "run.frames" and self.inbox.qsize() >= INBOX_CAPACITY:
+            return  # dropped, as a full channel drops it: the next frames show the gap
+        self.inbox.put_nowait(message)
 
     def _keep_watch(self) -> None:
         if self.watchdog is None:
@@ -419,6 +451,10 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def _ask_reader(self) -> None:
         self.asked_at = time.monotonic()
+        if self.local_relay is not None and not self.local_relay.closed:
+            # Answered like a reply through the layer: after whatever holds the lock now.
+            self.inbox.put_nowait(self.local_relay.catch_up(self.last))
+            return
         message = {"type": "run.catchup", "reply_to": self.channel_name, "after": self.last}
         try:
             await self.channel_layer.group_send(control_group(self.run_id), message)

@@ -1,9 +1,15 @@
 """The playground's side of a run's one path: frames to a channel-layer group, and Stop.
 
-One `RunReader` per run (runs.runner) reads the upstream. A `RelaySink` on it sends every
-parsed frame, numbered by sequence, to the run's group `run.<id>`; every socket watching the
-run (runs.consumers) is in that group, on whichever worker. The sink also listens on the run's
-control group `run.<id>.control` for what any worker may ask of the reader:
+One `RunReader` per run (runs.runner) reads the upstream. A `RelaySink` on it passes every
+parsed frame, numbered by sequence, to the sockets watching the run (runs.consumers):
+- sockets in the reader's own process are handed each message directly (`watch`), without
+  the channel layer: with Redis, a frame would otherwise go out to Redis and come back, and
+  that round trip cost more of the worker's time per frame than anything else;
+- sockets on other workers are in the run's group `run.<id>`. Each one asks the reader to
+  catch up when it starts following (below), so the sink publishes frames to the group once
+  somebody has asked, and not at all for a run nobody watches from elsewhere.
+The sink also listens on the run's control group `run.<id>.control` for what any worker may
+ask of the reader:
 
 - catch-up: a socket that joins a run in progress joins the group, replays the frames stored
   in the database, then asks for the frames after the last one it read. Frames are stored in
@@ -32,6 +38,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from typing import Protocol
 
 from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
@@ -55,6 +62,24 @@ FIRST_TOKEN_EVENTS = frozenset({"assistant_message_delta", "assistant_thinking_d
 
 # A frame on the wire between workers and to the browser: [sequence, event, data].
 WireFrame = list
+
+
+class LocalViewer(Protocol):
+    """A socket in the reader's process (runs.consumers.RunConsumer)."""
+
+    def deliver(self, message: dict) -> None:
+        """Take a message for the run as if from the channel layer; must not block."""
+
+
+def local_sink(run_id: int) -> RelaySink | None:
+    """The relay of a run read in this process, if it is still relaying."""
+    reader = READERS.get(run_id)
+    if reader is None:
+        return None
+    for sink in reader.sinks:
+        if isinstance(sink, RelaySink) and not sink.closed:
+            return sink
+    return None
 
 
 def run_group(run_id: int) -> str:
@@ -117,11 +142,13 @@ class RelaySink(Sink):
 
     wants_frames = True
 
-    def __init__(self, subscriber: str = "") -> None:
+    def __init__(self, starter: LocalViewer | None = None) -> None:
         self.layer = get_channel_layer()
-        # The channel of the socket that started the run: it joins the run's group before the
-        # first frame is sent there, so it hears the run from its start without catching up.
-        self.subscriber = subscriber
+        # This process's sockets following the run. The socket that started it is one from
+        # the start, so it hears the run from its first frame without catching up.
+        self.viewers: set[LocalViewer] = set() if starter is None else {starter}
+        # Whether a socket on another worker has asked for this run (see the module's doc).
+        self.publishing = False
         self.reader: RunReader | None = None
         self.run_id = 0
         # Frames relayed but perhaps not yet committed, oldest first.
@@ -172,16 +199,27 @@ class RelaySink(Sink):
         except LAYER_ERRORS:
             self._layer_failed(what)
 
+    # --- this process's sockets ------------------------------------------------------------
+
+    def watch(self, viewer: LocalViewer) -> bool:
+        """Hand the run's messages to `viewer` from now on; False once the run has ended (the
+        viewer then reads the outcome from the database)."""
+        if self.closed:
+            return False
+        self.viewers.add(viewer)
+        return True
+
+    def unwatch(self, viewer: LocalViewer) -> None:
+        self.viewers.discard(viewer)
+
+    def _hand_out(self, message: dict) -> None:
+        # Read-only from here on: every viewer gets the same message.
+        for viewer in list(self.viewers):
+            viewer.deliver(message)
+
     # --- the reader's side ------------------------------------------------------------------
 
-    async def _add_subscriber(self) -> None:
-        if self.subscriber:
-            subscriber, self.subscriber = self.subscriber, ""
-            group_add = self.layer.group_add(run_group(self.run_id), subscriber)
-            await self._quietly(group_add, "add the starting socket")
-
     async def frames(self, frames: list[tuple[int, Frame]]) -> None:
-        await self._add_subscriber()
         stored = self.reader.writer.stored_through if self.reader is not None else 0
         while self.unstored and self.unstored[0][0] <= stored:
             self.unstored.popleft()
@@ -191,7 +229,9 @@ class RelaySink(Sink):
         self.unstored.extend(wire)
         self.relayed = wire[-1][0]
         message = {"type": "run.frames", "run": self.run_id, "frames": wire}
-        await self._quietly(self.layer.group_send(run_group(self.run_id), message))
+        self._hand_out(message)
+        if self.publishing:
+            await self._quietly(self.layer.group_send(run_group(self.run_id), message))
 
     async def _finished(self) -> None:
         """Called by the reader once the run's record is complete."""
@@ -205,11 +245,13 @@ class RelaySink(Sink):
             discard = self.layer.group_discard(control_group(self.run_id), self.channel)
             await self._quietly(discard, "leave its control group")
         self.unstored.clear()
-        await self._add_subscriber()
         last = self.reader.writer.next_sequence - 1 if self.reader is not None else 0
         finished = {"type": "run.finished", "run": self.run_id, "last": last}
         if self.first_token_at is not None:
             finished["firstTokenAt"] = self.first_token_at
+        self._hand_out(finished)
+        self.viewers.clear()
+        # Always: a socket elsewhere may have joined the group without having asked yet.
         await self._quietly(self.layer.group_send(run_group(self.run_id), finished))
 
     # --- requests from any worker -----------------------------------------------------------
@@ -239,6 +281,9 @@ class RelaySink(Sink):
             elif kind == "run.catchup":
                 reply_to, after = message.get("reply_to"), message.get("after")
                 if isinstance(reply_to, str) and isinstance(after, int):
+                    # A socket on another worker follows the run: its live frames go through
+                    # the group from now on, and the reply covers everything before.
+                    self.publishing = True
                     # If the answer is lost, the socket asks again.
                     await self._quietly(self.layer.send(reply_to, self.catch_up(after)))
 

@@ -15,7 +15,7 @@ from channels.layers import BaseChannelLayer, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from runs import relay, runner
+from runs import consumers, relay, runner
 from runs.gateway import settle
 from runs.models import Run, RunEvent, RunStatus
 from runs.recording import RunOutcome, finish_run, save_events, start_run
@@ -421,18 +421,68 @@ async def test_a_teammate_watches_the_same_run_live(application, bob, alice):
     assert starter.frames == teammate.frames == expected
 
 
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_sockets_on_the_readers_worker_need_no_channel_layer_for_frames(
+    application, bob, alice, monkeypatch
+):
+    layer = get_channel_layer()
+    sent: list[dict] = []
+
+    async def group_send(group, message):
+        sent.append(message)
+
+    # Nothing that goes through the layer arrives: frames must come another way.
+    monkeypatch.setattr(layer, "group_send", group_send)
+    async with Socket(application, "/ws/playground/", bob) as starter:
+        run_id = await starter.start(SLOW)
+        await starter.until_frames(2)
+        async with Socket(application, f"/ws/runs/{run_id}/", alice) as teammate:
+            await teammate.until("finished")
+        await starter.until("finished")
+    expected = await astored(run_id)
+    assert starter.frames == teammate.frames == expected
+    assert len(expected) > 40
+    # Nobody elsewhere asked for the run, so no frame was published for other workers.
+    assert {message["type"] for message in sent} == {"run.finished"}
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_frames_dropped_from_a_full_inbox_are_caught_up(application, bob, monkeypatch):
+    # Every live frame is dropped, as if the socket could not keep up: the socket must get
+    # each frame anyway, once and in order, from the relay's catch-up answers.
+    monkeypatch.setattr(consumers, "INBOX_CAPACITY", 0)
+    monkeypatch.setattr(consumers, "CHECK_SECONDS", 0.3)
+    async with Socket(application, "/ws/playground/", bob) as socket:
+        run_id = await socket.start(SLOW)
+        finished = await socket.until("finished", timeout=20)
+    run = await run_row(run_id)
+    assert finished["status"] == run.status == "completed"
+    assert socket.frames == await astored(run_id)
+    assert len(socket.frames) == run.frame_count > 40
+    # While the run went on, not all at once from the database at the end.
+    assert len(socket.of_type("frames")) >= 3
+
+
+@pytest.mark.parametrize("where", ["on the reader's worker", "on another worker"])
 @pytest.mark.parametrize("join_after", [1, 25, 150])
 @pytest.mark.usefixtures("upstream", "acme_key")
 async def test_a_late_joiner_gets_every_frame_exactly_once_in_order(
-    application, bob, alice, join_after
+    application, bob, alice, join_after, where
 ):
     form = with_simulate(HELLO, deltas=300, dripMs=4)
     async with Socket(application, "/ws/playground/", bob) as starter:
         run_id = await starter.start(form)
         await starter.until_frames(join_after)
-        async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
-            await late.until("finished")
-        await starter.until("finished")
+        # On another worker, the joiner catches up and follows through the channel layer;
+        # on the reader's, directly with its relay.
+        reader = READERS.pop(run_id) if where == "on another worker" else None
+        try:
+            async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
+                await late.until("finished")
+            await starter.until("finished")
+        finally:
+            if reader is not None:
+                await reader.finished.wait()
     expected = await astored(run_id)
     assert len(expected) == 303  # run_started, 300 deltas, assistant_message, run_completed
     assert late.frames == starter.frames == expected
@@ -683,13 +733,19 @@ async def test_the_key_never_travels_on_the_channel_layer(application, bob, alic
     async with Socket(application, "/ws/playground/", bob) as starter:
         run_id = await starter.start(SLOW)
         await starter.until_frames(3)
-        async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
-            await late.until("frames")
-            await late.send({"action": "stop"})
-            await late.until("finished")
-        await starter.until("finished")
+        # As seen from another worker (the reader is not in its process), so that catching
+        # up, live frames and Stop all go through the channel layer.
+        reader = READERS.pop(run_id)
+        try:
+            async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
+                await late.until_frames(15)  # joined at about the 4th: the rest came live
+                await late.send({"action": "stop"})
+                await late.until("finished")
+            await starter.until("finished")
+        finally:
+            await reader.finished.wait()
     kinds = {message.split("'type': '")[1].split("'")[0] for message in carried}
-    assert {"run.frames", "run.catchup", "run.catchup.reply", "run.finished"} <= kinds
+    assert {"run.frames", "run.catchup", "run.catchup.reply", "run.stop", "run.finished"} <= kinds
     assert not any(ACME_KEY in message for message in carried)
 
 

@@ -22,6 +22,7 @@ from runs.consumers import CLOSE_UNAVAILABLE
 from runs.gateway import settle
 from runs.models import GatewayToken, Run
 from runs.relay import request_stop
+from runs.runner import READERS
 from simulator.testing import HOST, free_port
 from tests import test_consumers
 from tests.conftest import PASSWORD
@@ -244,34 +245,62 @@ async def test_a_run_started_while_redis_is_down_is_recorded_and_watchable_later
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("upstream", "acme_key")
-async def test_a_watcher_loses_redis_mid_run_and_resumes_after_its_last_frame(
-    application, bob, redis_layer, monkeypatch
+async def test_a_tab_on_the_readers_worker_streams_on_through_a_redis_outage(
+    application, bob, redis_layer
 ):
-    monkeypatch.setattr(consumers, "CHECK_SECONDS", 0.5)  # notice the silence sooner
+    # The reader hands frames to sockets in its own process directly (runs.relay): losing
+    # Redis costs them nothing.
     async with Socket(application, "/ws/playground/", bob) as tab:
         run_id = await tab.start(LONG_RUN)
         await tab.until_frames(5)
         redis_layer.kill()
-        notice = await tab.until("unavailable")
-        assert notice["run"] == run_id
-        assert await tab.closed_with() == CLOSE_UNAVAILABLE
-    seen = tab.frames
-    assert not (await run_row(run_id)).is_finished  # the notice came mid-run
-
-    # Reconnecting while Redis is down: what the database has after the last frame, then 4503.
-    async with Socket(application, f"/ws/runs/{run_id}/?after={seen[-1][0]}", bob) as retry:
-        assert await retry.closed_with() == CLOSE_UNAVAILABLE
-    assert [m["type"] for m in retry.messages][:2] == ["unavailable", "run"]
-    seen += retry.frames
-
-    redis_layer.start()
-    async with Socket(application, f"/ws/runs/{run_id}/?after={seen[-1][0]}", bob) as back:
-        first = await back.receive()
-        finished = await back.until("finished")
-    assert first["type"] == "run" and not back.of_type("unavailable")
-    seen += back.frames
-
+        finished = await tab.until("finished", timeout=30)
+    assert not tab.of_type("unavailable")
     run = await _finished_run(run_id)
+    assert finished["status"] == run.status == "completed"
+    assert tab.frames == await astored(run_id)
+    assert len(tab.frames) == run.frame_count > 100
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_a_watcher_on_another_worker_loses_redis_mid_run_and_resumes_after_its_last_frame(
+    application, bob, redis_layer, monkeypatch
+):
+    monkeypatch.setattr(consumers, "CHECK_SECONDS", 0.5)  # notice the silence sooner
+    async with Socket(application, "/ws/playground/", bob) as starter:
+        run_id = await starter.start(LONG_RUN)
+        await starter.until_frames(3)
+    # As seen from another worker: the reader is not in this process, so the watcher follows
+    # the run through Redis.
+    reader = READERS.pop(run_id)
+    try:
+        async with Socket(application, f"/ws/runs/{run_id}/", bob) as tab:
+            await tab.until_frames(8)
+            redis_layer.kill()
+            notice = await tab.until("unavailable")
+            assert notice["run"] == run_id
+            assert await tab.closed_with() == CLOSE_UNAVAILABLE
+        seen = tab.frames
+        assert not (await run_row(run_id)).is_finished  # the notice came mid-run
+
+        # Reconnecting while Redis is down: what the database has after the last frame, then
+        # 4503.
+        async with Socket(application, f"/ws/runs/{run_id}/?after={seen[-1][0]}", bob) as retry:
+            assert await retry.closed_with() == CLOSE_UNAVAILABLE
+        assert [m["type"] for m in retry.messages][:2] == ["unavailable", "run"]
+        seen += retry.frames
+
+        redis_layer.start()
+        async with Socket(application, f"/ws/runs/{run_id}/?after={seen[-1][0]}", bob) as back:
+            first = await back.receive()
+            finished = await back.until("finished")
+        assert first["type"] == "run" and not back.of_type("unavailable")
+        seen += back.frames
+    finally:
+        await reader.finished.wait()
+
+    run = await run_row(run_id)
     assert finished["status"] == run.status == "completed"
     # Every frame exactly once, in order, across the three sockets.
     assert seen == await astored(run_id)
@@ -289,11 +318,16 @@ async def test_a_live_follow_after_redis_returns_streams_again(application, bob,
         run_id = await tab.start(LONG_RUN)
         assert await tab.closed_with() == CLOSE_UNAVAILABLE
     redis_layer.start()
-    async with Socket(application, f"/ws/runs/{run_id}/", bob) as back:
-        await back.until("run")
-        await back.until_frames(len(await astored(run_id)) + 3)
-        assert not (await run_row(run_id)).is_finished  # frames came before the end
-        await back.until("finished")
+    # The socket that comes back is on another worker: it needs the reader's control group.
+    reader = READERS.pop(run_id)
+    try:
+        async with Socket(application, f"/ws/runs/{run_id}/", bob) as back:
+            await back.until("run")
+            await back.until_frames(len(await astored(run_id)) + 3)
+            assert not (await run_row(run_id)).is_finished  # frames came before the end
+            await back.until("finished")
+    finally:
+        await reader.finished.wait()
     assert back.frames == await astored(run_id)
 
 
