@@ -79,9 +79,10 @@ def worker_command(server: str, port: int) -> list[str]:
         return [
             sys.executable, "-m", "uvicorn", "rtdash.asgi:application", "--host", HOST,
             "--port", str(port), "--log-level", "warning", "--no-access-log",
-            # Websockets need the `websockets` package (a dependency); naming the protocol
-            # makes a missing package fail at start instead of refusing every socket.
-            "--ws", "websockets-sansio",
+            # As the README deploys it: websockets need the `websockets` package, and the
+            # loop and the HTTP parser are uvloop and httptools (all dependencies); naming
+            # them makes a missing package fail at start instead of running slower.
+            "--ws", "websockets-sansio", "--loop", "uvloop", "--http", "httptools",
         ]  # fmt: skip
     # Twisted listens with a backlog of 50 unless told otherwise: 200 clients connecting at
     # once overflowed it (SYN cookies, reset connections) in bench/load.py.

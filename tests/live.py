@@ -39,7 +39,8 @@ def server_command(server: str, port: int) -> list[str]:
     if server == "uvicorn":
         return [
             sys.executable, "-m", "uvicorn", "rtdash.asgi:application", "--host", HOST,
-            "--port", str(port), "--ws", "websockets-sansio", "--log-level", "warning",
+            "--port", str(port), "--ws", "websockets-sansio", "--loop", "uvloop",
+            "--http", "httptools", "--log-level", "warning",
         ]  # fmt: skip
     daphne = Path(sys.executable).parent / "daphne"
     return [str(daphne), "-b", HOST, "-p", str(port), "rtdash.asgi:application"]
