@@ -31,7 +31,8 @@ STREAM_BODY = {
 SEQUENTIAL = 400
 CONCURRENT = 16
 CONCURRENT_TOTAL = 1600
-STREAM_ROUNDS = 5
+# Odd, for a true median; enough that one stalled round (this VM has them) does not decide it.
+STREAM_ROUNDS = 15
 
 
 async def _timed_json(client: httpx.AsyncClient, url: str, key: str) -> float:
@@ -92,13 +93,7 @@ async def measure(stack: Stack) -> str:
         direct, through = await _sequential(client, direct_url, rtdash_url, stack.token)
         direct_c, direct_rps = await _concurrent(client, direct_url, SIM_KEY)
         through_c, through_rps = await _concurrent(client, rtdash_url, stack.token)
-        streams = {"direct": [], "rtdash": []}
-        for _ in range(STREAM_ROUNDS):
-            streams["direct"].append(await _timed_stream(client, direct_url, SIM_KEY))
-            streams["rtdash"].append(await _timed_stream(client, rtdash_url, stack.token))
-            # Let rtdash store the last stream before the next one is timed: each stream is
-            # measured on its own, not behind its predecessor's bookkeeping.
-            await asyncio.sleep(1)
+        streams = await _stream_rounds(client, direct_url, (rtdash_url, stack.token))
 
     def row(name, values):
         return f"| {name} | {values['p50']:.2f} | {values['p95']:.2f} | {values['p99']:.2f} |"
@@ -143,14 +138,33 @@ async def measure(stack: Stack) -> str:
     return "\n".join(lines)
 
 
-async def _stream_ratio(client: httpx.AsyncClient, stack: Stack, proxy_url: str) -> float:
-    """Median total time of the 10,000-delta stream through `proxy_url` over direct."""
-    direct, through = [], []
+async def _stream_rounds(
+    client: httpx.AsyncClient, direct_url: str, through: tuple[str, str]
+) -> dict[str, list[tuple[float, float, int]]]:
+    """STREAM_ROUNDS pairs: the stream direct, then through (url, key), then a pause.
+
+    Direct goes first and the pause is long, so that each stream is measured on its own: not
+    behind the proxy's bookkeeping of the one before (rtdash stores and parses a stream after
+    the client has it), and with both sides of a pair as warm or as cold as each other.
+    """
+    through_url, key = through
+    streams = {"direct": [], "rtdash": []}
     for _ in range(STREAM_ROUNDS):
-        direct.append((await _timed_stream(client, stack.simulator.url + "/run", SIM_KEY))[1])
-        through.append((await _timed_stream(client, proxy_url + "/v1/run", SIM_KEY))[1])
+        streams["direct"].append(await _timed_stream(client, direct_url, SIM_KEY))
+        streams["rtdash"].append(await _timed_stream(client, through_url, key))
+        await asyncio.sleep(1)
+    return streams
+
+
+async def _stream_ratio(client: httpx.AsyncClient, stack: Stack, proxy_url: str) -> float:
+    """Median total time of the 10,000-delta stream through `proxy_url` over direct, measured
+    exactly as rtdash's is."""
+    streams = await _stream_rounds(
+        client, stack.simulator.url + "/run", (proxy_url + "/v1/run", SIM_KEY)
+    )
     middle = STREAM_ROUNDS // 2
-    return sorted(through)[middle] / sorted(direct)[middle]
+    totals = {kind: sorted(s[1] for s in values) for kind, values in streams.items()}
+    return totals["rtdash"][middle] / totals["direct"][middle]
 
 
 async def _references(stack: Stack) -> list[str]:

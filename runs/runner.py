@@ -152,6 +152,7 @@ class RunReader:
         self._unparsed: list[tuple[bytes, datetime]] = []
         self._unparsed_bytes = 0
         self._oldest_unparsed = 0.0
+        self._last_chunk_at = 0.0
         self._parse_timer: asyncio.TimerHandle | None = None
         self._delta_data: list[str] = []
         self._last_message: str | None = None
@@ -238,25 +239,33 @@ class RunReader:
                     await sink.frames(numbered)
             self.writer.maybe_flush()
             return
+        arrived = time.monotonic()
         if not self._unparsed:
-            self._oldest_unparsed = time.monotonic()
+            self._oldest_unparsed = arrived
         self._unparsed.append((chunk, now))
         self._unparsed_bytes += len(chunk)
+        self._last_chunk_at = arrived
         if (
             self._unparsed_bytes >= PARSE_BACKLOG_BYTES
-            or time.monotonic() - self._oldest_unparsed >= PARSE_MAX_DELAY
+            or arrived - self._oldest_unparsed >= PARSE_MAX_DELAY
         ):
             self._parse_pending()
-        else:
-            self._schedule_parse()
+        elif self._parse_timer is None:
+            self._parse_timer = asyncio.get_running_loop().call_later(
+                PARSE_IDLE_SECONDS, self._parse_when_idle
+            )
 
-    def _schedule_parse(self) -> None:
-        """Parse once the stream pauses: a burst is relayed first and parsed after."""
-        if self._parse_timer is not None:
-            self._parse_timer.cancel()
-        self._parse_timer = asyncio.get_running_loop().call_later(
-            PARSE_IDLE_SECONDS, self._parse_pending
-        )
+    def _parse_when_idle(self) -> None:
+        """Parse once the stream pauses: a burst is relayed first and parsed after. One timer
+        per pause, moved on while chunks keep coming (not a new timer for every chunk)."""
+        self._parse_timer = None
+        quiet = time.monotonic() - self._last_chunk_at
+        if quiet < PARSE_IDLE_SECONDS:
+            self._parse_timer = asyncio.get_running_loop().call_later(
+                PARSE_IDLE_SECONDS - quiet, self._parse_when_idle
+            )
+            return
+        self._parse_pending()
 
     def _parse_pending(self) -> None:
         if self._parse_timer is not None:

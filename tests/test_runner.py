@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -38,3 +39,33 @@ async def test_a_bug_while_reading_ends_the_run_interrupted_with_its_reason(acme
     assert run.status == "interrupted"
     assert run.error_code == "reader_error"
     assert "Reading run" in caplog.text and "a bug in a sink" in caplog.text
+
+
+class ClientLikeSink(Sink):
+    """Takes raw chunks, as the gateway's client does, so the reader parses lazily."""
+
+    async def chunk(self, data: bytes) -> None:
+        pass
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_a_lazily_parsed_stream_is_stored_while_it_goes_on(acme):
+    # 40 deltas 50 ms apart: each pause is longer than the reader's idle wait, so frames are
+    # parsed and stored during the run, not only once the upstream has ended.
+    body = {"agent": "slow-poke", "prompt": "hi"}
+    started = await launch(
+        acme, validate_run(body, json.dumps(body).encode()), source="playground",
+        sinks=[ClientLikeSink()],
+    )  # fmt: skip
+    assert not started.reader.eager
+    stored_mid_run = 0
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        stored_mid_run = started.reader.writer.stored_through
+        if stored_mid_run >= 10:
+            break
+    assert not started.reader.task.done()
+    assert stored_mid_run >= 10
+    await started.reader.task
+    run = await Run.objects.aget(pk=started.run.pk)
+    assert run.status == "completed" and run.frame_count == 43
