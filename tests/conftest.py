@@ -50,6 +50,20 @@ def _fresh_cache():
         _clear_cache()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_sync_thread_connections(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, close the connections that asgiref's shared sync
+    thread opened (sync_to_async outside a request: the frame writer, finish_run, consumers).
+    pytest-django closes only the main thread's, and PostgreSQL refuses to drop a database
+    that a session still uses."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def simulator():
     """The RunTools simulator as a real HTTP server in its own process."""
