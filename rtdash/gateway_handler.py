@@ -73,8 +73,13 @@ class GatewayASGIHandler(ASGIHandler):
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
-                with contextlib.suppress(RequestAborted):
+                try:
                     task.result()
+                except RequestAborted:
+                    pass  # the client left
+                except AssertionError:
+                    body_file.close()
+                    raise
             else:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -451,9 +451,11 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def _ask_reader(self) -> None:
         self.asked_at = time.monotonic()
-        if self.local_relay is not None and not self.local_relay.closed:
-            # Answered like a reply through the layer: after whatever holds the lock now.
-            self.inbox.put_nowait(self.local_relay.catch_up(self.last))
+        if self.local_relay is not None:
+            if not self.local_relay.closed:
+                # Answered like a reply through the layer: after whatever holds the lock now.
+                self.inbox.put_nowait(self.local_relay.catch_up(self.last))
+            # A closed relay has put run.finished in the inbox already: nothing to ask.
             return
         message = {"type": "run.catchup", "reply_to": self.channel_name, "after": self.last}
         try:
@@ -476,6 +478,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         ?after= and follows live again once the layer is back."""
         self.following = Following.NOTHING
         self.held = {}
+        self._unwatch()
         notice = {"type": "unavailable", "code": "layer_down", "message": UNAVAILABLE}
         if self.run_id is not None:
             notice.update(run=self.run_id, runUrl=run_url(self.run_id))
@@ -578,6 +581,8 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def run_finished(self, message) -> None:
         async with self.lock:
+            if self.closing:
+                return  # closed since (4503 and the like): nothing more goes to the browser
             if message.get("run") == self.run_id and self.following is not Following.DONE:
                 await self._finish(
                     last=message.get("last"), first_token_at=message.get("firstTokenAt")

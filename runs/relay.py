@@ -53,6 +53,8 @@ from runs.sse import Frame
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 2.0
+# The longest the reader waits for the layer to take frames for other workers' sockets.
+PUBLISH_TIMEOUT_SECONDS = 1.0
 # What a channel layer raises when it cannot take or give a message (a full channel, Redis
 # down or out of connections). The relay is best effort: the run is read and recorded
 # whatever happens to it, and watching sockets catch up from the database.
@@ -231,11 +233,31 @@ class RelaySink(Sink):
         message = {"type": "run.frames", "run": self.run_id, "frames": wire}
         self._hand_out(message)
         if self.publishing:
-            await self._quietly(self.layer.group_send(run_group(self.run_id), message))
+            await self._publish(message)
+
+    async def _publish(self, message: dict) -> None:
+        """Frames for sockets on other workers. On a failure (Redis down, or so slow that
+        it would hold the reader up) publishing stops: those sockets see the gap, and the
+        catch-up they then ask for, once the layer carries it, turns publishing on again."""
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                await self.layer.group_send(run_group(self.run_id), message)
+        except (*LAYER_ERRORS, TimeoutError):
+            self.publishing = False
+            self._layer_failed("publish frames")
 
     async def _finished(self) -> None:
         """Called by the reader once the run's record is complete."""
+        last = self.reader.writer.next_sequence - 1 if self.reader is not None else 0
+        finished = {"type": "run.finished", "run": self.run_id, "last": last}
+        if self.first_token_at is not None:
+            finished["firstTokenAt"] = self.first_token_at
+        # This process's sockets first, in the same step as closing: a socket that finds the
+        # relay closed knows `run.finished` is already in its inbox, whatever the layer does.
         self.closed = True
+        self._hand_out(finished)
+        self.viewers.clear()
+        self.unstored.clear()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -244,13 +266,6 @@ class RelaySink(Sink):
         if self.channel:
             discard = self.layer.group_discard(control_group(self.run_id), self.channel)
             await self._quietly(discard, "leave its control group")
-        self.unstored.clear()
-        last = self.reader.writer.next_sequence - 1 if self.reader is not None else 0
-        finished = {"type": "run.finished", "run": self.run_id, "last": last}
-        if self.first_token_at is not None:
-            finished["firstTokenAt"] = self.first_token_at
-        self._hand_out(finished)
-        self.viewers.clear()
         # Always: a socket elsewhere may have joined the group without having asked yet.
         await self._quietly(self.layer.group_send(run_group(self.run_id), finished))
 

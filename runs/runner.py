@@ -93,6 +93,7 @@ class EventWriter:
         self._pending: list[tuple[int, str, str, datetime]] = []
         self._oldest = 0.0
         self._last_write: asyncio.Future | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def add(self, frame: Frame, at: datetime) -> int:
         sequence = self.next_sequence
@@ -103,12 +104,22 @@ class EventWriter:
         return sequence
 
     def maybe_flush(self) -> None:
-        if len(self._pending) >= EVENT_BATCH_SIZE or (
-            self._pending and time.monotonic() - self._oldest >= EVENT_BATCH_SECONDS
-        ):
+        if not self._pending:
+            return
+        age = time.monotonic() - self._oldest
+        if len(self._pending) >= EVENT_BATCH_SIZE or age >= EVENT_BATCH_SECONDS:
             self.flush()
+        elif self._flush_timer is None:
+            # Stored within EVENT_BATCH_SECONDS even when the stream now pauses (a long tool
+            # call): no chunk may come to flush them, and a crash would lose what the client saw.
+            self._flush_timer = asyncio.get_running_loop().call_later(
+                EVENT_BATCH_SECONDS - age, self.flush
+            )
 
     def flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         if not self._pending:
             return
         batch, self._pending = self._pending, []
@@ -215,6 +226,9 @@ class RunReader:
             injected = disconnect_frame(message)
         finally:
             self.finishing = True
+            # What is left is parsed after the client has its last byte (_finish), not by an
+            # idle timer firing while the connection closes.
+            self._cancel_parse_timer()
             await self.response.aclose()
             self.outcome.upstream_ms = (time.perf_counter() - started) * 1000
             await self._finish(injected)
@@ -267,10 +281,13 @@ class RunReader:
             return
         self._parse_pending()
 
-    def _parse_pending(self) -> None:
+    def _cancel_parse_timer(self) -> None:
         if self._parse_timer is not None:
             self._parse_timer.cancel()
             self._parse_timer = None
+
+    def _parse_pending(self) -> None:
+        self._cancel_parse_timer()
         pending, self._unparsed, self._unparsed_bytes = self._unparsed, [], 0
         for chunk, at in pending:
             self._parse(chunk, at)
@@ -286,9 +303,7 @@ class RunReader:
         """
         if not self._unparsed:
             return
-        if self._parse_timer is not None:
-            self._parse_timer.cancel()
-            self._parse_timer = None
+        self._cancel_parse_timer()
         await asyncio.sleep(BACKLOG_FIRST_YIELD_SECONDS)
         while self._unparsed:
             chunk, at = self._unparsed.pop(0)

@@ -447,6 +447,47 @@ async def test_sockets_on_the_readers_worker_need_no_channel_layer_for_frames(
 
 
 @pytest.mark.usefixtures("upstream", "acme_key")
+async def test_a_failed_publish_stops_publishing_until_the_next_catch_up(
+    application, bob, alice, monkeypatch
+):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    monkeypatch.setattr(consumers, "CHECK_SECONDS", 0.3)  # a silent socket asks sooner
+    layer = get_channel_layer()
+    real_group_send = layer.group_send
+    published = {"failed": 0, "after_failures": 0}
+    attempted: list[int] = []  # sequences the sink tried to publish
+
+    async def flaky_group_send(group, message):
+        if message["type"] == "run.frames":
+            attempted.extend(frame[0] for frame in message["frames"])
+            if published["failed"] < 3:
+                published["failed"] += 1
+                raise RedisConnectionError("Redis went away for a moment")
+            published["after_failures"] += 1
+        return await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", flaky_group_send)
+    async with Socket(application, "/ws/playground/", bob) as starter:
+        run_id = await starter.start(SLOW)
+        await starter.until_frames(2)
+        # The second socket is on another worker: it needs the published frames.
+        reader = READERS.pop(run_id)
+        try:
+            async with Socket(application, f"/ws/runs/{run_id}/", alice) as remote:
+                await remote.until("finished", timeout=20)
+            await starter.until("finished")
+        finally:
+            await reader.finished.wait()
+    expected = await astored(run_id)
+    assert remote.frames == starter.frames == expected
+    # Each failure stopped publishing and each catch-up started it again; then it stuck.
+    assert published["failed"] == 3 and published["after_failures"] > 5
+    skipped = set(range(attempted[0], attempted[-1] + 1)) - set(attempted)
+    assert len(skipped) >= 3  # not tried while stopped: the catch-up answers carried them
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
 async def test_frames_dropped_from_a_full_inbox_are_caught_up(application, bob, monkeypatch):
     # Every live frame is dropped, as if the socket could not keep up: the socket must get
     # each frame anyway, once and in order, from the relay's catch-up answers.

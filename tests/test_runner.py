@@ -69,3 +69,25 @@ async def test_a_lazily_parsed_stream_is_stored_while_it_goes_on(acme):
     await started.reader.task
     run = await Run.objects.aget(pk=started.run.pk)
     assert run.status == "completed" and run.frame_count == 43
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_frames_are_stored_during_a_long_pause(acme):
+    # After its first frames the stream pauses 1.5 s (a long tool call, say): what came
+    # before the pause is stored within the batch interval, not when the next chunk comes.
+    body = {
+        "agent": "support-chat",
+        "prompt": "hi",
+        "metadata": {"simulate": {"deltas": 3, "dripMs": 1500}},
+    }
+    started = await launch(
+        acme, validate_run(body, json.dumps(body).encode()), source="playground",
+        sinks=[ClientLikeSink()],
+    )  # fmt: skip
+    try:
+        await asyncio.sleep(1.0)
+        assert started.reader.outcome.frame_count == 1  # run_started; the next is 0.5 s away
+        assert started.reader.writer.stored_through == 1
+    finally:
+        started.reader.stop()
+        await started.reader.finished.wait()
