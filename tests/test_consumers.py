@@ -7,6 +7,7 @@ auth, routing); every run goes to the simulator and is recorded in the test data
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -138,6 +139,18 @@ def deltas(frames: list[list]) -> str:
 
 def with_simulate(form: dict, **simulate) -> dict:
     return {**form, "meta_key": ["simulate"], "meta_value": [json.dumps(simulate)]}
+
+
+@contextlib.asynccontextmanager
+async def reader_on_another_worker(run_id: int):
+    """As seen from another worker: this process no longer knows the run's reader, which
+    goes on reading and recording, so the block's sockets reach it only through the channel
+    layer. Waits for the run's end on the way out."""
+    reader = READERS.pop(run_id)
+    try:
+        yield reader
+    finally:
+        await reader.finished.wait()
 
 
 # --- Who may connect ----------------------------------------------------------------------
@@ -362,15 +375,13 @@ async def test_stop_reaches_a_reader_on_another_worker_through_the_channel_layer
     async with Socket(application, "/ws/playground/", bob) as starter:
         run_id = await starter.start(SLOW)
         await starter.until_frames(3)
-        # As seen from another worker: this process has no reader for the run.
-        reader = READERS.pop(run_id)
-        try:
-            async with Socket(application, f"/ws/runs/{run_id}/", alice) as other:
-                await other.until("frames")
-                await other.send({"action": "stop"})
-                finished = await other.until("finished")
-        finally:
-            await reader.finished.wait()
+        async with (
+            reader_on_another_worker(run_id),
+            Socket(application, f"/ws/runs/{run_id}/", alice) as other,
+        ):
+            await other.until("frames")
+            await other.send({"action": "stop"})
+            finished = await other.until("finished")
     assert finished["status"] == "cancelled"
     assert (await run_row(run_id)).frame_count < 40
 
@@ -472,13 +483,10 @@ async def test_a_failed_publish_stops_publishing_until_the_next_catch_up(
         run_id = await starter.start(SLOW)
         await starter.until_frames(2)
         # The second socket is on another worker: it needs the published frames.
-        reader = READERS.pop(run_id)
-        try:
+        async with reader_on_another_worker(run_id):
             async with Socket(application, f"/ws/runs/{run_id}/", alice) as remote:
                 await remote.until("finished", timeout=20)
             await starter.until("finished")
-        finally:
-            await reader.finished.wait()
     expected = await astored(run_id)
     assert remote.frames == starter.frames == expected
     # Each failure stopped publishing and each catch-up started it again; then it stuck.
@@ -516,14 +524,11 @@ async def test_a_late_joiner_gets_every_frame_exactly_once_in_order(
         await starter.until_frames(join_after)
         # On another worker, the joiner catches up and follows through the channel layer;
         # on the reader's, directly with its relay.
-        reader = READERS.pop(run_id) if where == "on another worker" else None
-        try:
+        elsewhere = where == "on another worker"
+        async with reader_on_another_worker(run_id) if elsewhere else contextlib.nullcontext():
             async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
                 await late.until("finished")
             await starter.until("finished")
-        finally:
-            if reader is not None:
-                await reader.finished.wait()
     expected = await astored(run_id)
     assert len(expected) == 303  # run_started, 300 deltas, assistant_message, run_completed
     assert late.frames == starter.frames == expected
@@ -774,17 +779,14 @@ async def test_the_key_never_travels_on_the_channel_layer(application, bob, alic
     async with Socket(application, "/ws/playground/", bob) as starter:
         run_id = await starter.start(SLOW)
         await starter.until_frames(3)
-        # As seen from another worker (the reader is not in its process), so that catching
-        # up, live frames and Stop all go through the channel layer.
-        reader = READERS.pop(run_id)
-        try:
+        # From another worker, so that catching up, live frames and Stop all go through the
+        # channel layer.
+        async with reader_on_another_worker(run_id):
             async with Socket(application, f"/ws/runs/{run_id}/", alice) as late:
                 await late.until_frames(15)  # joined at about the 4th: the rest came live
                 await late.send({"action": "stop"})
                 await late.until("finished")
             await starter.until("finished")
-        finally:
-            await reader.finished.wait()
     kinds = {message.split("'type': '")[1].split("'")[0] for message in carried}
     assert {"run.frames", "run.catchup", "run.catchup.reply", "run.stop", "run.finished"} <= kinds
     assert not any(ACME_KEY in message for message in carried)

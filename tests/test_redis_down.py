@@ -22,11 +22,18 @@ from runs.consumers import CLOSE_UNAVAILABLE
 from runs.gateway import settle
 from runs.models import GatewayToken, Run
 from runs.relay import request_stop
-from runs.runner import READERS
 from simulator.testing import HOST, free_port
 from tests import test_consumers
 from tests.conftest import PASSWORD
-from tests.test_consumers import HELLO, Socket, _running_run, astored, run_row, with_simulate
+from tests.test_consumers import (
+    HELLO,
+    Socket,
+    _running_run,
+    astored,
+    reader_on_another_worker,
+    run_row,
+    with_simulate,
+)
 
 application = test_consumers.application  # the fixture: rtdash.asgi's application
 
@@ -271,10 +278,8 @@ async def test_a_watcher_on_another_worker_loses_redis_mid_run_and_resumes_after
     async with Socket(application, "/ws/playground/", bob) as starter:
         run_id = await starter.start(LONG_RUN)
         await starter.until_frames(3)
-    # As seen from another worker: the reader is not in this process, so the watcher follows
-    # the run through Redis.
-    reader = READERS.pop(run_id)
-    try:
+    # From another worker: the watcher follows the run through Redis.
+    async with reader_on_another_worker(run_id):
         async with Socket(application, f"/ws/runs/{run_id}/", bob) as tab:
             await tab.until_frames(8)
             redis_layer.kill()
@@ -297,8 +302,6 @@ async def test_a_watcher_on_another_worker_loses_redis_mid_run_and_resumes_after
             finished = await back.until("finished")
         assert first["type"] == "run" and not back.of_type("unavailable")
         seen += back.frames
-    finally:
-        await reader.finished.wait()
 
     run = await run_row(run_id)
     assert finished["status"] == run.status == "completed"
@@ -319,15 +322,14 @@ async def test_a_live_follow_after_redis_returns_streams_again(application, bob,
         assert await tab.closed_with() == CLOSE_UNAVAILABLE
     redis_layer.start()
     # The socket that comes back is on another worker: it needs the reader's control group.
-    reader = READERS.pop(run_id)
-    try:
-        async with Socket(application, f"/ws/runs/{run_id}/", bob) as back:
-            await back.until("run")
-            await back.until_frames(len(await astored(run_id)) + 3)
-            assert not (await run_row(run_id)).is_finished  # frames came before the end
-            await back.until("finished")
-    finally:
-        await reader.finished.wait()
+    async with (
+        reader_on_another_worker(run_id),
+        Socket(application, f"/ws/runs/{run_id}/", bob) as back,
+    ):
+        await back.until("run")
+        await back.until_frames(len(await astored(run_id)) + 3)
+        assert not (await run_row(run_id)).is_finished  # frames came before the end
+        await back.until("finished")
     assert back.frames == await astored(run_id)
 
 
