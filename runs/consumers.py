@@ -45,32 +45,35 @@ import functools
 import json
 import time
 from collections import deque
-from datetime import UTC, datetime
-from types import SimpleNamespace
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
-from django.utils import timezone
 from django.utils.datastructures import MultiValueDict
 
-from runs.access import current_membership
 from runs.budgets import BudgetExceeded
 from runs.crypto import KeyDecryptionError
 from runs.execution import NoRunToolsKey, launch
-from runs.models import Run, RunEvent, Source
+from runs.models import Source
 from runs.playground import InvalidRun, build_run_request, refusal, run_url, summary, watch_url
 from runs.relay import (
-    FIRST_TOKEN_EVENTS,
     LAYER_ERRORS,
     RelaySink,
     control_group,
     local_sink,
     request_stop,
     run_group,
+)
+from runs.watching import (
+    REPLAY_BATCH,
+    elapsed_ms,
+    run_is_finished,
+    run_state,
+    stored_frames,
+    team_membership,
+    team_run_id,
 )
 
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -79,7 +82,6 @@ FLOOD_SECONDS = 10.0  # ... in this many seconds
 CATCHUP_TIMEOUT = 1.0  # ask again, and look at the run's row, after this long unanswered
 CHECK_SECONDS = 5.0  # while following, look at the run's row this often (a dead reader)
 WATCHDOG_TICK = 0.25
-REPLAY_BATCH = 1000
 # Messages waiting in a socket's inbox from a relay in this process, at most: past that, frames
 # are dropped as a full channel drops them, and the socket catches up when it sees the gap.
 INBOX_CAPACITY = 100
@@ -105,65 +107,6 @@ class Following(enum.Enum):
     CATCHING_UP = "catching up"
     LIVE = "live"
     DONE = "done"
-
-
-# --- Database helpers ---------------------------------------------------------------------
-
-
-@database_sync_to_async
-def _membership(scope):
-    request = SimpleNamespace(user=scope["user"], session=scope["session"])
-    return current_membership(request)
-
-
-@database_sync_to_async
-def _team_run_id(team, run_id: int) -> int | None:
-    return Run.objects.filter(team=team, pk=run_id).values_list("pk", flat=True).first()
-
-
-def _elapsed_ms(run: Run) -> int:
-    return round((timezone.now() - run.started_at).total_seconds() * 1000)
-
-
-def _frames_after(run_id: int, after: int, upto: int | None) -> list[list]:
-    events = RunEvent.objects.filter(run_id=run_id, sequence__gt=after)
-    if upto is not None:
-        events = events.filter(sequence__lte=upto)
-    rows = events.order_by("sequence").values_list("sequence", "event", "data")[:REPLAY_BATCH]
-    return [list(row) for row in rows]
-
-
-@database_sync_to_async
-def _run_state(
-    run_id: int, after: int | None, first_token_at: float | None = None
-) -> tuple[dict, list[list]]:
-    """The run for the browser and, in the same trip, its first stored frames after `after`
-    (none when `after` is None: the socket has them all)."""
-    run = Run.objects.get(pk=run_id)
-    state = summary(run)
-    state["elapsedMs"] = _elapsed_ms(run)
-    if first_token_at is not None:  # the reader saw it go by
-        first = datetime.fromtimestamp(first_token_at, UTC)
-    else:
-        first = (
-            RunEvent.objects.filter(run_id=run_id, event__in=FIRST_TOKEN_EVENTS)
-            .order_by("sequence")
-            .values_list("created_at", flat=True)
-            .first()
-        )
-    if first is not None:
-        state["firstTokenMs"] = round((first - run.started_at).total_seconds() * 1000)
-    return state, _frames_after(run_id, after, None) if after is not None else []
-
-
-@database_sync_to_async
-def _is_finished(run_id: int) -> bool:
-    return not Run.objects.filter(pk=run_id, status="running").exists()
-
-
-@database_sync_to_async
-def _stored_frames(run_id: int, after: int, upto: int | None = None) -> list[list]:
-    return _frames_after(run_id, after, upto)
 
 
 def _form_data(form) -> MultiValueDict | None:
@@ -251,13 +194,13 @@ class RunConsumer(AsyncWebsocketConsumer):
         if not self.scope["user"].is_authenticated:
             await self.close(CLOSE_UNAUTHENTICATED)
             return
-        self.membership = await _membership(self.scope)
+        self.membership = await team_membership(self.scope)
         if self.membership is None:
             await self.close(CLOSE_FORBIDDEN)
             return
         run_id = self.scope["url_route"]["kwargs"].get("run_id")
         if run_id is not None:
-            if await _team_run_id(self.membership.team, run_id) is None:
+            if await team_run_id(self.membership.team, run_id) is None:
                 await self.close(CLOSE_FORBIDDEN)
                 return
             async with self.lock:
@@ -352,7 +295,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             self.run_id, self.last, self.held = run.pk, 0, {}
             self.local_relay = sink
             await self._send(started)
-            state = {**summary(run), "elapsedMs": _elapsed_ms(run)}
+            state = {**summary(run), "elapsedMs": elapsed_ms(run)}
             if self.layer_down or sink.layer_failed:
                 # The run goes on and is recorded; the page comes back for it later.
                 self._unwatch()
@@ -426,7 +369,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.following = Following.CATCHING_UP
         # Join before reading anything, so every frame from now on reaches this socket.
         joined = await self._join(run_id)
-        state, frames = await _run_state(run_id, after)
+        state, frames = await run_state(run_id, after)
         if not joined and not state["finished"]:
             await self._unavailable(state, frames)
             return
@@ -441,13 +384,13 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def _replay(self, frames: list[list] | None = None, upto: int | None = None) -> None:
         """Send the stored frames after the last one sent (up to `upto`), from `frames` on."""
         if frames is None:
-            frames = await _stored_frames(self.run_id, self.last, upto)
+            frames = await stored_frames(self.run_id, self.last, upto)
         while True:
             if frames:
                 await self._emit(frames)
             if len(frames) < REPLAY_BATCH:
                 return
-            frames = await _stored_frames(self.run_id, self.last, upto)
+            frames = await stored_frames(self.run_id, self.last, upto)
 
     async def _ask_reader(self) -> None:
         self.asked_at = time.monotonic()
@@ -509,7 +452,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         """
         if state is None:
             caught_up = last is not None and self.last >= last
-            state, frames = await _run_state(
+            state, frames = await run_state(
                 self.run_id, None if caught_up else self.last, first_token_at
             )
         if frames:
@@ -603,7 +546,7 @@ class RunConsumer(AsyncWebsocketConsumer):
                     self.checked_at = now
                 else:
                     continue
-                if await _is_finished(self.run_id):
+                if await run_is_finished(self.run_id):
                     await self._finish()
                 elif self.following is Following.CATCHING_UP:
                     await self._ask_reader()
