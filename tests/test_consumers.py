@@ -480,7 +480,8 @@ async def test_a_failed_publish_stops_publishing_until_the_next_catch_up(
 
     monkeypatch.setattr(layer, "group_send", flaky_group_send)
     async with Socket(application, "/ws/playground/", bob) as starter:
-        run_id = await starter.start(SLOW)
+        # 80 deltas 50 ms apart (4 s): room for three stops and catch-ups on a slow machine.
+        run_id = await starter.start(with_simulate(SLOW, deltas=80))
         await starter.until_frames(2)
         # The second socket is on another worker: it needs the published frames.
         async with reader_on_another_worker(run_id):
@@ -502,12 +503,12 @@ async def test_frames_dropped_from_a_full_inbox_are_caught_up(application, bob, 
     monkeypatch.setattr(consumers, "INBOX_CAPACITY", 0)
     monkeypatch.setattr(consumers, "CHECK_SECONDS", 0.3)
     async with Socket(application, "/ws/playground/", bob) as socket:
-        run_id = await socket.start(SLOW)
+        run_id = await socket.start(with_simulate(SLOW, deltas=80))  # 4 s
         finished = await socket.until("finished", timeout=20)
     run = await run_row(run_id)
     assert finished["status"] == run.status == "completed"
     assert socket.frames == await astored(run_id)
-    assert len(socket.frames) == run.frame_count > 40
+    assert len(socket.frames) == run.frame_count > 80
     # While the run went on, not all at once from the database at the end.
     assert len(socket.of_type("frames")) >= 3
 
