@@ -21,7 +21,7 @@ from runs.consumers import (
 )
 from runs.gateway import settle
 from runs.models import Run
-from tests import test_consumers
+from tests import strategies, test_consumers
 from tests.test_consumers import HELLO, Socket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -46,16 +46,8 @@ FUZZ = settings(
 
 # --- Strategies -----------------------------------------------------------------------------
 
-scalars = (
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=30)
-)
-json_values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=12,
-)
+scalars = strategies.scalars(2**70)
+json_values = strategies.json_values(scalars)
 # Near and over the 64 KiB limit, and nested deeper than Python recurses.
 huge = st.sampled_from([MAX_MESSAGE_BYTES - 200, MAX_MESSAGE_BYTES + 1, 200_000]).map(
     lambda size: "x" * size

@@ -69,6 +69,17 @@ def test_a_bad_variable_is_one_clear_line(variable, value, message):
     assert "Traceback" not in result.stderr
 
 
+def _start_asgi(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Import the ASGI application as a server would, in a process with only `env`."""
+    return subprocess.run(
+        [sys.executable, "-c", "import rtdash.asgi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def test_a_bad_encryption_key_stops_production_startup():
     env = {
         "PATH": "/usr/bin:/bin",
@@ -77,13 +88,7 @@ def test_a_bad_encryption_key_stops_production_startup():
         "RTDASH_ENCRYPTION_KEYS": "not-a-fernet-key",
         "REDIS_URL": "redis://127.0.0.1:6379/0",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", "import rtdash.asgi"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _start_asgi(env)
     assert result.returncode != 0
     assert "RTDASH_ENCRYPTION_KEYS: key #1 is not a Fernet key" in result.stderr
     assert "not-a-fernet-key" not in result.stderr
@@ -101,13 +106,7 @@ def test_a_single_worker_install_without_redis_starts_only_when_it_says_so(tmp_p
         "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
         "RTDASH_SILENCED_CHECKS": silenced,
     }
-    result = subprocess.run(
-        [sys.executable, "-c", "import rtdash.asgi"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = _start_asgi(env)
     if silenced:
         assert result.returncode == 0, result.stderr
     else:

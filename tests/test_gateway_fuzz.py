@@ -12,19 +12,12 @@ from hypothesis import strategies as st
 
 from runs.gateway import settle
 from runs.models import Run
+from tests import strategies
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-scalars = (
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=30)
-)
-json_values = st.recursive(
-    scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=12,
-)
+scalars = strategies.scalars(2**40)
+json_values = strategies.json_values(scalars)
 agents = st.sampled_from(["support-chat", "code-assistant", "deep-thinker", "no-such"]) | scalars
 messages = st.lists(
     st.fixed_dictionaries(
