@@ -6,6 +6,7 @@ database round trip, for latency) because it also hands the raw upstream respons
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -58,29 +59,36 @@ async def launch(
 
     Raises BudgetExceeded or NoRunToolsKey before anything is recorded or sent.
     """
+    received = time.perf_counter()
     run, runtools_key = await sync_to_async(_prepare)(team, run_request, source, user, token)
     IN_FLIGHT.add(run.pk)
     try:
-        return await _send(run, runtools_key, run_request, sinks)
+        return await _send(run, runtools_key, run_request, sinks, received)
     finally:
         if run.pk in IN_FLIGHT and run.pk not in READERS:
             IN_FLIGHT.discard(run.pk)  # finished here; a reader removes its own run
 
 
-async def _send(run: Run, runtools_key: str, run_request: RunRequest, sinks) -> Launch:
+async def _send(
+    run: Run, runtools_key: str, run_request: RunRequest, sinks, received: float
+) -> Launch:
+    sent = time.perf_counter()
+    # rtdash's own share of the run's time, as on the gateway: receipt to the send upstream.
+    overhead_ms = (sent - received) * 1000
     accept = "text/event-stream" if run_request.stream else "application/json"
     try:
         response = await upstream.open_stream(
             runtools_key, "POST", "/run", content=run_request.body, accept=accept
         )
     except upstream.UpstreamError as problem:
-        outcome = RunOutcome()
+        outcome = RunOutcome(overhead_ms=overhead_ms)
         outcome.fail(problem.code, problem.message)
         run = await sync_to_async(finish_run)(run.pk, outcome)
         return Launch(run=run, outcome=outcome)
     is_stream = response.headers.get("content-type", "").startswith("text/event-stream")
     if response.status_code == 200 and is_stream:
         reader = RunReader(run.pk, response, sinks or [])
+        reader.outcome.overhead_ms = overhead_ms
         reader.start()
         return Launch(run=run, reader=reader, response=response)
     try:
@@ -97,5 +105,7 @@ async def _send(run: Run, runtools_key: str, run_request: RunRequest, sinks) -> 
             outcome = json_outcome(response, body)
     finally:
         await response.aclose()
+    outcome.upstream_ms = (time.perf_counter() - sent) * 1000
+    outcome.overhead_ms = overhead_ms
     run = await sync_to_async(finish_run)(run.pk, outcome)
     return Launch(run=run, outcome=outcome, body=body, response=response)

@@ -358,24 +358,26 @@ async def _forward_run(
 ) -> HttpResponse:
     IN_FLIGHT.add(run.pk)
     sent = time.perf_counter()
+    # rtdash's own share of the run's time: the request's receipt to its send upstream.
+    overhead_ms = (sent - received) * 1000
     accept = "text/event-stream" if run_request.stream else "application/json"
     try:
         response = await upstream.open_stream(
             caller.runtools_key, "POST", path, content=run_request.body, accept=accept
         )
     except upstream.UpstreamError as problem:
-        outcome = RunOutcome()
+        outcome = RunOutcome(overhead_ms=overhead_ms)
         outcome.fail(problem.code, problem.message)
         _finish_after_response(run.pk, outcome)
         return error_response(problem.status, problem.code, problem.message)
     is_stream = response.headers.get("content-type", "").startswith("text/event-stream")
     if response.status_code == 200 and is_stream:
-        return _stream(run, response)
+        return _stream(run, response, overhead_ms)
     try:
         body = await response.aread()
     except httpx.HTTPError as error:
         problem = upstream.translate(error)
-        outcome = RunOutcome(http_status=response.status_code)
+        outcome = RunOutcome(http_status=response.status_code, overhead_ms=overhead_ms)
         outcome.fail(problem.code, problem.message)
         _finish_after_response(run.pk, outcome)
         return error_response(problem.status, problem.code, problem.message)
@@ -387,14 +389,15 @@ async def _forward_run(
     else:
         outcome = json_outcome(response, body)
     outcome.upstream_ms = (returned - sent) * 1000
-    outcome.overhead_ms = (sent - received) * 1000
+    outcome.overhead_ms = overhead_ms
     _finish_after_response(run.pk, outcome)
     return _passthrough(response, body, run.pk)
 
 
-def _stream(run: Run, response) -> StreamingHttpResponse:
+def _stream(run: Run, response, overhead_ms: float) -> StreamingHttpResponse:
     sink = ClientSink()
     reader = RunReader(run.pk, response, [sink])
+    reader.outcome.overhead_ms = overhead_ms
     reader.start()
     streamed = StreamingHttpResponse(sink.body(reader), status=200)
     _copy_headers(response, streamed)

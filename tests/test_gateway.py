@@ -214,6 +214,7 @@ async def test_an_unreachable_upstream_is_a_clear_502(gateway, settings):
     assert response.json()["error"]["code"] == "upstream_unreachable"
     run = await finished_run()
     assert (run.status, run.error_code) == ("failed", "upstream_unreachable")
+    assert run.overhead_ms is not None and run.overhead_ms > 0
 
 
 async def test_a_hanging_upstream_times_out_and_is_recorded(gateway, settings):
@@ -271,6 +272,9 @@ async def test_a_stream_passes_through_unchanged(gateway, upstream):
     assert run.output_tokens == final["usage"]["outputTokens"]
     assert run.iterations == final["iterations"]
     assert run.first_byte_at is not None
+    # rtdash's own share (receipt to the send upstream) is recorded for streams too.
+    assert run.overhead_ms is not None and run.overhead_ms > 0
+    assert run.upstream_ms is not None
     stored = [
         (e.event, e.data) async for e in RunEvent.objects.filter(run=run).order_by("sequence")
     ]

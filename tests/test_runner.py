@@ -91,3 +91,16 @@ async def test_frames_are_stored_during_a_long_pause(acme):
     finally:
         started.reader.stop()
         await started.reader.finished.wait()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_a_playground_run_records_rtdashs_overhead_and_the_upstreams_time(acme, stream):
+    body = {"agent": "support-chat", "prompt": "hi", "stream": stream}
+    started = await launch(acme, validate_run(body, json.dumps(body).encode()), source="playground")
+    if started.reader is not None:
+        await started.reader.finished.wait()
+    run = await Run.objects.aget(pk=started.run.pk)
+    assert run.status == "completed"
+    assert run.overhead_ms is not None and run.overhead_ms > 0
+    assert run.upstream_ms is not None
