@@ -9,6 +9,7 @@ machine state. Every run through rtdash is recorded as usual (SQLite by default)
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 
 import httpx
@@ -87,7 +88,7 @@ async def _timed_stream(client, url, key) -> tuple[float, float, int]:
     return (first - started) * 1000, (ended - started) * 1000, frames
 
 
-async def measure(stack: Stack) -> str:
+async def measure(stack: Stack, bare_url: str) -> str:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         direct_url = stack.simulator.url + "/run"
@@ -95,16 +96,29 @@ async def measure(stack: Stack) -> str:
         direct, through = await _sequential(client, direct_url, rtdash_url, stack.token)
         direct_c, direct_rps = await _concurrent(client, direct_url, SIM_KEY)
         through_c, through_rps = await _concurrent(client, rtdash_url, stack.token)
-        streams = await _stream_rounds(client, direct_url, (rtdash_url, stack.token))
+        streams = await _stream_rounds(
+            client,
+            direct_url,
+            {"rtdash": (rtdash_url, stack.token), "bare": (bare_url + "/v1/run", SIM_KEY)},
+        )
+    overheads = _recorded_stream_overheads(stack)
 
     def row(name, values):
         return f"| {name} | {values['p50']:.2f} | {values['p95']:.2f} | {values['p99']:.2f} |"
 
-    def stream_stat(kind, index):
-        return sorted(s[index] for s in streams[kind])[len(streams[kind]) // 2]
+    def stream_row(title, kind):
+        rounds = streams[kind]
+        cells = [f"{_median(r[0] for r in rounds):.1f}", f"{_median(r[1] for r in rounds):.1f}"]
+        if kind == "direct":
+            cells.append("")
+        else:
+            low, middle, high = _ratios(streams, kind)
+            cells.append(f"{low:.2f} / **{middle:.2f}** / {high:.2f}")
+        return f"| {title} | {' | '.join(cells)} | {rounds[0][2]} |"
 
     overhead = through["p50"] - direct["p50"]
-    ratio = stream_stat("rtdash", 1) / stream_stat("direct", 1)
+    ratio = _ratios(streams, "rtdash")[1]
+    bare_ratio = _ratios(streams, "bare")[1]
     lines = [
         "## Gateway overhead (`bench/gateway.py`)",
         "",
@@ -126,51 +140,76 @@ async def measure(stack: Stack) -> str:
         row("direct to simulator", direct_c) + f" {direct_rps:.0f} |",
         row("through rtdash (recorded)", through_c) + f" {through_rps:.0f} |",
         "",
-        f"10,000-delta stream, median of {STREAM_ROUNDS} (milliseconds):",
+        f"10,000-delta stream, {STREAM_ROUNDS} rounds of direct, rtdash and the bare ASGI hop "
+        "(`bench/reference.py`), the two proxies in turn (milliseconds, medians; the ratio is "
+        "each round's through time over that round's direct time):",
         "",
-        "| path | first frame | total | frames |",
-        "|---|---|---|---|",
-        f"| direct | {stream_stat('direct', 0):.1f} | {stream_stat('direct', 1):.1f} | "
-        f"{streams['direct'][0][2]} |",
-        f"| through rtdash (recorded) | {stream_stat('rtdash', 0):.1f} | "
-        f"{stream_stat('rtdash', 1):.1f} | {streams['rtdash'][0][2]} |",
+        "| path | first frame | total | through / direct: p25 / p50 / p75 | frames |",
+        "|---|---|---|---|---|",
+        stream_row("direct", "direct"),
+        stream_row("through rtdash (recorded)", "rtdash"),
+        stream_row("through the bare ASGI hop", "bare"),
         "",
-        f"**Stream total through rtdash / direct: {ratio:.2f}x** (target ≤ 1.25x).",
+        f"**Stream total through rtdash / direct: {ratio:.2f}x** (target ≤ 1.25x); the bare "
+        f"ASGI hop in the same rounds: {bare_ratio:.2f}x. Before each of these streams went "
+        "upstream, rtdash spent a median of "
+        f"{_median(overheads):.2f} ms on it (authenticating the token, decrypting the key and "
+        "committing the `Run` row; the runs' recorded `overhead_ms`).",
     ]
     return "\n".join(lines)
 
 
+def _median(values) -> float:
+    return statistics.median(list(values))
+
+
+def _ratios(streams: dict, kind: str) -> tuple[float, float, float]:
+    """p25, p50 and p75 of the rounds' through / direct total times."""
+    ratios = [
+        through[1] / direct[1]
+        for through, direct in zip(streams[kind], streams["direct"], strict=True)
+    ]
+    low, middle, high = statistics.quantiles(ratios, n=4)
+    return low, middle, high
+
+
+def _recorded_stream_overheads(stack: Stack) -> list[float]:
+    """The `overhead_ms` rtdash recorded on the measured streams (the latest runs)."""
+    agent = STREAM_BODY["agent"]
+    script = (
+        "from runs.models import Run; "
+        f"print(*Run.objects.filter(stream=True, agent={agent!r}, overhead_ms__isnull=False)"
+        ".order_by('-pk')"
+        f".values_list('overhead_ms', flat=True)[:{STREAM_ROUNDS}])"
+    )
+    printed = stack.manage("shell", "-c", script).splitlines()[-1]
+    return [float(value) for value in printed.split()]
+
+
 async def _stream_rounds(
-    client: httpx.AsyncClient, direct_url: str, through: tuple[str, str]
+    client: httpx.AsyncClient, direct_url: str, throughs: dict[str, tuple[str, str]]
 ) -> dict[str, list[tuple[float, float, int]]]:
-    """STREAM_ROUNDS pairs: the stream direct, then through (url, key), then a pause.
+    """STREAM_ROUNDS rounds: the stream direct, then through each (url, key) of `throughs`
+    in turn (the order reversed every other round), then a pause.
 
     Direct goes first and the pause is long, so that each stream is measured on its own: not
     behind the proxy's bookkeeping of the one before (rtdash stores and parses a stream after
-    the client has it), and with both sides of a pair as warm or as cold as each other.
+    the client has it). Both proxies are measured in the same rounds, so a round that the
+    machine slows down slows them alike.
     """
-    through_url, key = through
+    names = list(throughs)
     for _ in range(STREAM_WARMUP_ROUNDS):
         await _timed_stream(client, direct_url, SIM_KEY)
-        await _timed_stream(client, through_url, key)
+        for name in names:
+            await _timed_stream(client, *throughs[name])
         await asyncio.sleep(1)
-    streams = {"direct": [], "rtdash": []}
-    for _ in range(STREAM_ROUNDS):
+    streams = {"direct": []} | {name: [] for name in names}
+    for index in range(STREAM_ROUNDS):
         streams["direct"].append(await _timed_stream(client, direct_url, SIM_KEY))
-        streams["rtdash"].append(await _timed_stream(client, through_url, key))
+        for name in names if index % 2 == 0 else reversed(names):
+            streams[name].append(await _timed_stream(client, *throughs[name]))
         await asyncio.sleep(1)
     return streams
-
-
-async def _stream_ratio(client: httpx.AsyncClient, stack: Stack, proxy_url: str) -> float:
-    """Median total time of the 10,000-delta stream through `proxy_url` over direct, measured
-    exactly as rtdash's is."""
-    streams = await _stream_rounds(
-        client, stack.simulator.url + "/run", (proxy_url + "/v1/run", SIM_KEY)
-    )
-    middle = STREAM_ROUNDS // 2
-    totals = {kind: sorted(s[1] for s in values) for kind, values in streams.items()}
-    return totals["rtdash"][middle] / totals["direct"][middle]
 
 
 async def _references(stack: Stack) -> list[str]:
@@ -185,13 +224,9 @@ async def _references(stack: Stack) -> list[str]:
                 direct, through = await _sequential(
                     client, stack.simulator.url + "/run", reference.url + "/v1/run", SIM_KEY
                 )
-                ratio = "n/a"
-                if kind == "bare":  # the Django view answers whole bodies only
-                    ratio = f"{await _stream_ratio(client, stack, reference.url):.2f}x"
             overhead = through["p50"] - direct["p50"]
             rows.append(
-                f"| {title} | {direct['p50']:.2f} | {through['p50']:.2f} | {overhead:.2f} "
-                f"| {ratio} |"
+                f"| {title} | {direct['p50']:.2f} | {through['p50']:.2f} | {overhead:.2f} |"
             )
     return rows
 
@@ -202,8 +237,11 @@ def main() -> None:
     for server in ("daphne", "uvicorn"):
         redis = RedisServer().start()
         try:
-            with Stack(server=server, **production(redis.url)) as stack:
-                body = asyncio.run(measure(stack))
+            with (
+                Stack(server=server, **production(redis.url)) as stack,
+                ReferenceServer("bare", stack.simulator.url) as bare,
+            ):
+                body = asyncio.run(measure(stack, bare.url))
                 if not references:
                     references = asyncio.run(_references(stack))
         finally:
@@ -221,8 +259,8 @@ def main() -> None:
         f"{SEQUENTIAL} requests each) for two reference proxies served by uvicorn, measured "
         "in the same run: the scale the targets were set on (a bare ASGI hop about 1 ms, a "
         "naive Django view about 5 ms, on the machine they were measured on).\n\n"
-        "| proxy | direct p50 | through p50 | p50 overhead | 10,000-delta stream, "
-        "through / direct |\n|---|---|---|---|---|\n" + "\n".join(references),
+        "| proxy | direct p50 | through p50 | p50 overhead |\n|---|---|---|---|\n"
+        + "\n".join(references),
     )
 
 

@@ -231,7 +231,7 @@ class Stack:
     def pids(self) -> list[int]:
         return [process.pid for process in self.processes]
 
-    def _manage(self, *args: str, stdin: str | None = None) -> str:
+    def manage(self, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run(
             [sys.executable, "manage.py", *args],
             cwd=ROOT,
@@ -246,8 +246,8 @@ class Stack:
     def start(self) -> Stack:
         self.simulator.start()
         self.env["RUNTOOLS_API_URL"] = self.simulator.url
-        self._manage("migrate", "--noinput")
-        self.token = self._manage("shell", "-c", SETUP_TEAM).splitlines()[-1]
+        self.manage("migrate", "--noinput")
+        self.token = self.manage("shell", "-c", SETUP_TEAM).splitlines()[-1]
         for _ in range(self.workers):
             port = free_port()
             self.ports.append(port)

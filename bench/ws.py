@@ -38,7 +38,7 @@ for _ in range({count}):
 
 def log_in(stack: Stack, count: int = 1) -> list[str]:
     """`count` session cookies (`sessionid` values) of a member of the stack's team."""
-    return stack._manage("shell", "-c", SETUP_USER.format(count=count)).splitlines()[-count:]
+    return stack.manage("shell", "-c", SETUP_USER.format(count=count)).splitlines()[-count:]
 
 
 class Socket:
