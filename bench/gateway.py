@@ -93,21 +93,36 @@ async def measure(stack: Stack, bare_url: str) -> str:
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         direct_url = stack.simulator.url + "/run"
         rtdash_url = stack.url + "/v1/run"
+        # Streams first: the simulator keeps every run's thread in memory, and after the
+        # JSON rounds' 3,600 runs its full collections paused a stream every few rounds.
+        wait_ms = await _pre_forward_ms(client, stack)
+        with ReferenceServer("bare", stack.simulator.url, wait_ms=wait_ms) as waiting:
+            streams = await _stream_rounds(
+                client,
+                direct_url,
+                {
+                    "rtdash": (rtdash_url, stack.token),
+                    "bare": (bare_url + "/v1/run", SIM_KEY),
+                    "waiting": (waiting.url + "/v1/run", SIM_KEY),
+                },
+            )
         direct, through = await _sequential(client, direct_url, rtdash_url, stack.token)
         direct_c, direct_rps = await _concurrent(client, direct_url, SIM_KEY)
         through_c, through_rps = await _concurrent(client, rtdash_url, stack.token)
-        streams = await _stream_rounds(
-            client,
-            direct_url,
-            {"rtdash": (rtdash_url, stack.token), "bare": (bare_url + "/v1/run", SIM_KEY)},
-        )
     overheads = _recorded_stream_overheads(stack)
 
     def row(name, values):
         return f"| {name} | {values['p50']:.2f} | {values['p95']:.2f} | {values['p99']:.2f} |"
 
+    every_direct_stream = [
+        stream
+        for name, rounds in streams.items()
+        if name.startswith("direct ")
+        for stream in rounds
+    ]
+
     def stream_row(title, kind):
-        rounds = streams[kind]
+        rounds = every_direct_stream if kind == "direct" else streams[kind]
         cells = [f"{_median(r[0] for r in rounds):.1f}", f"{_median(r[1] for r in rounds):.1f}"]
         if kind == "direct":
             cells.append("")
@@ -119,6 +134,7 @@ async def measure(stack: Stack, bare_url: str) -> str:
     overhead = through["p50"] - direct["p50"]
     ratio = _ratios(streams, "rtdash")[1]
     bare_ratio = _ratios(streams, "bare")[1]
+    waiting_ratio = _ratios(streams, "waiting")[1]
     lines = [
         "## Gateway overhead (`bench/gateway.py`)",
         "",
@@ -140,21 +156,25 @@ async def measure(stack: Stack, bare_url: str) -> str:
         row("direct to simulator", direct_c) + f" {direct_rps:.0f} |",
         row("through rtdash (recorded)", through_c) + f" {through_rps:.0f} |",
         "",
-        f"10,000-delta stream, {STREAM_ROUNDS} rounds of direct, rtdash and the bare ASGI hop "
-        "(`bench/reference.py`), the two proxies in turn (milliseconds, medians; the ratio is "
-        "each round's through time over that round's direct time):",
+        f"10,000-delta stream, {STREAM_ROUNDS} rounds; in each, for rtdash and for the bare "
+        "ASGI hop (`bench/reference.py`, plain and waiting) in turn, the stream direct, then "
+        "through the proxy, then a 1 s pause (milliseconds, medians; the ratio is each "
+        "through time over the direct time just before it):",
         "",
         "| path | first frame | total | through / direct: p25 / p50 / p75 | frames |",
         "|---|---|---|---|---|",
         stream_row("direct", "direct"),
         stream_row("through rtdash (recorded)", "rtdash"),
         stream_row("through the bare ASGI hop", "bare"),
+        stream_row(f"through the bare ASGI hop, waiting {wait_ms:.2f} ms first", "waiting"),
         "",
         f"**Stream total through rtdash / direct: {ratio:.2f}x** (target ≤ 1.25x); the bare "
-        f"ASGI hop in the same rounds: {bare_ratio:.2f}x. Before each of these streams went "
-        "upstream, rtdash spent a median of "
+        f"ASGI hop in the same rounds: {bare_ratio:.2f}x; the bare hop waiting before each "
+        f"forward as long as rtdash works before it (below): {waiting_ratio:.2f}x. Before "
+        f"each of these streams went upstream, rtdash spent a median of "
         f"{_median(overheads):.2f} ms on it (authenticating the token, decrypting the key and "
-        "committing the `Run` row; the runs' recorded `overhead_ms`).",
+        "committing the `Run` row; the runs' recorded `overhead_ms`); the waiting hop's wait "
+        "is that median over the warm-up streams.",
     ]
     return "\n".join(lines)
 
@@ -167,20 +187,29 @@ def _ratios(streams: dict, kind: str) -> tuple[float, float, float]:
     """p25, p50 and p75 of the rounds' through / direct total times."""
     ratios = [
         through[1] / direct[1]
-        for through, direct in zip(streams[kind], streams["direct"], strict=True)
+        for through, direct in zip(streams[kind], streams[f"direct {kind}"], strict=True)
     ]
     low, middle, high = statistics.quantiles(ratios, n=4)
     return low, middle, high
 
 
-def _recorded_stream_overheads(stack: Stack) -> list[float]:
-    """The `overhead_ms` rtdash recorded on the measured streams (the latest runs)."""
+async def _pre_forward_ms(client: httpx.AsyncClient, stack: Stack) -> float:
+    """rtdash's own time before a stream goes upstream: the median `overhead_ms` of five
+    streams, each after a pause as in the measured rounds."""
+    for _ in range(5):
+        await _timed_stream(client, stack.url + "/v1/run", stack.token)
+        await asyncio.sleep(1)
+    return _median(_recorded_stream_overheads(stack, 5))
+
+
+def _recorded_stream_overheads(stack: Stack, count: int = STREAM_ROUNDS) -> list[float]:
+    """The `overhead_ms` rtdash recorded on its latest `count` streams."""
     agent = STREAM_BODY["agent"]
     script = (
         "from runs.models import Run; "
         f"print(*Run.objects.filter(stream=True, agent={agent!r}, overhead_ms__isnull=False)"
         ".order_by('-pk')"
-        f".values_list('overhead_ms', flat=True)[:{STREAM_ROUNDS}])"
+        f".values_list('overhead_ms', flat=True)[:{count}])"
     )
     printed = stack.manage("shell", "-c", script).splitlines()[-1]
     return [float(value) for value in printed.split()]
@@ -189,26 +218,29 @@ def _recorded_stream_overheads(stack: Stack) -> list[float]:
 async def _stream_rounds(
     client: httpx.AsyncClient, direct_url: str, throughs: dict[str, tuple[str, str]]
 ) -> dict[str, list[tuple[float, float, int]]]:
-    """STREAM_ROUNDS rounds: the stream direct, then through each (url, key) of `throughs`
-    in turn (the order reversed every other round), then a pause.
+    """STREAM_ROUNDS rounds; in each, for every (url, key) of `throughs` in turn (the order
+    reversed every other round): the stream direct, then through it, then a pause.
 
-    Direct goes first and the pause is long, so that each stream is measured on its own: not
-    behind the proxy's bookkeeping of the one before (rtdash stores and parses a stream after
-    the client has it). Both proxies are measured in the same rounds, so a round that the
-    machine slows down slows them alike.
+    Each through stream has a direct one of its own just before it, and the pause is long, so
+    that each pair is measured on its own: not behind the proxy's bookkeeping of the one
+    before (rtdash stores and parses a stream after the client has it), and with both sides
+    as warm or as cold as each other. The proxies take turns within each round, so a spell in
+    which the machine is slow counts against them alike.
+
+    Returns the through streams by name and, under "direct <name>", their direct partners.
     """
     names = list(throughs)
     for _ in range(STREAM_WARMUP_ROUNDS):
-        await _timed_stream(client, direct_url, SIM_KEY)
         for name in names:
+            await _timed_stream(client, direct_url, SIM_KEY)
             await _timed_stream(client, *throughs[name])
-        await asyncio.sleep(1)
-    streams = {"direct": []} | {name: [] for name in names}
+            await asyncio.sleep(1)
+    streams = {key: [] for name in names for key in (name, f"direct {name}")}
     for index in range(STREAM_ROUNDS):
-        streams["direct"].append(await _timed_stream(client, direct_url, SIM_KEY))
         for name in names if index % 2 == 0 else reversed(names):
+            streams[f"direct {name}"].append(await _timed_stream(client, direct_url, SIM_KEY))
             streams[name].append(await _timed_stream(client, *throughs[name]))
-        await asyncio.sleep(1)
+            await asyncio.sleep(1)
     return streams
 
 

@@ -10,12 +10,16 @@ machine:
 - `django`: a Django async view doing the same, through Django's ASGI handler with its
   default middleware (no database, no recording).
 
+Either can wait before each forward (`REFERENCE_WAIT_MS`): the bare hop waiting as long as
+rtdash's own work before it forwards a run shows what that work alone costs a stream.
+
 Both are served by uvicorn, like the simulator; run one with
 `python -m bench.reference bare|django PORT UPSTREAM_URL`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -39,11 +43,18 @@ async def _forward(body: bytes, key: str) -> httpx.Response:
     return await _upstream().post("/run", content=body, headers=headers)
 
 
+async def _wait() -> None:
+    wait_ms = float(os.environ.get("REFERENCE_WAIT_MS") or 0)
+    if wait_ms:
+        await asyncio.sleep(wait_ms / 1000)
+
+
 async def bare_app(scope, receive, send) -> None:
     """POST /v1/run → upstream /run, answered as it comes back (a stream chunk by chunk)."""
     if scope["type"] != "http":
         return
     body = await asgi_body(receive)
+    await _wait()
     key = dict(scope["headers"]).get(b"x-api-key", b"").decode()
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
     request = _upstream().build_request("POST", "/run", content=body, headers=headers)
@@ -86,6 +97,7 @@ def _django_app():
 async def run_view(request):
     from django.http import HttpResponse
 
+    await _wait()
     answer = await _forward(request.body, request.headers.get("X-API-Key", ""))
     return HttpResponse(
         answer.content, status=answer.status_code, content_type=answer.headers["content-type"]
@@ -109,9 +121,9 @@ def __getattr__(name: str):
 class ReferenceServer(ServerProcess):
     """One reference proxy in a subprocess (uvicorn), in front of `upstream_url`."""
 
-    def __init__(self, kind: str, upstream_url: str) -> None:
+    def __init__(self, kind: str, upstream_url: str, wait_ms: float = 0) -> None:
         super().__init__()
-        self.kind, self.upstream_url = kind, upstream_url
+        self.kind, self.upstream_url, self.wait_ms = kind, upstream_url, wait_ms
         self.what = f"the {kind} reference proxy"
 
     @property
@@ -121,7 +133,12 @@ class ReferenceServer(ServerProcess):
     def __enter__(self) -> ReferenceServer:
         self.port = free_port()
         command = [sys.executable, "-m", "bench.reference", self.kind, str(self.port)]
-        self.spawn(command, "/", {**os.environ, "REFERENCE_UPSTREAM": self.upstream_url})
+        env = {
+            **os.environ,
+            "REFERENCE_UPSTREAM": self.upstream_url,
+            "REFERENCE_WAIT_MS": str(self.wait_ms),
+        }
+        self.spawn(command, "/", env)
         return self
 
 
