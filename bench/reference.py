@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 import httpx
 
@@ -43,10 +44,15 @@ async def _forward(body: bytes, key: str) -> httpx.Response:
     return await _upstream().post("/run", content=body, headers=headers)
 
 
-async def _wait() -> None:
+async def _wait() -> float:
+    """Wait REFERENCE_WAIT_MS; returns how long it really took (uvloop's timers count whole
+    milliseconds, so a 1.4 ms sleep takes about 1.1)."""
     wait_ms = float(os.environ.get("REFERENCE_WAIT_MS") or 0)
-    if wait_ms:
-        await asyncio.sleep(wait_ms / 1000)
+    if not wait_ms:
+        return 0.0
+    started = time.perf_counter()
+    await asyncio.sleep(wait_ms / 1000)
+    return (time.perf_counter() - started) * 1000
 
 
 async def bare_app(scope, receive, send) -> None:
@@ -54,7 +60,7 @@ async def bare_app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
     body = await asgi_body(receive)
-    await _wait()
+    waited_ms = await _wait()
     key = dict(scope["headers"]).get(b"x-api-key", b"").decode()
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
     request = _upstream().build_request("POST", "/run", content=body, headers=headers)
@@ -65,7 +71,10 @@ async def bare_app(scope, receive, send) -> None:
             {
                 "type": "http.response.start",
                 "status": answer.status_code,
-                "headers": [(b"content-type", content_type)],
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"x-reference-waited-ms", f"{waited_ms:.3f}".encode()),
+                ],
             }
         )
         async for chunk in answer.aiter_raw():
