@@ -10,8 +10,10 @@ machine:
 - `django`: a Django async view doing the same, through Django's ASGI handler with its
   default middleware (no database, no recording).
 
-Either can wait before each forward (`REFERENCE_WAIT_MS`): the bare hop waiting as long as
-rtdash's own work before it forwards a run shows what that work alone costs a stream.
+Either can wait before each forward (`REFERENCE_WAIT_MS`), asleep or computing
+(`REFERENCE_WAIT_MODE=sleep|compute`): the bare hop spending as long as rtdash's own work
+before it forwards a run shows what that work alone costs a stream. rtdash's work is some of
+each (database calls on its sync thread, and the hops there and back), so the two bracket it.
 
 Both are served by uvicorn, like the simulator; run one with
 `python -m bench.reference bare|django PORT UPSTREAM_URL`.
@@ -45,13 +47,18 @@ async def _forward(body: bytes, key: str) -> httpx.Response:
 
 
 async def _wait() -> float:
-    """Wait REFERENCE_WAIT_MS; returns how long it really took (uvloop's timers count whole
-    milliseconds, so a 1.4 ms sleep takes about 1.1)."""
+    """Spend REFERENCE_WAIT_MS asleep or computing; returns how long it really took (uvloop's
+    timers count whole milliseconds, so a 1.4 ms sleep takes about 1.1)."""
     wait_ms = float(os.environ.get("REFERENCE_WAIT_MS") or 0)
     if not wait_ms:
         return 0.0
     started = time.perf_counter()
-    await asyncio.sleep(wait_ms / 1000)
+    if os.environ.get("REFERENCE_WAIT_MODE") == "compute":
+        until = started + wait_ms / 1000
+        while time.perf_counter() < until:
+            pass
+    else:
+        await asyncio.sleep(wait_ms / 1000)
     return (time.perf_counter() - started) * 1000
 
 
@@ -130,9 +137,12 @@ def __getattr__(name: str):
 class ReferenceServer(ServerProcess):
     """One reference proxy in a subprocess (uvicorn), in front of `upstream_url`."""
 
-    def __init__(self, kind: str, upstream_url: str, wait_ms: float = 0) -> None:
+    def __init__(
+        self, kind: str, upstream_url: str, wait_ms: float = 0, wait_mode: str = "sleep"
+    ) -> None:
         super().__init__()
-        self.kind, self.upstream_url, self.wait_ms = kind, upstream_url, wait_ms
+        self.kind, self.upstream_url = kind, upstream_url
+        self.wait_ms, self.wait_mode = wait_ms, wait_mode
         self.what = f"the {kind} reference proxy"
 
     @property
@@ -146,6 +156,7 @@ class ReferenceServer(ServerProcess):
             **os.environ,
             "REFERENCE_UPSTREAM": self.upstream_url,
             "REFERENCE_WAIT_MS": str(self.wait_ms),
+            "REFERENCE_WAIT_MODE": self.wait_mode,
         }
         self.spawn(command, "/", env)
         return self
