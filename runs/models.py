@@ -362,7 +362,8 @@ class CostStatus(models.TextChoices):
 
 
 class Run(models.Model):
-    # No index of its own: every index below starts with team (one less to write per run).
+    # No index of its own: the indexes below that start with team serve every lookup by team
+    # (one index less to write per run).
     team = models.ForeignKey(Team, models.CASCADE, related_name="runs", db_index=False)
     source = models.CharField(max_length=10, choices=Source.choices)
     token = models.ForeignKey(

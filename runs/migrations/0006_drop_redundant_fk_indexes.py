@@ -1,6 +1,6 @@
 """Drop two single-column foreign key indexes that other indexes already cover.
 
-- runs_run.team_id: every index of runs_run but two starts with team_id.
+- runs_run.team_id: seven of runs_run's indexes start with team_id (run_team_recent first).
 - runs_runevent.run_id: the (run_id, sequence) unique constraint's index starts with it.
 
 Each was one more index to write per run and per frame. Only the indexes go: Django's own
