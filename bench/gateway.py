@@ -230,7 +230,7 @@ def _recorded_stream_overheads(stack: Stack, count: int = STREAM_ROUNDS) -> list
 
 async def _stream_rounds(
     client: httpx.AsyncClient, direct_url: str, throughs: dict[str, tuple[str, str]]
-) -> dict[str, list[tuple[float, float, int]]]:
+) -> dict[str, list[tuple[float, float, int, float]]]:
     """STREAM_ROUNDS rounds; in each, for every (url, key) of `throughs` in turn (the order
     reversed every other round): the stream direct, then through it, then a pause.
 
