@@ -160,16 +160,16 @@ def add_to_row(model: type[Model], pk: int, added: dict[str, int], replaced: dic
 
 
 @functools.cache
-def _converters(model: type[Model], names: tuple[str, ...], vendor: str) -> tuple[list, ...]:
-    """Per column, what the ORM's compiler would apply to a fetched value (the backend's
-    converters, then the field's), so a raw row reads exactly as a queryset's would."""
+def _columns(model: type[Model], names: tuple[str, ...], vendor: str) -> tuple[tuple, ...]:
+    """Per column, its field and what the ORM's compiler would apply to a fetched value (the
+    backend's converters, then the field's), so a raw row reads exactly as a queryset's
+    would."""
     connection = _connection()
     result = []
     for field in _fields(model, names):
         column = field.get_col(model._meta.db_table)
-        result.append(
-            connection.ops.get_db_converters(column) + field.get_db_converters(connection)
-        )
+        converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        result.append((field, converters))
     return tuple(result)
 
 
@@ -185,12 +185,8 @@ def select_one(model: type[Model], sql: str, params: Sequence, names: Sequence[s
     if row is None:
         return None
     by_attname = {}
-    for field, value, converters in zip(
-        _fields(model, names),
-        row[: len(names)],
-        _converters(model, names, connection.vendor),
-        strict=True,
-    ):
+    columns = _columns(model, names, connection.vendor)
+    for (field, converters), value in zip(columns, row[: len(names)], strict=True):
         for convert in converters:
             value = convert(value, None, connection)
         by_attname[field.attname] = value
