@@ -8,7 +8,7 @@ PORT ?= 8000
 SIM_PORT ?= 8765
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: run test lint bench venv chromium simulate clean
+.PHONY: run test lint docs bench venv chromium simulate clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "rtdash needs $(PYTHON) on PATH"; exit 1; }
@@ -35,7 +35,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run
 
-test: $(STAMP) chromium lint
+# The reference in docs/, built strictly: a broken link or a page missing from the nav fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+test: $(STAMP) chromium lint docs
 	$(VENV)/bin/pytest
 
 BENCHMARKS := simulator gateway relay history reports load
@@ -48,4 +52,4 @@ simulate: $(STAMP)
 	$(PY) -m simulator --host $(HOST) --port $(SIM_PORT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles site
