@@ -1,5 +1,6 @@
-"""Static files as rtdash serves them (RTDASH_SERVE_STATIC): a real daphne in a subprocess,
-with debug on and off, since that handler answers before any Django middleware runs."""
+"""Static files as rtdash serves them (RTDASH_SERVE_STATIC), and the policy on its pages: a real
+daphne in a subprocess, with debug on and off, since the static handler answers before any
+Django middleware runs."""
 
 from __future__ import annotations
 
@@ -56,3 +57,26 @@ def test_a_missing_static_file_is_a_plain_404(server):
     response = httpx.get(server.url + "/static/no-such-file.js")
     assert response.status_code == 404
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# --- The Content-Security-Policy on pages (rtdash/csp.py) ----------------------------------
+
+
+def test_a_page_carries_the_policy(server):
+    response = httpx.get(server.url + "/login/")
+    assert response.status_code == 200
+    policy = response.headers["Content-Security-Policy"]
+    for directive in ("default-src 'self'", "script-src 'self'", "style-src 'self'",
+                      "frame-ancestors 'none'", "object-src 'none'"):  # fmt: skip
+        assert directive in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
+def test_an_unknown_page_has_the_policy_except_as_the_debug_page(server, request):
+    response = httpx.get(server.url + "/no-such-page/")
+    assert response.status_code == 404
+    if request.node.callspec.params["server"] == "debug":
+        # Django's debug 404 page is made of inline styles, for the developer's eyes only.
+        assert "Content-Security-Policy" not in response.headers
+    else:
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
