@@ -118,7 +118,6 @@ def test_no_page_breaks_the_policy(live, recorded, browser):
         "/reports/budgets", "/settings/", "/settings/audit/", "/teams/",
     ]:  # fmt: skip
         watched.visit(live.url + path)
-    assert page.locator("svg").count() >= 1 or "/reports" not in page.url
 
     # htmx swaps: the runs filter, and a report regrouped in place.
     watched.visit(f"{live.url}/runs/")
