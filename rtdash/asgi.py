@@ -24,10 +24,10 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core import checks
 
 from rtdash.gateway_handler import GatewayASGIHandler, split_by_path
+from rtdash.static_files import StaticFilesWithHeaders
 from runs.checks import SAFETY_TAG
 from runs.reaper import start_maintenance
 from runs.routing import websocket_urlpatterns
@@ -49,7 +49,7 @@ start_maintenance()
 # Static files are few and small; serving them here saves a newcomer a separate web server.
 pages_app = django_asgi_app
 if settings.RTDASH_SERVE_STATIC:
-    pages_app = ASGIStaticFilesHandler(django_asgi_app)
+    pages_app = StaticFilesWithHeaders(django_asgi_app)
 
 application = ProtocolTypeRouter(
     {

@@ -41,6 +41,7 @@ from runs.filters import (
     team_agents,
 )
 from runs.models import Run, Thread
+from runs.spreadsheet import csv_cell
 from runs.team_views import TeamRequest
 from runs.timeline import build_timeline
 
@@ -193,21 +194,6 @@ def export_record(run: Run) -> dict[str, Any]:
     }
 
 
-# A spreadsheet runs a cell that starts with one of these as a formula: upstream text must
-# not be able to, so such a cell gets a leading apostrophe (OWASP's advice for CSV).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        value = json.dumps(value, ensure_ascii=False)
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
 class _Line:
     """csv.writer's file: hands back each written line instead of storing it."""
 
@@ -221,7 +207,7 @@ async def _csv_lines(runs: QuerySet[Run]) -> AsyncIterator[str]:
     lines = []
     async for run in runs.aiterator(chunk_size=EXPORT_CHUNK):
         row = export_record(run)
-        lines.append(writer.writerow([_csv_cell(row[name]) for name in EXPORT_COLUMNS]))
+        lines.append(writer.writerow([csv_cell(row[name]) for name in EXPORT_COLUMNS]))
         if len(lines) >= 500:
             yield "".join(lines)
             lines = []

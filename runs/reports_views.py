@@ -26,6 +26,7 @@ from runs.charts import bar_chart, stacked_spend_chart
 from runs.gateway import GatewayError, _check_rate, _credential, error_response
 from runs.models import Budget, DailyUsage, GatewayToken, Price, Team, hash_token
 from runs.reports import GROUPS, PERIODS, InvalidPeriod, Report, make_period, usage_report
+from runs.spreadsheet import csv_cell
 
 CSV_COLUMNS = (
     "key", "label", "runs", "completed", "failed", "inputTokens", "outputTokens",
@@ -106,14 +107,6 @@ def _banner_statuses(request: HttpRequest):
     return [status for status in statuses if status.level != "ok"]
 
 
-def _csv_safe(value) -> object:
-    # A cell starting with = + - @ is a formula to a spreadsheet; agent names and thread
-    # titles come from users, so such text is quoted.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
 @require_GET
 @team_view()
 def report_export(request: HttpRequest) -> HttpResponse:
@@ -132,7 +125,7 @@ def report_export(request: HttpRequest) -> HttpResponse:
         values = row.as_dict()
         if row is report.totals:
             values["key"], values["label"] = "", "TOTAL"
-        writer.writerow([_csv_safe(values[column]) for column in CSV_COLUMNS])
+        writer.writerow([csv_cell(values[column]) for column in CSV_COLUMNS])
     return response
 
 

@@ -1,0 +1,168 @@
+"""The Content-Security-Policy in a real Chromium: every page keeps to it, and the playground
+still streams a run over its websocket with it on.
+
+A violation is caught two ways: the `securitypolicyviolation` event (an init script in every
+document reports it to the test) and Chromium's console error about the policy.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from runs.models import Run
+from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
+from tests.live import RtdashServer
+from tests.reporting import set_price
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+TIMEOUT_MS = 20_000
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.reportCspViolation(
+    `${event.effectiveDirective} blocked ${event.blockedURI || "inline"} ` +
+    `at ${event.sourceFile}:${event.lineNumber} on ${document.location.pathname}`
+  );
+});
+"""
+# What an injection that got past escaping would add to a page.
+INJECT = """() => {
+  const script = document.createElement("script");
+  script.textContent = "window.ranInline = true;";
+  document.head.append(script);
+  document.body.insertAdjacentHTML("beforeend", '<p style="color: red">styled</p>');
+}"""
+
+
+@pytest.fixture
+def fast_passwords():
+    """Overrides conftest's: the live server checks passwords with the production hashers."""
+
+
+@pytest.fixture
+def live(upstream, acme, acme_key, alice):
+    set_price(acme)  # priced runs, so the reports draw their charts
+    with RtdashServer(upstream.url, TEST_ENCRYPTION_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def recorded(live, acme_token) -> tuple[str, int]:
+    """Two runs of one thread through the live gateway: the thread's id and the first run's.
+
+    Made before the browser starts: Playwright's sync API keeps an event loop in this thread,
+    next to which Django refuses ORM calls."""
+    with httpx.Client(base_url=live.url, headers={"X-API-Key": acme_token[1]}, timeout=30) as api:
+        first = api.post("/v1/run", json={"agent": "support-chat", "prompt": "Where is 42?",
+                                          "stream": False})  # fmt: skip
+        thread = first.json()["data"]["threadId"]
+        api.post("/v1/run", json={"agent": "support-chat", "prompt": "And 43?",
+                                  "threadId": thread, "stream": False})  # fmt: skip
+    deadline = time.monotonic() + 20
+    while Run.objects.exclude(status="running").count() < 2:
+        assert time.monotonic() < deadline, "the runs were not recorded"
+        time.sleep(0.1)
+    return thread, Run.objects.order_by("pk").first().pk
+
+
+class Watched:
+    """A browser context whose every page reports CSP violations and CSP console errors."""
+
+    def __init__(self, browser) -> None:
+        self.violations: list[str] = []
+        self.context = browser.new_context()
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.context.expose_function("reportCspViolation", self._violation)
+        self.context.add_init_script(REPORT_VIOLATIONS)
+        self.page = self.context.new_page()
+        self.page.on("console", self._console)
+
+    def _violation(self, text: str) -> None:
+        self.violations.append(text)
+
+    def _console(self, message) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.violations.append(f"console: {message.text}")
+
+    def visit(self, url: str) -> None:
+        response = self.page.goto(url)
+        assert response is not None and response.ok, url
+        policy = response.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in policy and "style-src 'self'" in policy, url
+        self.page.wait_for_load_state("load")
+
+    def settle(self) -> None:
+        # Violation events are queued tasks: give them a moment to arrive.
+        self.page.wait_for_timeout(300)
+
+
+def log_in(watched: Watched, live, username: str = "alice") -> None:
+    watched.visit(f"{live.url}/login/")
+    watched.page.get_by_label("Username").fill(username)
+    watched.page.get_by_label("Password").fill(PASSWORD)
+    watched.page.get_by_role("button", name="Log in").click()
+    watched.page.wait_for_url(f"{live.url}/")
+
+
+def test_no_page_breaks_the_policy(live, recorded, browser):
+    thread_id, run_id = recorded
+    watched = Watched(browser)
+    log_in(watched, live)
+    page = watched.page
+    for path in [
+        "/", "/playground", "/runs/", f"/runs/{run_id}/", "/threads/", f"/threads/{thread_id}/",
+        "/reports?period=30d", "/reports?period=30d&group_by=day", "/reports/prices",
+        "/reports/budgets", "/settings/", "/settings/audit/", "/teams/",
+    ]:  # fmt: skip
+        watched.visit(live.url + path)
+
+    # htmx swaps: the runs filter, and a report regrouped in place.
+    watched.visit(f"{live.url}/runs/")
+    page.select_option("#id_agent", "support-chat")
+    page.wait_for_url("**/runs/?*agent=support-chat*")
+    watched.visit(f"{live.url}/reports?period=30d")
+    assert page.locator("svg").count() >= 1  # the charts, inline SVG
+    # A new token over htmx: copy.js (no longer inline) shows its Copy button.
+    watched.visit(f"{live.url}/settings/")
+    page.locator("#tokens input[name=name]").fill("ci")
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_role("button", name="Copy").wait_for(state="visible")
+
+    # Django's admin login, as someone not logged in.
+    anonymous = Watched(browser)
+    anonymous.visit(f"{live.url}/admin/login/")
+    watched.settle()
+    anonymous.settle()
+    assert watched.violations + anonymous.violations == []
+
+
+def test_the_playground_streams_a_run_under_the_policy(live, browser):
+    watched = Watched(browser)
+    log_in(watched, live)
+    watched.visit(f"{live.url}/playground")
+    page = watched.page
+    page.get_by_label("Agent").fill("code-assistant")
+    page.get_by_label("Prompt").fill("Run the tests and summarize failures.")
+    page.get_by_role("button", name="Run").click()
+    page.wait_for_function(
+        "() => document.querySelector('#statusbar [data-status]').textContent === 'Completed'"
+    )
+    answer = "".join(page.locator("#output .answer").all_text_contents())
+    watched.settle()
+    assert watched.violations == []
+    assert answer.strip()
+
+
+def test_a_violation_would_be_seen(live, browser):
+    """The watch itself works: an inline script and a style attribute, as an injection would
+    add them, are blocked and reported."""
+    watched = Watched(browser)
+    watched.visit(f"{live.url}/login/")
+    watched.page.evaluate(INJECT)
+    watched.settle()
+    assert watched.page.evaluate("window.ranInline === undefined")
+    assert any(violation.startswith("script-src") for violation in watched.violations)
+    assert any(violation.startswith("style-src") for violation in watched.violations)
