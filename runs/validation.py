@@ -81,7 +81,8 @@ def check_json_value(value: Any, field: str, *, root: str = "") -> None:
                 )
         elif isinstance(item, dict):
             if depth > MAX_JSON_DEPTH:
-                where = _where(path, root)
+                # Named by its top-level field: the full path would be as long as the nesting.
+                where = _where(path.replace("[", ".").split(".")[0], root)
                 raise HostileJSON(where, f"{where} is nested more than {MAX_JSON_DEPTH} deep.")
             for key, child in item.items():
                 name = f"{path}.{key}" if path else str(key)
@@ -92,7 +93,8 @@ def check_json_value(value: Any, field: str, *, root: str = "") -> None:
                 stack.append((child, depth + 1, name))
         elif isinstance(item, list):
             if depth > MAX_JSON_DEPTH:
-                where = _where(path, root)
+                # Named by its top-level field: the full path would be as long as the nesting.
+                where = _where(path.replace("[", ".").split(".")[0], root)
                 raise HostileJSON(where, f"{where} is nested more than {MAX_JSON_DEPTH} deep.")
             stack.extend((child, depth + 1, f"{path}[{index}]") for index, child in enumerate(item))
 
