@@ -164,3 +164,13 @@ def test_the_estimate_takes_a_good_number(client, bob):
     client.force_login(bob)
     response = client.get("/reports/estimate?agent=code-assistant&maxTurns=4&maxTokens=")
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("after", ["9" * 25, "9" * 5000, "%C2%B2", "-5"])
+def test_the_raw_frames_page_takes_any_after(client, alice, gateway, caplog, after):
+    gateway("POST", "/v1/run", _run_body('"prompt": "hi"'))
+    run = Run.objects.get()
+    client.force_login(alice)
+    response = client.get(f"/runs/{run.pk}/?view=raw&after={after}")
+    assert response.status_code == 200
+    assert _errors_logged(caplog) == []
