@@ -158,7 +158,7 @@ async def open_stream(
     KeyDecryptionError if a SealedKey cannot be opened. `key` is a SealedKey; a plaintext
     string is accepted for a key that is not stored.
     """
-    headers = {}
+    headers: dict[str, str] = {}
     if content is not None:
         headers["Content-Type"] = "application/json"
     if accept:
@@ -171,9 +171,9 @@ async def open_stream(
     except httpx.HTTPError as error:
         raise translate(error) from None
     except Exception as error:
-        # Not a transport failure but a bug: it goes on unchanged, but the
-        # locals of the frames it came through (httpx's and httpcore's, which hold the
-        # request's headers, key included) are dropped so no debug page can show them.
+        # Not a transport failure but a bug: it goes on unchanged, but the locals of the
+        # frames it came through (httpx's and httpcore's hold the request's headers, key
+        # included) are dropped, so no debug page can show them.
         traceback.clear_frames(error.__traceback__)
         raise
 
