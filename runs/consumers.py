@@ -66,6 +66,7 @@ from runs.relay import (
     request_stop,
     run_group,
 )
+from runs.validation import InvalidRequest, loads_strict
 from runs.watching import (
     REPLAY_BATCH,
     elapsed_ms,
@@ -232,8 +233,9 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self._close(CLOSE_FLOOD)
             return
         try:
-            message = json.loads(text_data) if text_data is not None else None
-        except (ValueError, RecursionError):  # 64 KiB of "[" nests deeper than Python recurses
+            # The strict parser: no NaN, lone surrogates or absurd nesting (64 KiB of "[").
+            message = loads_strict(text_data, "message") if text_data is not None else None
+        except InvalidRequest:
             message = None
         action = message.get("action") if isinstance(message, dict) else None
         if action == "start":

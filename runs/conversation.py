@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
-from urllib.parse import quote
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -28,7 +27,7 @@ from django.utils.dateparse import parse_datetime
 
 from runs import upstream
 from runs.access import for_team
-from runs.crypto import KeyDecryptionError, decrypt_for_upstream
+from runs.crypto import KeyDecryptionError, SealedKey
 from runs.filters import scan_floor
 from runs.models import Run, RunEvent, Team, Thread
 
@@ -42,13 +41,16 @@ class NoKey(Exception):
     """The team has no usable RunTools key, so upstream data cannot be read."""
 
 
-def team_key(team: Team) -> str:
-    """The team's default key, decrypted for one outbound request. Raises NoKey."""
+def team_key(team: Team) -> SealedKey:
+    """The team's default key, sealed until runs.upstream puts it on a request. Raises NoKey,
+    also when the key cannot be decrypted (checked here, so callers need not)."""
     key = team.default_key()
     if key is None:
         raise NoKey("The team has no RunTools key.")
+    sealed = SealedKey(key.ciphertext)
     try:
-        return decrypt_for_upstream(key.ciphertext)
+        sealed.check()
+        return sealed
     except KeyDecryptionError:
         raise NoKey("The team's RunTools key cannot be decrypted.") from None
 
@@ -56,10 +58,7 @@ def team_key(team: Team) -> str:
 def thread_path(upstream_id: str) -> str:
     """The upstream path of a thread. Ids are opaque, so every character that means something
     in a URL is escaped: an id like `x?agent=y` or `..` cannot reach another endpoint."""
-    escaped = quote(upstream_id, safe="")
-    if upstream_id in (".", ".."):
-        escaped = escaped.replace(".", "%2E")  # dot segments would climb the path
-    return f"/threads/{escaped}"
+    return upstream.endpoint("threads", upstream_id)
 
 
 def _error_code(response) -> str:

@@ -95,3 +95,39 @@ def decrypt_for_upstream(ciphertext: str) -> str:
         return _fernet().decrypt(ciphertext.encode()).decode()
     except InvalidToken:
         raise KeyDecryptionError("stored key cannot be decrypted with any configured key") from None
+
+
+class SealedKey:
+    """A stored RunTools key on its way to an outbound request, still encrypted.
+
+    It travels from the database to `runs.upstream`, which opens it only while putting it on
+    the request's headers. Its repr and str are masked, so no traceback, debug page, log line
+    or pickled message can show the key, whatever frame it sits in.
+    """
+
+    __slots__ = ("_ciphertext",)
+
+    def __init__(self, ciphertext: str) -> None:
+        self._ciphertext = ciphertext
+
+    @classmethod
+    def from_plaintext(cls, plaintext: str) -> SealedKey:
+        """For a key that is not stored (a key being tried, a script's)."""
+        return cls(encrypt(plaintext))
+
+    def check(self) -> None:
+        """Raise KeyDecryptionError now if the key cannot be opened later."""
+        decrypt_for_upstream(self._ciphertext)
+
+    def reveal(self) -> str:
+        """The plaintext, for the outbound request's headers and nothing else."""
+        return decrypt_for_upstream(self._ciphertext)
+
+    def __repr__(self) -> str:
+        return "SealedKey(****)"
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        # Nothing that pickles (the channel layer, the cache) may carry a key, even sealed.
+        raise TypeError("A SealedKey is not to be pickled.")

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 
 from runs import upstream
 from runs.budgets import enforce_budget
-from runs.crypto import decrypt_for_upstream
+from runs.crypto import SealedKey
 from runs.models import Run, Team
 from runs.recording import RunOutcome, error_outcome, finish_run, json_outcome, start_run
 from runs.runner import IN_FLIGHT, READERS, RunReader, Sink
@@ -36,12 +36,17 @@ class Launch:
     response: httpx.Response | None = None
 
 
-def _prepare(team: Team, run_request: RunRequest, source: str, user, token) -> tuple[Run, str]:
+def _prepare(
+    team: Team, run_request: RunRequest, source: str, user, token
+) -> tuple[Run, SealedKey]:
     enforce_budget(team, run_request.agent)  # raises BudgetExceeded
     key = team.default_key()
     if key is None:
         raise NoRunToolsKey("The team has no RunTools key; an owner can add one in Settings.")
-    runtools_key = decrypt_for_upstream(key.ciphertext)
+    # Sealed until runs.upstream puts it on the request; checked now (KeyDecryptionError) so
+    # an unreadable key refuses the run before it is recorded.
+    runtools_key = SealedKey(key.ciphertext)
+    runtools_key.check()
     run = start_run(team, run_request, source=source, user=user, token=token)
     return run, runtools_key
 
@@ -70,7 +75,7 @@ async def launch(
 
 
 async def _send(
-    run: Run, runtools_key: str, run_request: RunRequest, sinks, received: float
+    run: Run, runtools_key: SealedKey, run_request: RunRequest, sinks, received: float
 ) -> Launch:
     sent = time.perf_counter()
     # rtdash's own share of the run's time, as on the gateway: receipt to the send upstream.

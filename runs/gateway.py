@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import secrets
 import time
@@ -32,7 +31,7 @@ from runs import fastsql, upstream
 from runs.audit import record
 from runs.budgets import BudgetExceeded, enforce_budget
 from runs.conversation import forget_thread_content
-from runs.crypto import KeyDecryptionError, decrypt_for_upstream
+from runs.crypto import KeyDecryptionError, SealedKey
 from runs.models import (
     Budget,
     GatewayToken,
@@ -53,7 +52,14 @@ from runs.recording import (
     storable,
 )
 from runs.runner import IN_FLIGHT, READERS, RunReader, Sink
-from runs.validation import InvalidRequest, RunRequest, parse_body, validate_run
+from runs.validation import (
+    DOT_SEGMENTS,
+    InvalidRequest,
+    RunRequest,
+    loads_strict,
+    parse_body,
+    validate_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +113,8 @@ def _credential(request: HttpRequest) -> str:
 class Caller:
     token: GatewayToken
     team: Team
-    runtools_key: str
+    # Still encrypted: opened only inside runs.upstream, on the outbound request.
+    runtools_key: SealedKey
     run: Run | None = None
 
 
@@ -173,7 +180,7 @@ def _find_token(token_hash: str) -> GatewayToken | None:
 def _authorize(
     plaintext: str, run_request: RunRequest | None = None, legacy: bool = False
 ) -> Caller:
-    """Token → team → decrypted default key (and the Run row, for run requests)."""
+    """Token → team → the team's default key, sealed (and the Run row, for run requests)."""
     if not plaintext:
         raise GatewayError(401, "unauthorized", "Send an rtdash token in X-API-Key.")
     token = _find_token(hash_token(plaintext))
@@ -188,8 +195,10 @@ def _authorize(
         raise GatewayError(
             503, "no_runtools_key", "The team has no RunTools key; an owner can add one."
         )
+    runtools_key = SealedKey(token.default_key_ciphertext)
     try:
-        runtools_key = decrypt_for_upstream(token.default_key_ciphertext)
+        # Checked now so an unreadable key refuses the request before a run is recorded.
+        runtools_key.check()
     except KeyDecryptionError:
         raise GatewayError(
             503, "runtools_key_unreadable", "The team's RunTools key cannot be decrypted."
@@ -346,7 +355,7 @@ async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpRespons
     if problem is not None:
         return _invalid(problem)
     run = caller.run
-    path = f"/agents/{agent_from_path}/run" if legacy else "/run"
+    path = upstream.endpoint("agents", agent_from_path, "run") if legacy else "/run"
     # Shielded: if the client hangs up, the run is still read to its end and recorded.
     return await asyncio.shield(
         asyncio.ensure_future(_forward_run(caller, run, path, run_request, received))
@@ -423,25 +432,43 @@ async def legacy_run(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 async def _proxy(
-    request: HttpRequest, path: str, allowed: tuple[str, ...], *, on_success=None
+    request: HttpRequest,
+    segments: tuple[str, ...],
+    allowed: tuple[str, ...],
+    *,
+    on_success=None,
+    json_body: bool = False,
 ) -> HttpResponse:
-    """Forward a non-run request unchanged, with the team's key in place of the token."""
+    """Forward a non-run request unchanged, with the team's key in place of the token.
+
+    `segments` make the upstream path (ids among them are encoded whole, see
+    `upstream.endpoint`); `json_body` has the body checked by the strict parser first.
+    """
     if request.method not in allowed:
         return error_response(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
     try:
         caller = await sync_to_async(_authorize_request)(request)
     except GatewayError as refused:
         return _refused(refused)
+    if any(segment in DOT_SEGMENTS for segment in segments):
+        # `.` and `..` are path steps, not ids: sent on, they would reach another endpoint.
+        return error_response(400, "bad_request", "An id cannot be '.' or '..'.")
     content = None
     if request.method in ("POST", "PATCH", "PUT"):
         try:
             content = _read_body(request)
+            if json_body:
+                loads_strict(content, "body")
         except InvalidRequest as problem:
-            return error_response(problem.status, "payload_too_large", problem.message)
+            return _invalid(problem)
     params = [(name, value) for name, values in request.GET.lists() for value in values]
     try:
         response = await upstream.call(
-            caller.runtools_key, request.method, path, content=content, params=params or None
+            caller.runtools_key,
+            request.method,
+            upstream.endpoint(*segments),
+            content=content,
+            params=params or None,
         )
     except upstream.UpstreamError as problem:
         return error_response(problem.status, problem.code, problem.message)
@@ -468,8 +495,8 @@ def _mark_thread_deleted(thread_id: str):
 def _mark_thread_patched(thread_id: str):
     def mark(caller: Caller, content: bytes | None) -> None:
         try:
-            changes = json.loads(content or b"")
-        except ValueError:
+            changes = loads_strict(content or b"", "body")
+        except InvalidRequest:
             return
         if not isinstance(changes, dict):
             return
@@ -488,20 +515,20 @@ def _mark_thread_patched(thread_id: str):
 
 @csrf_exempt
 async def run_threads(request: HttpRequest) -> HttpResponse:
-    return await _proxy(request, "/run/threads", ("GET",))
+    return await _proxy(request, ("run", "threads"), ("GET",))
 
 
 @csrf_exempt
 async def run_thread(request: HttpRequest, thread_id: str) -> HttpResponse:
     on_success = _mark_thread_deleted(thread_id) if request.method == "DELETE" else None
     return await _proxy(
-        request, f"/run/threads/{thread_id}", ("GET", "DELETE"), on_success=on_success
+        request, ("run", "threads", thread_id), ("GET", "DELETE"), on_success=on_success
     )
 
 
 @csrf_exempt
 async def threads(request: HttpRequest) -> HttpResponse:
-    return await _proxy(request, "/threads", ("GET",))
+    return await _proxy(request, ("threads",), ("GET",))
 
 
 @csrf_exempt
@@ -512,23 +539,27 @@ async def thread(request: HttpRequest, thread_id: str) -> HttpResponse:
     elif request.method == "PATCH":
         on_success = _mark_thread_patched(thread_id)
     return await _proxy(
-        request, f"/threads/{thread_id}", ("GET", "PATCH", "DELETE"), on_success=on_success
+        request,
+        ("threads", thread_id),
+        ("GET", "PATCH", "DELETE"),
+        on_success=on_success,
+        json_body=True,
     )
 
 
 @csrf_exempt
 async def thread_events(request: HttpRequest, thread_id: str) -> HttpResponse:
-    return await _proxy(request, f"/threads/{thread_id}/events", ("GET",))
+    return await _proxy(request, ("threads", thread_id, "events"), ("GET",))
 
 
 @csrf_exempt
 async def agents(request: HttpRequest) -> HttpResponse:
-    return await _proxy(request, "/agents", ("GET",))
+    return await _proxy(request, ("agents",), ("GET",))
 
 
 @csrf_exempt
 async def agent(request: HttpRequest, slug: str) -> HttpResponse:
-    return await _proxy(request, f"/agents/{slug}", ("GET",))
+    return await _proxy(request, ("agents", slug), ("GET",))
 
 
 @csrf_exempt

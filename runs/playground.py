@@ -30,7 +30,7 @@ from django.views.decorators.http import require_GET, require_POST
 from runs import upstream
 from runs.access import for_team, get_for_team_or_404, team_view
 from runs.budgets import BudgetExceeded
-from runs.crypto import KeyDecryptionError, decrypt_for_upstream
+from runs.crypto import KeyDecryptionError, SealedKey
 from runs.execution import NoRunToolsKey, launch
 from runs.models import DailyUsage, Run, RunStatus, Source, Team, Thread
 from runs.ratelimit import CacheUnavailable
@@ -40,8 +40,11 @@ from runs.validation import (
     MAX_TOKENS_RANGE,
     MAX_TURNS_RANGE,
     TEMPERATURE_RANGE,
+    HostileJSON,
     InvalidRequest,
     RunRequest,
+    check_json_value,
+    loads_strict,
     validate_run,
 )
 
@@ -156,7 +159,10 @@ class PlaygroundForm(forms.Form):
             if key in metadata:
                 self.add_error("metadata", f"The metadata key {key!r} appears twice.")
                 continue
-            metadata[key] = _metadata_value(value)
+            try:
+                metadata[key] = _metadata_value(value)
+            except HostileJSON as problem:
+                self.add_error("metadata", f"The value of {key[:40]!r}: {problem.message}")
         return metadata
 
     def body(self) -> dict:
@@ -187,10 +193,16 @@ class PlaygroundForm(forms.Form):
 
 
 def _metadata_value(text: str) -> Any:
-    """A value that reads as JSON is sent as JSON (objects, numbers, true); else as text."""
+    """A value that reads as JSON is sent as JSON (objects, numbers, true); else as text.
+
+    Raises HostileJSON for what looks like JSON but is refused (NaN, Infinity, 1e999, nesting
+    past MAX_JSON_DEPTH): sent as text, it would not be what the person meant.
+    """
     try:
-        return json.loads(text)
-    except ValueError:
+        return loads_strict(text, "metadata")
+    except HostileJSON:
+        raise
+    except InvalidRequest:
         return text
 
 
@@ -206,13 +218,18 @@ def build_run_request(data: MultiValueDict) -> tuple[RunRequest, dict]:
     if not form.is_valid():
         raise InvalidRun(_form_errors(form))
     body = form.body()
-    raw = json.dumps(body, separators=(",", ":")).encode()
     try:
+        # What the gateway's parser checks in a body, checked in the one built here (a form
+        # sent over the run socket can carry lone surrogates in any field).
+        check_json_value(body, "", root="body")
+        raw = json.dumps(body, separators=(",", ":")).encode()
         run_request = validate_run(body, raw)
     except InvalidRequest as problem:
         field = FORM_FIELDS.get(problem.field)
-        if field is None and problem.field.startswith("messages"):
-            field = "messages"
+        if field is None:
+            # A nested path (`metadata.k`, `messages[0].content`): the form field it is in.
+            top = problem.field.replace("[", ".").split(".")[0]
+            field = FORM_FIELDS.get(top, "messages" if top == "messages" else None)
         raise InvalidRun({field or "__all__": [problem.message]}) from None
     return run_request, body
 
@@ -227,7 +244,7 @@ class Agent:
     description: str = ""
 
 
-async def _fetch_agents(key: str) -> list[Agent] | None:
+async def _fetch_agents(key: SealedKey) -> list[Agent] | None:
     try:
         async with asyncio.timeout(AGENTS_TIMEOUT_SECONDS):
             response = await upstream.call(key, "GET", "/agents")
@@ -263,11 +280,12 @@ def _upstream_agents(team: Team) -> list[Agent] | None:
     key = team.default_key()
     if key is None:
         return None
+    sealed = SealedKey(key.ciphertext)
     try:
-        plaintext = decrypt_for_upstream(key.ciphertext)
+        sealed.check()
     except KeyDecryptionError:
         return None
-    return async_to_sync(_fetch_agents)(plaintext)
+    return async_to_sync(_fetch_agents)(sealed)
 
 
 def _history_agents(team: Team) -> list[Agent]:

@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from runs.access import current_membership, for_team, get_for_team_or_404, team_view
@@ -27,6 +28,12 @@ from runs.gateway import GatewayError, _check_rate, _credential, error_response
 from runs.models import Budget, DailyUsage, GatewayToken, Price, Team, hash_token
 from runs.reports import GROUPS, PERIODS, InvalidPeriod, Report, make_period, usage_report
 from runs.spreadsheet import csv_cell
+from runs.validation import (
+    MAX_TOKENS_RANGE,
+    MAX_TURNS_RANGE,
+    InvalidRequest,
+    parse_query_int,
+)
 
 CSV_COLUMNS = (
     "key", "label", "runs", "completed", "failed", "inputTokens", "outputTokens",
@@ -432,9 +439,10 @@ def budget_delete(request: HttpRequest, budget_id: int) -> HttpResponse:
 # --- Before a run ---------------------------------------------------------------------------
 
 
-def _int_param(request: HttpRequest, name: str) -> int | None:
+def _int_param(request: HttpRequest, name: str, bounds: tuple[int, int]) -> int | None:
+    """The parameter as a bounded integer, None when absent. Raises InvalidRequest."""
     value = request.GET.get(name, "").strip()
-    return int(value) if value.isdigit() else None
+    return parse_query_int(value, name, *bounds) if value else None
 
 
 @require_GET
@@ -442,10 +450,15 @@ def _int_param(request: HttpRequest, name: str) -> int | None:
 def run_estimate(request: HttpRequest) -> HttpResponse:
     """The estimate fragment for the playground: `?agent=&maxTurns=&maxTokens=`."""
     agent = request.GET.get("agent", "").strip()[:200]
-    config = {
-        name: value
-        for name in ("maxTurns", "maxTokens")
-        if (value := _int_param(request, name)) is not None
-    }
+    try:
+        config = {
+            name: value
+            for name, bounds in (("maxTurns", MAX_TURNS_RANGE), ("maxTokens", MAX_TOKENS_RANGE))
+            if (value := _int_param(request, name, bounds)) is not None
+        }
+    except InvalidRequest as problem:
+        # Same place in the page as the estimate, saying what to fix.
+        fragment = '<div class="run-estimate" id="run-estimate"><p class="muted">{}</p></div>'
+        return HttpResponse(format_html(fragment, problem.message), status=400)
     estimate = estimate_run(request.team, agent, config) if agent else None
     return render(request, "runs/reports/_run_estimate.html", {"estimate": estimate})

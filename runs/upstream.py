@@ -8,15 +8,23 @@ statuses are returned as responses, because the gateway passes them through unch
 from __future__ import annotations
 
 import asyncio
+import traceback
 import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+
+from runs.crypto import SealedKey
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
+# In place of the network, for tests that need what no server produces (see use_transport).
+_transport: httpx.AsyncBaseTransport | None = None
 
 
 @dataclass
@@ -57,13 +65,51 @@ def client() -> httpx.AsyncClient:
         max_keepalive_connections=min(settings.RTDASH_UPSTREAM_MAX_CONNECTIONS, 50),
         keepalive_expiry=30,
     )
-    new = httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False)
+    new = httpx.AsyncClient(
+        timeout=timeout, limits=limits, follow_redirects=False, transport=_transport
+    )
     _clients[loop] = new
     return new
 
 
-def _auth_headers(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
+def use_transport(transport: httpx.AsyncBaseTransport | None) -> None:
+    """Send every later request through `transport` (an httpx.MockTransport in a test), or
+    through the network again with None. Clients already made are forgotten."""
+    global _transport
+    _transport = transport
+    _clients.clear()
+
+
+def endpoint(*segments: str) -> str:
+    """An upstream path from its segments, each percent-encoded whole: an id holding `/`,
+    `?`, `#` or `%` stays one segment and cannot reach another endpoint or add a query.
+    Dot segments are encoded too, so no client ever sees `.` or `..` to resolve (callers
+    should refuse such ids first: they name nothing upstream)."""
+    encoded = []
+    for segment in segments:
+        escaped = quote(segment, safe="")
+        if segment in (".", ".."):
+            escaped = escaped.replace(".", "%2E")
+        encoded.append(escaped)
+    return "/" + "/".join(encoded)
+
+
+class _KeyAuth(httpx.Auth):
+    """Puts the key on the request inside httpx, at the last moment: no frame of rtdash's
+    ever holds it in a local variable that a debug page could print."""
+
+    def __init__(self, key: SealedKey | str) -> None:
+        self.key = key
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        key = self.key
+        request.headers["X-API-Key"] = key.reveal() if isinstance(key, SealedKey) else key
+        yield request
+
+    def __repr__(self) -> str:
+        return "_KeyAuth(****)"
 
 
 def translate(error: httpx.HTTPError) -> UpstreamError:
@@ -96,8 +142,9 @@ def translate(error: httpx.HTTPError) -> UpstreamError:
     return UpstreamError("upstream_error", type(error).__name__)
 
 
+@sensitive_variables("key")
 async def open_stream(
-    key: str,
+    key: SealedKey | str,
     method: str,
     path: str,
     *,
@@ -107,9 +154,11 @@ async def open_stream(
 ) -> httpx.Response:
     """Send a request and return the response with its body still unread.
 
-    The caller must `aclose()` the response. Raises UpstreamError on transport failure.
+    The caller must `aclose()` the response. Raises UpstreamError on transport failure, and
+    KeyDecryptionError if a SealedKey cannot be opened. `key` is a SealedKey; a plaintext
+    string is accepted for a key that is not stored.
     """
-    headers = _auth_headers(key)
+    headers: dict[str, str] = {}
     if content is not None:
         headers["Content-Type"] = "application/json"
     if accept:
@@ -118,13 +167,20 @@ async def open_stream(
         method, base_url() + path, content=content, params=params, headers=headers
     )
     try:
-        return await client().send(request, stream=True)
+        return await client().send(request, stream=True, auth=_KeyAuth(key))
     except httpx.HTTPError as error:
         raise translate(error) from None
+    except Exception as error:
+        # Not a transport failure but a bug: it goes on unchanged, but the locals of the
+        # frames it came through (httpx's and httpcore's hold the request's headers, key
+        # included) are dropped, so no debug page can show them.
+        traceback.clear_frames(error.__traceback__)
+        raise
 
 
+@sensitive_variables("key")
 async def call(
-    key: str,
+    key: SealedKey | str,
     method: str,
     path: str,
     *,

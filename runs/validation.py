@@ -7,10 +7,22 @@ body is otherwise forwarded exactly as sent: unknown fields are RunTools' busine
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 MAX_METADATA_BYTES = 16 * 1024
+# Deeper JSON is refused: no real request nests this far, and Python's own recursion (in
+# json, the ORM's JSON encoding, templates) gives out somewhere below 1,000.
+MAX_JSON_DEPTH = 64
+# Digits an integer may have in JSON, and in a query string: far beyond any real count or
+# id, well below Python's 4,300-digit limit on int(), which raises instead of answering.
+MAX_JSON_INTEGER_DIGITS = 100
+MAX_QUERY_INTEGER_DIGITS = 30
+# Ids that are path steps rather than names: sent upstream they would climb the path.
+DOT_SEGMENTS = frozenset({".", ".."})
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_TOKENS_RANGE = (1, 128_000)
 MAX_TURNS_RANGE = (1, 1_000)
 TEMPERATURE_RANGE = (0.0, 2.0)
@@ -22,6 +34,107 @@ class InvalidRequest(Exception):
         self.field = field
         self.message = message
         self.status = status
+
+
+class HostileJSON(InvalidRequest):
+    """Text that parses as JSON but that rtdash refuses to carry: NaN or infinite numbers,
+    lone surrogates, absurd nesting or integers. (Plain syntax errors are InvalidRequest.)"""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INTEGER_DIGITS:
+        raise HostileJSON("", f"an integer has more than {MAX_JSON_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether the text holds a lone surrogate (`"\\ud800"`), which UTF-8 cannot encode, so
+    no database, log or response could hold it. ASCII text is answered without a scan."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _where(path: str, root: str) -> str:
+    return (path or root)[:120]
+
+
+def check_json_value(value: Any, field: str, *, root: str = "") -> None:
+    """Refuse a value nested deeper than MAX_JSON_DEPTH, holding a string (or key) with a
+    lone surrogate, or a number that is not finite (NaN, Infinity and 1e999 parse as such in
+    Python, yet are not JSON: PostgreSQL, SQLite and other clients refuse them).
+
+    The error names the offending path below `field` (`metadata.a`, `messages[0].content`);
+    `field=""` names top-level keys bare, and `root` is the name for the value itself.
+    Iterative, so no input can exhaust the recursion limit.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, field)]
+    while stack:
+        item, depth, path = stack.pop()
+        if isinstance(item, str):
+            if has_surrogates(item):
+                where = _where(path, root)
+                raise HostileJSON(where, f"{where} holds a lone surrogate (invalid Unicode).")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                where = _where(path, root)
+                raise HostileJSON(
+                    where, f"{where} is not a finite number (NaN and Infinity are not JSON)."
+                )
+        elif isinstance(item, dict):
+            if depth > MAX_JSON_DEPTH:
+                # Named by its top-level field: the full path would be as long as the nesting.
+                where = _where(path.replace("[", ".").split(".")[0], root)
+                raise HostileJSON(where, f"{where} is nested more than {MAX_JSON_DEPTH} deep.")
+            for key, child in item.items():
+                name = f"{path}.{key}" if path else str(key)
+                if has_surrogates(key):
+                    raise HostileJSON(
+                        _where(path, root), f"A key in {_where(path, root)} holds a lone surrogate."
+                    )
+                stack.append((child, depth + 1, name))
+        elif isinstance(item, list):
+            if depth > MAX_JSON_DEPTH:
+                # Named by its top-level field: the full path would be as long as the nesting.
+                where = _where(path.replace("[", ".").split(".")[0], root)
+                raise HostileJSON(where, f"{where} is nested more than {MAX_JSON_DEPTH} deep.")
+            stack.extend((child, depth + 1, f"{path}[{index}]") for index, child in enumerate(item))
+
+
+def loads_strict(text: str | bytes, field: str) -> Any:
+    """The one parser for JSON that comes from a client: the gateway's bodies, the
+    playground's metadata, the run socket's messages.
+
+    Raises InvalidRequest (naming `field`) for text that is not JSON, and its subclass
+    HostileJSON for JSON that rtdash refuses (see `check_json_value`); for a body
+    (`field="body"`) the error names the offending field itself.
+    """
+    try:
+        value = json.loads(text, parse_int=_bounded_int)
+    except HostileJSON as hostile:
+        raise HostileJSON(field, f"{field} is not valid JSON: {hostile.message}.") from None
+    except RecursionError:
+        # The C scanner recurses once per level and gives up cleanly near the recursion limit.
+        raise HostileJSON(
+            field, f"{field} is not valid JSON: nested more than {MAX_JSON_DEPTH} deep."
+        ) from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRequest(field, f"{field} is not valid JSON: {error}") from None
+    if field == "body":
+        check_json_value(value, "", root="body")
+    else:
+        check_json_value(value, field)
+    return value
+
+
+def parse_query_int(text: str, field: str, low: int, high: int) -> int:
+    """An integer from a query string or a form: ASCII digits only ("²" and "٣" are digits
+    to str.isdigit and int()), at most MAX_QUERY_INTEGER_DIGITS of them, within [low, high]."""
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > MAX_QUERY_INTEGER_DIGITS:
+        raise InvalidRequest(field, f"{field} must be a whole number from {low} to {high}.")
+    value = int(digits)
+    if not low <= value <= high:
+        raise InvalidRequest(field, f"{field} must be a whole number from {low} to {high}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -56,10 +169,7 @@ def parse_body(raw: bytes, max_bytes: int) -> dict:
         raise InvalidRequest("body", f"The request body is larger than {max_bytes} bytes.", 413)
     if not raw.strip():
         raise InvalidRequest("body", "The request body is empty; send a JSON object.")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest("body", f"The request body is not valid JSON: {error}") from None
+    body = loads_strict(raw, "body")
     if not isinstance(body, dict):
         raise InvalidRequest("body", "The request body must be a JSON object.")
     return body
@@ -126,6 +236,8 @@ def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) 
         raise InvalidRequest("agent", "agent is longer than 200 characters.")
     if _has_control_characters(agent):
         raise InvalidRequest("agent", "agent contains control characters; use a slug or an ID.")
+    if agent.strip() in DOT_SEGMENTS:
+        raise InvalidRequest("agent", "agent must be a slug or an ID, not a path step.")
     prompt, messages = body.get("prompt"), body.get("messages")
     if prompt is None and messages is None:
         raise InvalidRequest("prompt", "Either prompt or messages is required.")
