@@ -224,7 +224,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "filters": {"redis_outage": {"()": "rtdash.logs.RepeatedConnectionErrors"}},
+    "filters": {
+        "redis_outage": {"()": "rtdash.logs.RepeatedConnectionErrors"},
+        "database_outage": {"()": "rtdash.unavailable.RepeatedDatabaseErrors"},
+    },
     "root": {"handlers": ["console"], "level": envstr("RTDASH_LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request line at INFO; rtdash logs what matters itself.
@@ -232,5 +235,7 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
         # A traceback a second while Redis is down, otherwise (rtdash.logs).
         "channels_redis.pubsub": {"filters": ["redis_outage"]},
+        # A traceback every maintenance round while the database is down, otherwise.
+        "runs.reaper": {"filters": ["database_outage"]},
     },
 }

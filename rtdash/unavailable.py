@@ -11,6 +11,7 @@ per request.
 from __future__ import annotations
 
 import logging
+import time
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
@@ -67,3 +68,31 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         return answer_database_unavailable(request, exception)
+
+
+class RepeatedDatabaseErrors(logging.Filter):
+    """One line a minute instead of a traceback a round while the database is unreachable
+    (the maintenance thread retries every few seconds). Other records pass unchanged."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._next_at = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None or not is_database_unavailable(error):
+            return True
+        now = time.monotonic()
+        if now < self._next_at:
+            return False
+        self._next_at = now + self.interval
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        record.msg = (
+            f"{record.getMessage()}: the database is unavailable ({type(error).__name__}: "
+            f"{reason}); the same error is logged at most once every {self.interval:g} s"
+        )
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
