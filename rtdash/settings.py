@@ -93,8 +93,6 @@ if _database["ENGINE"] == "django.db.backends.postgresql":
     _database["CONN_MAX_AGE"] = 0
     _database["OPTIONS"] = {
         **_database.get("OPTIONS", {}),
-        # Names this worker's connections in pg_stat_activity (bench/burst.py counts them).
-        "application_name": f"rtdash-{os.getpid()}",
         "pool": {
             "min_size": 1,
             "max_size": RTDASH_DB_POOL_SIZE,
