@@ -154,21 +154,25 @@ def _report(args, paths, answers, counts, elapsed, max_connections) -> None:
             f" | {max(seconds):.2f} |"
         )
     server_errors = sum(1 for _kind, status, _seconds in answers if status >= 500 and status != 503)
+    sent = " + ".join(f"{args.healthz} `GET {path}`" for path in paths)
     markdown = f"""## Burst against one worker (`bench/burst.py`)
 
-{" + ".join(f"{args.healthz} `GET {path}`" for path in paths)} + {args.logins} logins
-(`POST /login/`, one unknown username, production password hashing) fired at once at one
-uvicorn worker with debug off, PostgreSQL (server `max_connections` {max_connections}) and
-Redis; `RTDASH_DB_POOL_SIZE={args.pool}`, `RTDASH_DB_POOL_TIMEOUT={args.timeout:g}`. The
-worker's connections were sampled every 10 ms in `pg_stat_activity` ({len(counts)} samples).
+{sent} + {args.logins} logins (`POST /login/`, one unknown username, production password
+hashing) fired at once at one uvicorn worker with debug off, PostgreSQL (server
+`max_connections` {max_connections}) and Redis; `RTDASH_DB_POOL_SIZE={args.pool}`,
+`RTDASH_DB_POOL_TIMEOUT={args.timeout:g}`. The worker's connections were sampled every 10 ms
+in `pg_stat_activity` ({len(counts)} samples).
 
 | request | sent | statuses | p50 s | p95 s | max s |
 |---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-- Worker's PostgreSQL connections: at most **{max(counts, default=0)}** (pool size
+- The worker's PostgreSQL connections: at most **{max(counts, default=0)}** (pool size
   {args.pool}).
-- 5xx other than 503: **{server_errors}**. Whole burst: {elapsed:.1f} s.
+- 5xx other than 503: **{server_errors}**. The whole burst took {elapsed:.1f} s.
+- A login holds its connection while it hashes the password (CPU-bound, and the same
+  username is hashed until the throttle has counted its failures), so logins queue for the
+  pool; those still waiting after the pool timeout are answered 503.
 """
     write_section("burst", markdown)
 
