@@ -96,6 +96,8 @@ def test_it_answers_503_envelopes_while_the_database_is_down(outage_server):
     assert "Service unavailable" in page.text
     log = outage_server.log()
     assert "Traceback" not in log
+    # The maintenance thread's failed rounds: one line (a minute), not a traceback each.
+    assert log.count("rtdash maintenance round failed: the database is unavailable") == 1
     for path in ("/v1/run", "/v1/agents", "/api/usage", "/login/"):
         assert len(re.findall(rf"Database unavailable: \w+ {path} answered 503", log)) == 1
 
