@@ -173,6 +173,7 @@ in `pg_stat_activity` ({len(counts)} samples).
 - A login holds its connection while it hashes the password (CPU-bound, and the same
   username is hashed until the throttle has counted its failures), so logins queue for the
   pool; those still waiting after the pool timeout are answered 503.
+- A login's 200 is the login page shown again with its error (the username is unknown).
 """
     write_section("burst", markdown)
 
