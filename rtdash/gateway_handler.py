@@ -12,23 +12,69 @@ every async request that the gateway does not need:
   database connections) are synchronous: a round trip to the sync thread of its own, ~0.4 ms
   on an idle machine. Every gateway view goes to that thread anyway, to authenticate, so the
   signal is sent there instead (`send_deferred_request_started`), on the same thread as before.
+
+What the pages' middleware would have done that the gateway still needs is done inline, on
+the event loop (no thread hop): the Host header is checked against ALLOWED_HOSTS, and
+SecurityMiddleware's hooks apply SECURE_SSL_REDIRECT, HSTS and its other headers. A database
+that cannot be reached answers 503 in the RunTools envelope (rtdash.unavailable).
+
+`handle` copies Django's; COPIED_FROM_DJANGO records the source it was written against, and
+the system check rtdash.E005 (runs/checks.py) refuses to start on a Django whose copy differs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import inspect
+import logging
 
 from asgiref.sync import sync_to_async
 from django.core import signals
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import DisallowedHost, RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.base import BaseHandler
 from django.core.handlers.exception import convert_exception_to_response
+from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
+
+from rtdash.unavailable import answer_database_unavailable
 
 GATEWAY_PREFIX = "/v1/"
 # Set on a request whose `request_started` signal is still to be sent.
 _DEFERRED = "_deferred_request_started"
+# Django logs a refused Host header here for pages; the gateway's go to the same place.
+_host_logger = logging.getLogger("django.security.DisallowedHost")
+
+# SHA-256 of the source of the Django methods this handler copies or replaces, as in Django
+# 5.2. A Django whose methods differ may have changed what the copy must do (a security fix
+# in `handle`, a new middleware attribute): re-read them and update the copy first.
+COPIED_FROM_DJANGO = {
+    "ASGIHandler.__call__": "f756809e9c9308dcccb78a301fccf09196e80cdc4745690f80384d09b69dd102",
+    "ASGIHandler.handle": "98faeb5bef800331e6a8002fbc96b30e4122a23438ae45a047190a531ea11323",
+    "BaseHandler.load_middleware": (
+        "a1fb7ee5f8586195da2174d1bbc2bbfc7ca19b9d26ea66412cb434f45bf6d467"
+    ),
+}
+_DJANGO_METHODS = {
+    "ASGIHandler.__call__": ASGIHandler.__call__,
+    "ASGIHandler.handle": ASGIHandler.handle,
+    "BaseHandler.load_middleware": BaseHandler.load_middleware,
+}
+
+
+def source_digest(function) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
+
+
+def drifted_django_methods() -> list[str]:
+    """The copied Django methods whose installed source is not the one the copy follows."""
+    return [
+        name
+        for name, function in _DJANGO_METHODS.items()
+        if source_digest(function) != COPIED_FROM_DJANGO[name]
+    ]
 
 
 class GatewayASGIHandler(ASGIHandler):
@@ -38,9 +84,11 @@ class GatewayASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware = []
         self._template_response_middleware = []
-        self._exception_middleware = []
-        get_response = self._get_response_async if is_async else self._get_response
-        self._middleware_chain = convert_exception_to_response(get_response)
+        self._exception_middleware = [answer_database_unavailable]
+        if not is_async:
+            raise ValueError("GatewayASGIHandler serves ASGI only")
+        get_response = convert_exception_to_response(self._get_response_async)
+        self._middleware_chain = convert_exception_to_response(_protected(get_response))
 
     async def handle(self, scope, receive, send) -> None:
         """Django's ASGIHandler.handle (5.2), with `request_started` deferred."""
@@ -91,6 +139,28 @@ class GatewayASGIHandler(ASGIHandler):
         else:
             await sync_to_async(_close_response)(request, response)
         body_file.close()
+
+
+def _protected(get_response):
+    """What the pages' middleware stack does that the gateway needs, without its thread hops:
+    SecurityMiddleware's hooks do no I/O, so they run here on the event loop."""
+    security = SecurityMiddleware(get_response)
+
+    async def protected(request):
+        try:
+            request.get_host()
+        except DisallowedHost as refused:
+            _host_logger.warning("%s", refused)
+            # Imported here: runs.gateway imports this module.
+            from runs.gateway import error_response
+
+            return error_response(400, "bad_request", "Invalid Host header.")
+        response = security.process_request(request)  # the HTTPS redirect, if any
+        if response is None:
+            response = await get_response(request)
+        return security.process_response(request, response)
+
+    return protected
 
 
 def send_deferred_request_started(request) -> None:

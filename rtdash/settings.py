@@ -51,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # A database that cannot be reached (down, or every pooled connection busy) answers 503.
+    "rtdash.unavailable.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "rtdash.urls"
@@ -75,11 +77,31 @@ TEMPLATES = [
 
 # --- Database -----------------------------------------------------------------------------
 DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+# The most PostgreSQL connections one worker opens, and how long a request waits for one of
+# them before it is answered 503. Workers x pool size must stay below the server's
+# max_connections minus headroom (docs/security/database-and-gateway.md).
+RTDASH_DB_POOL_SIZE = envint("RTDASH_DB_POOL_SIZE", 10, minimum=1)
+RTDASH_DB_POOL_TIMEOUT = envfloat("RTDASH_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 try:
     _database = dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
 except ValueError as error:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
-if _database["ENGINE"] == "django.db.backends.sqlite3":
+if _database["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI each request's sync work may run on a thread of its own, and a persistent
+    # connection is per thread: nothing bounded them (200 concurrent requests opened ~100
+    # connections from one worker and held them). A pool bounds them; Django's pool needs
+    # CONN_MAX_AGE 0, and health checks become the pool's check on checkout.
+    _database["CONN_MAX_AGE"] = 0
+    _database["OPTIONS"] = {
+        **_database.get("OPTIONS", {}),
+        "pool": {
+            "min_size": 1,
+            "max_size": RTDASH_DB_POOL_SIZE,
+            "timeout": RTDASH_DB_POOL_TIMEOUT,
+            "name": f"rtdash-{os.getpid()}",
+        },
+    }
+elif _database["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the dashboard read while a run is being written; synchronous=NORMAL keeps every
     # committed run across an application crash while skipping an fsync per commit, and
     # IMMEDIATE transactions avoid "database is locked" upgrades under concurrent writers.
@@ -201,7 +223,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "filters": {"redis_outage": {"()": "rtdash.logs.RepeatedConnectionErrors"}},
+    "filters": {
+        "redis_outage": {"()": "rtdash.logs.RepeatedConnectionErrors"},
+        "database_outage": {"()": "rtdash.unavailable.RepeatedDatabaseErrors"},
+    },
     "root": {"handlers": ["console"], "level": envstr("RTDASH_LOG_LEVEL", "INFO")},
     "loggers": {
         # httpx logs every request line at INFO; rtdash logs what matters itself.
@@ -209,5 +234,7 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
         # A traceback a second while Redis is down, otherwise (rtdash.logs).
         "channels_redis.pubsub": {"filters": ["redis_outage"]},
+        # A traceback every maintenance round while the database is down, otherwise.
+        "runs.reaper": {"filters": ["database_outage"]},
     },
 }

@@ -52,3 +52,22 @@ def check_production_safety(app_configs=None, **kwargs) -> list[Error]:
     except ImproperlyConfigured as error:
         errors.append(Error(str(error), id="rtdash.E004"))
     return errors
+
+
+@register(SAFETY_TAG)
+def check_gateway_handler_matches_django(app_configs=None, **kwargs) -> list[Error]:
+    """rtdash/gateway_handler.py copies Django's ASGI request handling; on a Django whose
+    copied methods changed, the copy may miss what the change added (debug on or off)."""
+    from rtdash.gateway_handler import drifted_django_methods
+
+    drifted = drifted_django_methods()
+    if not drifted:
+        return []
+    return [
+        Error(
+            f"The /v1/ gateway handler was written for other versions of {', '.join(drifted)}.",
+            hint="Compare them with rtdash/gateway_handler.py, update the copy and its "
+            "COPIED_FROM_DJANGO digests, or install the Django version in pyproject.toml.",
+            id="rtdash.E005",
+        )
+    ]

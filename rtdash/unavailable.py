@@ -1,0 +1,98 @@
+"""A database that cannot be reached answers 503, never a 500 page.
+
+"Cannot be reached" covers PostgreSQL being down or refusing connections, and every pooled
+connection of this worker staying busy past RTDASH_DB_POOL_TIMEOUT (psycopg_pool's
+PoolTimeout, which Django raises as an OperationalError). SDKs parse the RunTools envelope, so
+/v1/ and /api/ get it (code `unavailable`); pages get a plain 503 page. Each such request is
+logged as one line naming the error, without a traceback: an outage would otherwise print one
+per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
+from django.utils.deprecation import MiddlewareMixin
+
+logger = logging.getLogger("rtdash.unavailable")
+
+# Paths whose callers are programs that parse the RunTools error envelope.
+API_PREFIXES = ("/v1/", "/api/")
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly."
+UNAVAILABLE_PAGE = (
+    "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+    "<title>Service unavailable</title></head><body><h1>Service unavailable</h1>"
+    "<p>The database is unavailable. Try again in a few seconds.</p></body></html>"
+)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    # OperationalError: refused or lost connection, pool timeout, query cancelled, SQLite
+    # "database is locked". InterfaceError: a connection that was already closed.
+    return isinstance(error, OperationalError | InterfaceError)
+
+
+def unavailable_response(request: HttpRequest) -> HttpResponse:
+    if request.path.startswith(API_PREFIXES):
+        # Imported here: runs.gateway imports rtdash.gateway_handler, which imports this module.
+        from runs.gateway import error_response
+
+        response = error_response(503, "unavailable", UNAVAILABLE_MESSAGE)
+    else:
+        response = HttpResponse(UNAVAILABLE_PAGE, status=503, content_type="text/html")
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def answer_database_unavailable(request: HttpRequest, error: Exception) -> HttpResponse | None:
+    """A 503 for a database error, or None to let Django handle any other exception."""
+    if not is_database_unavailable(error):
+        return None
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    logger.warning(
+        "Database unavailable: %s %s answered 503 (%s: %s)",
+        request.method,
+        request.path,
+        type(error.__cause__ or error).__name__,
+        reason,
+    )
+    return unavailable_response(request)
+
+
+class DatabaseUnavailableMiddleware(MiddlewareMixin):
+    """Turns a view's database-unavailable error into a 503 (see the module docstring)."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        return answer_database_unavailable(request, exception)
+
+
+class RepeatedDatabaseErrors(logging.Filter):
+    """One line a minute instead of a traceback a round while the database is unreachable
+    (the maintenance thread retries every few seconds). Other records pass unchanged."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._next_at = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None or not is_database_unavailable(error):
+            return True
+        now = time.monotonic()
+        if now < self._next_at:
+            return False
+        self._next_at = now + self.interval
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        record.msg = (
+            f"{record.getMessage()}: the database is unavailable ({type(error).__name__}: "
+            f"{reason}); the same error is logged at most once every {self.interval:g} s"
+        )
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

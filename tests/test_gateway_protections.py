@@ -1,0 +1,101 @@
+"""The /v1/ gateway keeps Django's request protections without its middleware stack: Host
+checked against ALLOWED_HOSTS, HTTPS redirect and HSTS (issue 13, item 8), and a check that
+notices when Django's copied request handling changes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+
+from rtdash import gateway_handler
+from rtdash.gateway_handler import GatewayASGIHandler, drifted_django_methods
+from runs.checks import check_gateway_handler_matches_django
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def production(settings):
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["rtdash.example"]
+
+
+async def call(path: str, *, host: str, scheme: str = "http", token: str = "") -> dict:
+    """One request through the gateway's handler as an ASGI server sends it."""
+    headers = [(b"host", host.encode()), (b"content-type", b"application/json")]
+    if token:
+        headers.append((b"x-api-key", token.encode()))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": (host, 443 if scheme == "https" else 80),
+    }
+    # A handler per call: SecurityMiddleware reads its settings when the handler is made.
+    app = ApplicationCommunicator(GatewayASGIHandler(), scope)
+    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await app.receive_output(10)
+    body = b""
+    while True:
+        message = await app.receive_output(10)
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await app.wait(10)
+    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    return {"status": start["status"], "headers": headers, "body": body}
+
+
+async def test_it_refuses_a_host_outside_allowed_hosts(production, acme_token):
+    _token, plaintext = acme_token
+    answer = await call("/v1/agents", host="evil.example", token=plaintext)
+    assert answer["status"] == 400
+    assert answer["headers"]["content-type"] == "application/json"
+    error = json.loads(answer["body"])["error"]
+    assert error["code"] == "bad_request"
+    assert "evil.example" not in answer["body"].decode()
+
+
+async def test_it_answers_an_allowed_host(production):
+    answer = await call("/v1/agents", host="rtdash.example")
+    assert answer["status"] == 401  # no token: the request got past the Host check
+
+
+async def test_it_redirects_plain_http_to_https(production, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    answer = await call("/v1/agents", host="rtdash.example")
+    assert answer["status"] == 301
+    assert answer["headers"]["location"] == "https://rtdash.example/v1/agents"
+
+
+async def test_it_sends_hsts_over_https(production, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_HSTS_SECONDS = 3600
+    answer = await call("/v1/agents", host="rtdash.example", scheme="https")
+    assert answer["status"] == 401
+    assert answer["headers"]["strict-transport-security"].startswith("max-age=3600")
+    assert answer["headers"]["x-content-type-options"] == "nosniff"
+
+
+def test_the_copied_django_methods_are_the_ones_the_copy_follows():
+    # Fails on a Django whose ASGIHandler.handle (or the others) changed: re-read the copy.
+    assert drifted_django_methods() == []
+    assert check_gateway_handler_matches_django() == []
+
+
+def test_the_check_refuses_a_django_that_drifted(monkeypatch):
+    changed = {**gateway_handler.COPIED_FROM_DJANGO, "ASGIHandler.handle": "0" * 64}
+    monkeypatch.setattr(gateway_handler, "COPIED_FROM_DJANGO", changed)
+    [error] = check_gateway_handler_matches_django()
+    assert error.id == "rtdash.E005"
+    assert "ASGIHandler.handle" in error.msg
