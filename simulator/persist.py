@@ -67,6 +67,7 @@ def dump(app: SimulatorApp) -> dict[str, Any]:
                 "threads": [_thread_json(t) for t in store.threads.values()],
             }
             for key, store in app.store.items()
+            if store.threads  # e.g. the empty key of /healthz's requests: nothing to keep
         },
         "runs": [_run_json(r) for r in records.runs.values()],
         "activity": [vars(e) for e in records.activity],
