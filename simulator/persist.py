@@ -72,6 +72,10 @@ def dump(app: SimulatorApp) -> dict[str, Any]:
         "runs": [_run_json(r) for r in records.runs.values()],
         "activity": [vars(e) for e in records.activity],
         "ledger": [vars(e) for e in records.ledger],
+        "totals": {
+            "grantedCents": records.total_granted_cents,
+            "usedCents": records.total_used_cents,
+        },
     }
 
 
@@ -146,4 +150,6 @@ def load(app: SimulatorApp, path: Path) -> None:
     records.runs = {r["id"]: _run(r) for r in data["runs"]}
     records.activity = [ActivityEvent(**e) for e in data["activity"]]
     records.ledger = [LedgerEntry(**e) for e in data["ledger"]]
+    records.total_granted_cents = data["totals"]["grantedCents"]
+    records.total_used_cents = data["totals"]["usedCents"]
     records.resume_clock()

@@ -164,6 +164,17 @@ class LedgerEntry:
 
 
 SEVERITY = {"started": "info", "completed": "info", "failed": "error", "cancelled": "warning"}
+# Only the newest records are kept, so a benchmark of a million runs cannot grow the simulator
+# without bound. Past these, the oldest go (10% at a time, so trimming stays rare): lookups of
+# them are 404s, and usage sums no longer cover them. Credit totals are counters and stay exact.
+MAX_RUNS = 50_000
+MAX_ACTIVITY = 200_000
+MAX_LEDGER = 50_000
+
+
+def _trim(items: list[Any], limit: int) -> None:
+    if len(items) > limit * 1.1:
+        del items[: len(items) - limit]
 
 
 class OrgRecords:
@@ -171,6 +182,8 @@ class OrgRecords:
         self.runs: dict[str, RunRecord] = {}
         self.activity: list[ActivityEvent] = []
         self.ledger: list[LedgerEntry] = []
+        self.total_granted_cents = 0
+        self.total_used_cents = 0
         self._run_clock = itertools.count(1)
         self.credit("free_credits", FREE_CREDITS_CENTS, "Free credits on sign-up")
         self.credit("topup", TOPUP_CENTS, "Top-up")
@@ -180,14 +193,6 @@ class OrgRecords:
     @property
     def balance_cents(self) -> int:
         return self.ledger[-1].balance_after_cents if self.ledger else 0
-
-    @property
-    def total_granted_cents(self) -> int:
-        return sum(e.amount_cents for e in self.ledger if e.amount_cents > 0)
-
-    @property
-    def total_used_cents(self) -> int:
-        return -sum(e.amount_cents for e in self.ledger if e.amount_cents < 0)
 
     def credit(
         self,
@@ -199,7 +204,7 @@ class OrgRecords:
         reference_id: str | None = None,
     ) -> LedgerEntry:
         entry = LedgerEntry(
-            sequence=len(self.ledger) + 1,
+            sequence=self.ledger[-1].sequence + 1 if self.ledger else 1,
             type=type_,
             amount_cents=amount_cents,
             resource=resource,
@@ -208,6 +213,11 @@ class OrgRecords:
             balance_after_cents=self.balance_cents + amount_cents,
         )
         self.ledger.append(entry)
+        if amount_cents > 0:
+            self.total_granted_cents += amount_cents
+        else:
+            self.total_used_cents -= amount_cents
+        _trim(self.ledger, MAX_LEDGER)
         return entry
 
     # --- runs ----------------------------------------------------------------------------------
@@ -215,6 +225,10 @@ class OrgRecords:
     def start_run(self, record: RunRecord) -> None:
         record.order = next(self._run_clock)
         self.runs[record.id] = record
+        if len(self.runs) > MAX_RUNS * 1.1:
+            # Dicts keep insertion order: the first keys are the oldest runs.
+            for old in list(self.runs)[: len(self.runs) - MAX_RUNS]:
+                del self.runs[old]
         self._log_run(record, "started")
 
     def finish_run(self, record: RunRecord, status: str) -> None:
@@ -257,7 +271,9 @@ class OrgRecords:
     # --- activity ------------------------------------------------------------------------------
 
     def _log(self, **fields: Any) -> None:
-        self.activity.append(ActivityEvent(sequence=len(self.activity) + 1, **fields))
+        sequence = self.activity[-1].sequence + 1 if self.activity else 1
+        self.activity.append(ActivityEvent(sequence=sequence, **fields))
+        _trim(self.activity, MAX_ACTIVITY)
 
     def _log_run(self, record: RunRecord, phase: str) -> None:
         attributes: dict[str, Any] = {

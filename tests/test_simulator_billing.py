@@ -347,3 +347,19 @@ def test_billing_on_a_port_of_its_own() -> None:
                 502,
                 "provider_error",
             )
+
+
+def test_credit_totals_stay_exact_when_old_ledger_entries_are_trimmed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In-process on purpose: reaching the real cap over HTTP would take 55,000 runs.
+    from simulator import records
+
+    monkeypatch.setattr(records, "MAX_LEDGER", 10)
+    org = records.OrgRecords()
+    for _ in range(30):
+        org.credit("usage", -3, "a run", resource="agent_run")
+    assert len(org.ledger) <= 11
+    assert org.ledger[-1].to_json()["id"] == "led_00000032"
+    assert (org.total_granted_cents, org.total_used_cents) == (10_500, 90)
+    assert org.balance_cents == 10_500 - 90
