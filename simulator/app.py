@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ RATE_LIMIT = 1000
 # prefix, so its base URL is `<root>/billing/v1` (or `<billing root>/v1` with --billing-port).
 BILLING_PREFIX = "/billing"
 SIMULATE_HEADER = "x-simulate"
+SAVE_DELAY = 0.5  # seconds between a change and its save to the --store file
 
 
 def split_keys(raw: str) -> tuple[str, ...]:
@@ -87,12 +89,13 @@ class SimulatorApp:
         self.armed: dict[str, list[ArmedFault]] = {}  # key -> faults armed by a test
         self._windows: dict[str, tuple[int, int]] = {}  # key -> (minute, requests in it)
         self.store_path = Path(store_path) if store_path else None
+        self._save_pending = False
         if self.store_path is not None and self.store_path.exists():
             persist.load(self, self.store_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, on_shutdown=self.flush)
             return
         if scope["type"] != "http":
             return
@@ -112,10 +115,26 @@ class SimulatorApp:
         try:
             await reply(send, receive)
         finally:
-            if self.store_path is not None and request.method not in ("GET", "HEAD"):
-                # Every change is on disk once its request is over (runs record their events
-                # as the stream goes out), so whatever stops this process loses nothing.
-                persist.save(self, self.store_path)
+            # Any request may change state (even a lookup completes a registered run).
+            self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        """Save within SAVE_DELAY of a change, at most once per SAVE_DELAY.
+
+        Writing the whole state after every request doubled the time of the demo's seed; a
+        delayed save costs a crash at most SAVE_DELAY of changes, and `flush()` runs on every
+        orderly stop.
+        """
+        if self.store_path is None or self._save_pending:
+            return
+        self._save_pending = True
+        asyncio.get_running_loop().call_later(SAVE_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Write the state to the --store file now (a no-op without one)."""
+        self._save_pending = False
+        if self.store_path is not None:
+            persist.save(self, self.store_path)
 
     def _billing_host(self, scope: Scope) -> Scope:
         """On the billing port, `/v1/billing/...` is billing and nothing else exists."""
@@ -214,13 +233,15 @@ class SimulatorApp:
         reply.headers += [(name, value) for name, value in extra if name not in present]
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # Only for `uvicorn simulator.app:app`; the CLI runs with lifespan="off".
+async def _lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], None]) -> None:
+    # uvicorn's graceful stop (SIGTERM, Ctrl-C) ends here, so the --store file gets the last
+    # changes: uvicorn re-raises the signal after serving, so code after Server.run never runs.
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            on_shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -64,10 +64,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     # benchmark, landing on whichever stream was running).
     gc.collect()
     gc.freeze()
-    if args.server == "daphne":
-        serve_daphne(app, args.host, ports)
-    else:
-        serve_uvicorn(app, args.host, ports)
+    try:
+        if args.server == "daphne":
+            serve_daphne(app, args.host, ports)
+        else:
+            serve_uvicorn(app, args.host, ports)
+    finally:
+        app.flush()  # daphne returns here after a stop; uvicorn flushes at lifespan shutdown
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -88,7 +91,7 @@ def serve_uvicorn(app: SimulatorApp, host: str, ports: list[int]) -> None:
         host=host,
         port=ports[0],
         log_level="warning",
-        lifespan="off",
+        lifespan="on",  # its shutdown event saves the --store file
         http=http,
         # A test that stops the server mid-stream (or mid-hang) should not wait on it.
         timeout_graceful_shutdown=1,
