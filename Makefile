@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SIM_PORT ?= 8765
+# The simulator's state file: the demo seeds its threads into it, `make run`'s simulator loads it.
+SIM_STORE ?= var/simulator-store.json
 CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test lint docs bench venv chromium simulate clean
@@ -27,8 +29,8 @@ chromium:
 
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
-	RUNTOOLS_API_URL=http://127.0.0.1:$(SIM_PORT)/v1 $(PY) manage.py demo
-	@bash scripts/run.sh $(HOST) $(PORT) $(SIM_PORT)
+	RUNTOOLS_API_URL=http://127.0.0.1:$(SIM_PORT)/v1 $(PY) manage.py demo --simulator-store $(SIM_STORE)
+	@SIM_STORE=$(SIM_STORE) bash scripts/run.sh $(HOST) $(PORT) $(SIM_PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

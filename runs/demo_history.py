@@ -11,13 +11,15 @@ import asyncio
 import json
 import random
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from runs.execution import launch
-from runs.models import GatewayToken, Run, RunEvent, Source, Team
+from runs.models import GatewayToken, Run, RunEvent, Source, Team, Thread
 from runs.recording import rebuild_usage
 from runs.validation import validate_run
 
@@ -117,14 +119,67 @@ def _touch_tokens(tokens: list[GatewayToken]) -> None:
             GatewayToken.objects.filter(pk=token.pk).update(last_used_at=latest.started_at)
 
 
-def seed_with_simulator(team: Team, users: list, tokens: list[GatewayToken], count: int) -> int:
-    """Start a private simulator, point rtdash at it for the seed, and stop it again."""
+def seed_with_simulator(
+    team: Team,
+    users: list,
+    tokens: list[GatewayToken],
+    count: int,
+    *,
+    key: str,
+    store_path: Path | None = None,
+) -> int:
+    """Start a private simulator, point rtdash at it for the seed, and stop it again.
+
+    With `store_path`, the simulator keeps what the seed made in that file (its `--store`), so
+    the simulator `make run` starts afterwards on the same file knows the demo's threads.
+    """
     from simulator.testing import SimulatorServer
 
-    with SimulatorServer(keys=("rt_test_demo",)) as simulator:
+    with SimulatorServer(keys=(key,), store_path=store_path) as simulator:
         previous = settings.RUNTOOLS_API_URL
         settings.RUNTOOLS_API_URL = simulator.url
         try:
             return asyncio.run(seed(team, users, tokens, count))
         finally:
             settings.RUNTOOLS_API_URL = previous
+
+
+def _replay_body(run: Run) -> dict:
+    """The body the run was sent with, so the simulator's deterministic scripts say it again."""
+    body: dict = {"agent": run.agent, "threadId": run.upstream_thread_id, "stream": run.stream}
+    for name in ("prompt", "messages", "config", "metadata"):
+        value = getattr(run, name)
+        if value:
+            body[name] = value
+    return body
+
+
+def replay_missing_threads(team: Team, *, key: str, store_path: Path) -> int:
+    """Make the simulator stored at `store_path` know every thread of `team` it has lost.
+
+    For a history seeded before the simulator kept a store (or after the file was deleted): each
+    missing thread's runs are sent again, oldest first, with the thread's id, which the
+    simulator adopts. Its scripts depend only on the request and the turn count, so the thread
+    it rebuilds says what the recorded runs said. Returns how many threads were replayed.
+    """
+    import httpx
+
+    from simulator.testing import SimulatorServer
+
+    threads = list(Thread.objects.filter(team=team, deleted_at__isnull=True))
+    replayed = 0
+    with (
+        SimulatorServer(keys=(key,), store_path=store_path) as simulator,
+        httpx.Client(base_url=simulator.url, headers={"X-API-Key": key}, timeout=30) as api,
+    ):
+        for thread in threads:
+            path = f"/threads/{quote(thread.upstream_id, safe='')}"
+            if api.get(path).status_code != 404:
+                continue
+            runs = Run.objects.filter(team=team, upstream_thread_id=thread.upstream_id)
+            for run in runs.order_by("started_at", "pk"):
+                # Read to the end: the simulator records a streamed turn as its frames go out.
+                with api.stream("POST", "/run", json=_replay_body(run)) as response:
+                    response.read()
+            replayed += 1
+    return replayed

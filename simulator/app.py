@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
-import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from . import persist
+from .accounts import Accounts
 from .agents import AGENTS, MODELS, Agent, find_agent
-from .runs import StreamResponse, handle_run
+from .faults import Faults, parse_faults
+from .records import OrgRecords
+from .routing import ROUTES, Reply, route
+from .runs import StreamResponse, handle_run, simulated_error, wait_for_disconnect
 from .store import KeyStore, Store, Thread, page_events, page_threads, parse_limit
 from .web import (
     ApiError,
@@ -34,53 +41,65 @@ DEFAULT_KEYS = ("rt_test_demo",)
 # throttled would make benchmarks measure the throttle. Use metadata.simulate.status 429.
 RATE_LIMIT = 1000
 
-Reply = Response | StreamResponse | None
-Handler = Callable[["SimulatorApp", Request, KeyStore], Awaitable[Reply]]
+
+# Billing lives on its own host upstream; on the simulator's main port it is served under this
+# prefix, so its base URL is `<root>/billing/v1` (or `<billing root>/v1` with --billing-port).
+BILLING_PREFIX = "/billing"
+SIMULATE_HEADER = "x-simulate"
+SAVE_DELAY = 0.5  # seconds between a change and its save to the --store file
+
+
+def split_keys(raw: str) -> tuple[str, ...]:
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
 def keys_from_env() -> tuple[str, ...]:
-    raw = os.environ.get("SIM_API_KEYS", "")
-    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
-    return keys or DEFAULT_KEYS
+    return split_keys(os.environ.get("SIM_API_KEYS", "")) or DEFAULT_KEYS
 
 
-@dataclass(frozen=True)
-class Route:
-    pattern: re.Pattern[str]
-    handlers: dict[str, Handler]
-    auth: bool = True
+def admin_keys_from_env() -> tuple[str, ...] | None:
+    raw = os.environ.get("SIM_ADMIN_KEYS")
+    return split_keys(raw) if raw is not None else None
 
 
-ROUTES: list[Route] = []
+@dataclass
+class ArmedFault:
+    """Faults a test armed for the next `times` requests of one key to a path."""
 
-
-def route(path: str, method: str, *, auth: bool = True) -> Callable[[Handler], Handler]:
-    """Register a handler; `{name}` in the path becomes a parameter matching one segment."""
-    pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", path) + "$")
-
-    def register(handler: Handler) -> Handler:
-        for existing in ROUTES:
-            if existing.pattern.pattern == pattern.pattern:
-                existing.handlers[method] = handler
-                return handler
-        ROUTES.append(Route(pattern, {method: handler}, auth))
-        return handler
-
-    return register
+    path: str  # matched against the end of the request's path, whichever base it came on
+    method: str | None
+    times: int
+    faults: Faults
 
 
 class SimulatorApp:
-    def __init__(self, keys: Iterable[str] = DEFAULT_KEYS) -> None:
+    def __init__(
+        self,
+        keys: Iterable[str] = DEFAULT_KEYS,
+        *,
+        admin_keys: Iterable[str] | None = None,
+        store_path: str | Path | None = None,
+        billing_port: int | None = None,
+    ) -> None:
         self.keys = frozenset(keys)
+        self.accounts = Accounts(keys, admin_keys)
         self.store = Store()
+        self.records = OrgRecords()
+        self.billing_port = billing_port
+        self.armed: dict[str, list[ArmedFault]] = {}  # key -> faults armed by a test
         self._windows: dict[str, tuple[int, int]] = {}  # key -> (minute, requests in it)
+        self.store_path = Path(store_path) if store_path else None
+        self._save_pending = False
+        if self.store_path is not None and self.store_path.exists():
+            persist.load(self, self.store_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, on_shutdown=self.flush)
             return
         if scope["type"] != "http":
             return
+        scope = self._billing_host(scope)
         request = Request(scope, receive)
         try:
             reply = await self._dispatch(request)
@@ -93,13 +112,51 @@ class SimulatorApp:
         if reply is None:
             return  # the client left during a simulated hang
         self._decorate(reply, request)
-        await reply(send, receive)
+        try:
+            await reply(send, receive)
+        finally:
+            # Any request may change state (even a lookup completes a registered run).
+            self._schedule_save()
+
+    def _schedule_save(self) -> None:
+        """Save within SAVE_DELAY of a change, at most once per SAVE_DELAY.
+
+        Writing the whole state after every request doubled the time of the demo's seed; a
+        delayed save costs a crash at most SAVE_DELAY of changes, and `flush()` runs on every
+        orderly stop.
+        """
+        if self.store_path is None or self._save_pending:
+            return
+        self._save_pending = True
+        asyncio.get_running_loop().call_later(SAVE_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Write the state to the --store file now (a no-op without one)."""
+        self._save_pending = False
+        if self.store_path is not None:
+            persist.save(self, self.store_path)
+
+    def _billing_host(self, scope: Scope) -> Scope:
+        """On the billing port, `/v1/billing/...` is billing and nothing else exists."""
+        if self.billing_port is None:
+            return scope
+        server = scope.get("server") or (None, None)
+        if server[1] != self.billing_port:
+            return scope
+        path = str(scope["path"])
+        if path.startswith("/v1/billing/") or path == "/healthz":
+            inner = BILLING_PREFIX + path if path != "/healthz" else path
+        else:
+            inner = "/not-billing" + path  # no route: a 404 in the upstream's envelope
+        return {**scope, "path": inner}
 
     async def _dispatch(self, request: Request) -> Reply:
         matched = [r for r in ROUTES if r.pattern.match(request.path)]
-        needs_auth = request.path.startswith("/v1/") or any(r.auth for r in matched)
+        needs_auth = request.path.startswith(("/v1/", "/billing/")) or any(r.auth for r in matched)
         if needs_auth:
             request.api_key = self._authenticate(request)
+            if await self._simulate(request):
+                return None  # the client left during a simulated hang
         if not matched:
             raise not_found(f"no route for {request.path}")
         found = matched[0]
@@ -115,6 +172,38 @@ class SimulatorApp:
         assert match is not None
         request.params = match.groupdict()
         return await handler(self, request, self.store.for_key(request.api_key))
+
+    async def _simulate(self, request: Request) -> bool:
+        """Request-level faults (X-Simulate header, or armed by a test): hang, then a status.
+
+        True when the client hung up during a simulated hang.
+        """
+        faults = self._request_faults(request)
+        if faults is None:
+            return False
+        if faults.hang_seconds:
+            await request.body()  # read first, so the handler still has the body after the hang
+            if await wait_for_disconnect(request.receive, faults.hang_seconds):
+                return True
+        if faults.status is not None:
+            raise simulated_error(faults)
+        return False
+
+    def _request_faults(self, request: Request) -> Faults | None:
+        raw = request.header(SIMULATE_HEADER)
+        if raw is not None:
+            try:
+                spec = json.loads(raw)
+            except ValueError as exc:
+                raise bad_request(f"the X-Simulate header is not JSON: {exc}") from exc
+            return parse_faults({"simulate": spec})
+        for armed in self.armed.get(request.api_key, []):
+            if request.path.endswith(armed.path) and armed.method in (None, request.method):
+                armed.times -= 1
+                if armed.times <= 0:
+                    self.armed[request.api_key].remove(armed)
+                return armed.faults
+        return None
 
     def _authenticate(self, request: Request) -> str:
         key = request.header("x-api-key")
@@ -144,13 +233,15 @@ class SimulatorApp:
         reply.headers += [(name, value) for name, value in extra if name not in present]
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # Only for `uvicorn simulator.app:app`; the CLI runs with lifespan="off".
+async def _lifespan(receive: Receive, send: Send, on_shutdown: Callable[[], None]) -> None:
+    # uvicorn's graceful stop (SIGTERM, Ctrl-C) ends here, so the --store file gets the last
+    # changes: uvicorn re-raises the signal after serving, so code after Server.run never runs.
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            on_shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -186,12 +277,14 @@ async def models_available(app: SimulatorApp, request: Request, keys: KeyStore) 
 
 @route("/v1/run", "POST")
 async def run(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
-    return await handle_run(request, keys)
+    account = app.accounts.get(request.api_key)
+    return await handle_run(request, keys, app.records, account)
 
 
 @route("/v1/agents/{slug}/run", "POST")
 async def legacy_run(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
-    return await handle_run(request, keys, agent_slug=request.params["slug"])
+    account = app.accounts.get(request.api_key)
+    return await handle_run(request, keys, app.records, account, agent_slug=request.params["slug"])
 
 
 # --- agent-scoped thread helpers ------------------------------------------------------------
@@ -305,8 +398,45 @@ async def thread_events(app: SimulatorApp, request: Request, keys: KeyStore) -> 
     return Response(200, dumps(body))
 
 
+# --- faults armed by a test, for requests it does not make itself ----------------------------
+
+
+@route("/_simulate/faults", "POST")
+async def arm_faults(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    """Arm `simulate` for this key's next `times` requests whose path ends with `path`.
+
+    For a test whose request is made by rtdash (a reconciliation job, a billing page), where
+    no X-Simulate header can be added.
+    """
+    body = await request.json_object()
+    path, method, times = body.get("path"), body.get("method"), body.get("times", 1)
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise bad_request("path must be a string starting with /")
+    if method is not None and method not in ("GET", "POST", "PATCH", "DELETE"):
+        raise bad_request("method must be GET, POST, PATCH or DELETE")
+    if isinstance(times, bool) or not isinstance(times, int) or not 1 <= times <= 1000:
+        raise bad_request("times must be an integer between 1 and 1000")
+    faults = parse_faults({"simulate": body.get("simulate")})
+    app.armed.setdefault(request.api_key, []).append(ArmedFault(path, method, times, faults))
+    return ok(request, {"path": path, "method": method, "times": times}, status=201)
+
+
+@route("/_simulate/faults", "DELETE")
+async def disarm_faults(app: SimulatorApp, request: Request, keys: KeyStore) -> Reply:
+    app.armed.pop(request.api_key, None)
+    return Response(204, content_type=None)
+
+
+# The endpoint modules register their routes on import.
+from . import billing, lookups  # noqa: E402, F401
+
+
 def create_app(keys: Iterable[str] | None = None) -> SimulatorApp:
-    return SimulatorApp(keys if keys is not None else keys_from_env())
+    return SimulatorApp(
+        keys if keys is not None else keys_from_env(),
+        admin_keys=admin_keys_from_env(),
+        store_path=os.environ.get("SIM_STORE") or None,
+    )
 
 
 # For `uvicorn simulator.app:app` / `daphne simulator.app:app`; keys from SIM_API_KEYS.

@@ -35,6 +35,8 @@ class Faults:
     run_status: str = "completed"
     omit_usage_fields: tuple[str, ...] = ()
     stamp_frames: bool = False
+    # A registered or dispatched run answers `running` to this many lookups, then completes.
+    pending_lookups: int = 2
 
     @property
     def status_code(self) -> str:
@@ -101,6 +103,7 @@ def parse_faults(metadata: Any) -> Faults:
         raise bad_request(f"{_field('omitUsageFields')} must be a list of strings")
 
     retry_after = _int(spec, "retryAfter", 0, 86_400)
+    pending_lookups = _int(spec, "pendingLookups", 0, 1000)
     return Faults(
         status=status,
         retry_after=2 if retry_after is None else retry_after,
@@ -118,4 +121,5 @@ def parse_faults(metadata: Any) -> Faults:
         run_status=run_status,
         omit_usage_fields=tuple(omit),
         stamp_frames=_flag(spec, "stampFrames"),
+        pending_lookups=2 if pending_lookups is None else pending_lookups,
     )

@@ -8,8 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .accounts import Account
 from .agents import Agent, RunInput, Script, compose, find_agent
 from .faults import Faults, parse_faults
+from .records import OrgRecords, RunRecord
 from .sse import PING, Encoder, Frame
 from .store import KeyStore, Thread
 from .web import (
@@ -192,9 +194,12 @@ def final_usage(script: Script, faults: Faults) -> dict[str, int]:
 class Run:
     """One accepted run: its thread, its script and the events it records."""
 
-    def __init__(self, request: RunRequest, keys: KeyStore) -> None:
+    def __init__(
+        self, request: RunRequest, keys: KeyStore, records: OrgRecords, account: Account
+    ) -> None:
         self.request = request
         self.keys = keys
+        self.records = records
         self.id = new_id("run_")
         self.thread = self._thread()
         self.script = compose(
@@ -209,6 +214,25 @@ class Run:
             ),
         )
         self.record("user_message", {"role": "user", "content": request.prompt})
+        self.run_record = RunRecord(
+            id=self.id,
+            key=account.key,
+            user_id=account.user_id,
+            agent=request.agent,
+            thread_id=self.thread.id,
+            sandbox_id=self.thread.sandbox_id,
+            created_at=self.thread.events[-1].created_at,
+            output=self.script.answer,
+            usage=dict(self.script.usage),
+            iterations=self.script.iterations,
+            tools=tuple(call.tool for call in self.script.tool_calls),
+            pending_lookups=None if self.finished else request.faults.pending_lookups,
+        )
+        records.start_run(self.run_record)
+
+    def end(self, status: str) -> None:
+        """The run's final status, for the runs list, activity and billing."""
+        self.records.finish_run(self.run_record, status)
 
     def _thread(self) -> Thread:
         existing = self.keys.threads.get(self.request.thread_id or "")
@@ -398,22 +422,32 @@ class StreamResponse:
             gone.set()
 
         watcher = asyncio.create_task(watch())
+        finished = False
         try:
             headers = [(k.encode(), v.encode("latin-1")) for k, v in self.headers]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             if self.drip > 0:
-                await self._drip(send, gone)
+                finished = await self._drip(send, gone)
             else:
                 await self._batched(send)
+                finished = True
             if not gone.is_set():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
+            if self.run.finished:
+                self.run.end(self._outcome() if finished else "cancelled")
 
-    async def _drip(self, send: Send, gone: asyncio.Event) -> None:
+    def _outcome(self) -> str:
+        """completed when run_completed went out; an error frame or a cut stream is a failure."""
+        events = {frame.event for frame in self.frames}
+        return "completed" if "run_completed" in events and "error" not in events else "failed"
+
+    async def _drip(self, send: Send, gone: asyncio.Event) -> bool:
+        """Send the frames one by one; False if the client left before the last one."""
         for index, frame in enumerate(self.frames):
             if index and await _pause(gone, self.drip):
-                return  # the client left: a dropped run records nothing more
+                return False  # the client left: a dropped run records nothing more
             chunk = self.encoder.encode(frame)
             if self.stamp and isinstance(frame.data, dict):
                 # For latency benchmarks: when this frame left, by this machine's clock.
@@ -423,6 +457,7 @@ class StreamResponse:
                 chunk = PING + chunk
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             self._sent(frame)
+        return True
 
     async def _batched(self, send: Send) -> None:
         buffer: list[bytes] = []
@@ -460,7 +495,11 @@ async def _pause(gone: asyncio.Event, seconds: float) -> bool:
 
 
 async def handle_run(
-    request: Request, keys: KeyStore, agent_slug: str | None = None
+    request: Request,
+    keys: KeyStore,
+    records: OrgRecords,
+    account: Account,
+    agent_slug: str | None = None,
 ) -> Response | StreamResponse | None:
     """The reply to a run request, or None when the client left during a simulated hang."""
     run_request = parse_run(await request.json_object(), agent_slug)
@@ -469,11 +508,13 @@ async def handle_run(
         return None
     if faults.status is not None:
         raise simulated_error(faults)
-    run = Run(run_request, keys)
+    run = Run(run_request, keys, records, account)
     if not run_request.stream or not run.finished:
         # JSON replies, and runs that are only registered or dispatched, have the whole answer
         # in the thread at once (for the latter it "arrives later in the thread").
         run.record_rest()
     if run_request.stream:
         return StreamResponse(run)
+    if run.finished:
+        run.end("completed")
     return ok(request, run.json_result())

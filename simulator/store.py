@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,11 +72,15 @@ class KeyStore:
 
     def __init__(self) -> None:
         self.threads: dict[str, Thread] = {}
-        self._clock = itertools.count(1)
+        self.clock = 0  # the last `touched` value handed out (kept by --store)
+
+    def _tick(self) -> int:
+        self.clock += 1
+        return self.clock
 
     def touch(self, thread: Thread) -> None:
         thread.updated_at = utc_now()
-        thread.touched = next(self._clock)
+        thread.touched = self._tick()
 
     def open_thread(self, thread_id: str | None, agent: Agent, prompt: str) -> Thread:
         """Continue a thread, or start one. An unknown id is adopted, as the contract allows."""
@@ -90,7 +93,7 @@ class KeyStore:
             title=make_title(prompt),
             created_at=now,
             updated_at=now,
-            touched=next(self._clock),
+            touched=self._tick(),
             # One sandbox per thread, as a sandbox-backed agent keeps its workspace between runs.
             sandbox_id=new_id("sandbox-", 6) if agent.in_sandbox else None,
         )
@@ -114,6 +117,12 @@ class Store:
 
     def for_key(self, api_key: str) -> KeyStore:
         return self._by_key.setdefault(api_key, KeyStore())
+
+    def items(self) -> list[tuple[str, KeyStore]]:
+        return list(self._by_key.items())
+
+    def put(self, api_key: str, keys: KeyStore) -> None:
+        self._by_key[api_key] = keys
 
 
 def encode_cursor(kind: str, position: int) -> str:

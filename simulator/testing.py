@@ -41,10 +41,20 @@ class SimulatorServer:
         self,
         keys: tuple[str, ...] = ("rt_test_demo", "rt_test_other"),
         extra_args: Sequence[str] = (),
+        *,
+        admin_keys: tuple[str, ...] | None = None,
+        billing_port: bool = False,
+        store_path: str | Path | None = None,
     ) -> None:
+        """`admin_keys` default to the first key; `billing_port` serves billing on a port of
+        its own as well; `store_path` is the simulator's `--store` file."""
         self.keys = keys
+        self.admin_keys = admin_keys
+        self.separate_billing = billing_port
+        self.store_path = store_path
         self.extra_args = tuple(extra_args)
         self.port: int | None = None
+        self.billing_port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: tempfile._TemporaryFileWrapper[bytes] | None = None
 
@@ -65,12 +75,20 @@ class SimulatorServer:
         """The API base URL, used exactly like https://api.runtools.ai/v1."""
         return self.root + "/v1"
 
+    @property
+    def billing_url(self) -> str:
+        """The billing base URL, used exactly like https://billing.runtools.ai/v1."""
+        if self.billing_port is not None:
+            return f"http://{HOST}:{self.billing_port}/v1"
+        return self.root + "/billing/v1"
+
     def start(self) -> SimulatorServer:
         # Another process can grab the free port between our probe and the child's bind, so a
         # child that dies early is retried on a fresh port a couple of times.
         last_error = ""
         for _attempt in range(3):
             self.port = free_port()
+            self.billing_port = free_port() if self.separate_billing else None
             self._spawn()
             error = self._wait_ready()
             if error is None:
@@ -83,6 +101,10 @@ class SimulatorServer:
 
     def _spawn(self) -> None:
         env = dict(os.environ)
+        # Only what this object asks for: a test simulator must never write a developer's
+        # store file, nor pick up someone else's admin keys.
+        env.pop("SIM_STORE", None)
+        env.pop("SIM_ADMIN_KEYS", None)
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")])
         )
@@ -96,6 +118,7 @@ class SimulatorServer:
             str(self.port),
             "--keys",
             ",".join(self.keys),
+            *self._options(),
             *self.extra_args,
         ]
         # stderr goes to a file, not a pipe nobody reads, which could fill up and block the child.
@@ -107,6 +130,16 @@ class SimulatorServer:
             stderr=self._stderr,
             env=env,
         )
+
+    def _options(self) -> list[str]:
+        options = []
+        if self.admin_keys is not None:
+            options += ["--admin-keys", ",".join(self.admin_keys)]
+        if self.billing_port is not None:
+            options += ["--billing-port", str(self.billing_port)]
+        if self.store_path is not None:
+            options += ["--store", str(self.store_path)]
+        return options
 
     def _child_stderr(self) -> str:
         if self._stderr is None:

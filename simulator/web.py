@@ -86,6 +86,7 @@ class Request:
     request_id: str = field(default_factory=lambda: new_id("req_"))
     params: dict[str, str] = field(default_factory=dict)  # path parameters from the route
     api_key: str = ""
+    _body: bytes | None = field(default=None, repr=False)  # read once, then kept
 
     @property
     def method(self) -> str:
@@ -107,6 +108,11 @@ class Request:
         return values[-1] if values else None
 
     async def body(self) -> bytes:
+        if self._body is None:
+            self._body = await self._read_body()
+        return self._body
+
+    async def _read_body(self) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:

@@ -234,9 +234,10 @@ def test_unknown_path_is_a_404_envelope(api: httpx.Client, sim: SimulatorServer)
 
 
 def test_it_rejects_wrong_methods(api: httpx.Client) -> None:
-    response = api.get("/run")
+    # GET /v1/run is the runs list, so PUT is the wrong method here.
+    response = api.put("/run")
     assert_error(response, 405, "method_not_allowed")
-    assert response.headers["allow"] == "POST"
+    assert response.headers["allow"] == "GET, POST"
     assert_error(api.put("/threads/thr_x"), 405, "method_not_allowed")
     assert_error(api.delete("/agents"), 405, "method_not_allowed")
 

@@ -3,15 +3,23 @@ a few hundred real runs over the last 30 days.
 
 Idempotent: running it again adds no history and changes nothing but issues a fresh token (the
 old plaintext cannot be shown again, by design).
+
+`--simulator-store PATH` (default `$SIM_STORE`; `make run` sets it) is the file the simulator
+keeps its state in: the seed writes the demo's threads there, and `make run`'s simulator loads
+them, so every demo thread page finds its thread upstream. A history seeded without that file
+has its threads replayed into it.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from runs.demo_history import seed_with_simulator
+from runs.demo_history import replay_missing_threads, seed_with_simulator
 from runs.demo_prices import seed_prices
 from runs.models import GatewayToken, Membership, Role, RunToolsKey, Team
 
@@ -30,13 +38,20 @@ class Command(BaseCommand):
             default=300,
             help="Runs to seed when the team has no history yet (0 to skip). Default 300.",
         )
+        parser.add_argument(
+            "--simulator-store",
+            default=os.environ.get("SIM_STORE") or None,
+            help="The simulator's --store file, to write the demo's threads into "
+            "(default: $SIM_STORE; none: the seeded threads are not kept).",
+        )
 
-    def handle(self, *args, runs: int, **options) -> None:
+    def handle(self, *args, runs: int, simulator_store: str | None, **options) -> None:
         if runs < 0:
             from django.core.management.base import CommandError
 
             raise CommandError("--runs must be 0 or more")
         team, user, plaintext = self._team()
+        store_path = Path(simulator_store) if simulator_store else None
         if runs and not team.runs.exists():
             users = [user, *self._teammates(team)]
             tokens = [
@@ -45,8 +60,14 @@ class Command(BaseCommand):
                 for name in SCRIPT_TOKENS
             ]
             self.stdout.write(f"Seeding {runs} runs against a private simulator…")
-            made = seed_with_simulator(team, users, tokens, runs)
+            made = seed_with_simulator(
+                team, users, tokens, runs, key=DEMO_KEY, store_path=store_path
+            )
             self.stdout.write(f"Seeded {made} runs.")
+        elif store_path is not None and team.threads.exists():
+            replayed = replay_missing_threads(team, key=DEMO_KEY, store_path=store_path)
+            if replayed:
+                self.stdout.write(f"Replayed {replayed} threads into {store_path}.")
         self.stdout.write(f"Demo login: demo / demo (team {team.slug})")
         self.stdout.write(f"Gateway token (shown once): {plaintext}")
 
