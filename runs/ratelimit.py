@@ -1,5 +1,8 @@
 """Fixed-window counters in the cache, for throttling login attempts (and anything like it).
 
+Counting is atomic (one Redis transaction, or the local cache's lock), and callers count an
+event *before* acting on it (`admit()`), so parallel events are limited exactly as serial ones.
+
 With REDIS_URL set the cache is Redis and the counts are shared by every worker; without it
 the cache is per process, so with several workers the effective limit is the limit times the
 number of workers. When Redis is down the counters fail open (and say so in the log): a
@@ -36,13 +39,6 @@ class FixedWindow:
         self.key = f"rtdash:rl:{scope}:{digest}"
         self.limit = limit
         self.window = window
-
-    def count(self) -> int:
-        try:
-            return cache.get(self.key, 0)
-        except CacheUnavailable:
-            logger.warning("Cache unavailable: not throttling %s", self.key.split(":")[2])
-            return 0
 
     def hit(self) -> int:
         """Count one event and return the count so far in this window (0: the cache is down).
