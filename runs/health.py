@@ -81,7 +81,14 @@ class _LayerPing:
                 while (await layer.receive(self.channel)).get("nonce") != nonce:
                     pass
                 return True
-        except (*LAYER_ERRORS, TimeoutError):
+        except TimeoutError:
+            # The pub/sub layer unsubscribes a channel whose receive is cancelled, and a ping
+            # sent before the next receive subscribed again would be lost: start afresh.
+            self.channel = None
+            return False
+        except LAYER_ERRORS:
+            # Redis unreachable: the layer subscribes its channels again when it reconnects,
+            # so this one is kept (a new one would leave the old one subscribed).
             return False
 
 

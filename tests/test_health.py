@@ -132,3 +132,32 @@ def test_readyz_leaves_no_redis_subscription_behind(simulator):
 
         after = len(client.pubsub_channels(CHANNEL_PATTERN))
     assert after <= before, f"{after - before} subscriptions left by {calls} calls"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_layer_check_fails_while_redis_is_down_and_recovers(settings):
+    from tests.test_redis_down import PrivateRedis
+
+    private = PrivateRedis().start()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [private.url]},
+        }
+    }
+    try:
+        assert await health.channel_layer_ok()
+        private.kill()
+        assert not await health.channel_layer_ok()
+        private.start()
+        deadline = time.monotonic() + 15
+        while not await health.channel_layer_ok():
+            assert time.monotonic() < deadline, "the layer check did not recover"
+            await asyncio.sleep(0.2)
+        # Back on one channel of its own, not one per probe.
+        probes = redis.Redis.from_url(private.url)
+        for _ in range(20):
+            assert await health.channel_layer_ok()
+        assert len(probes.pubsub_channels("*")) == 1
+    finally:
+        private.kill()
