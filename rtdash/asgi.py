@@ -22,11 +22,11 @@ except ImproperlyConfigured as error:
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 from django.conf import settings
 from django.core import checks
 
 from rtdash.gateway_handler import GatewayASGIHandler, split_by_path
+from rtdash.origins import SameOriginValidator
 from rtdash.static_files import StaticFilesWithHeaders
 from runs.checks import SAFETY_TAG
 from runs.reaper import start_maintenance
@@ -54,9 +54,8 @@ if settings.RTDASH_SERVE_STATIC:
 application = ProtocolTypeRouter(
     {
         "http": split_by_path(GatewayASGIHandler(), pages_app),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # The whole origin (scheme, host, port), not just its host: see rtdash/origins.py.
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

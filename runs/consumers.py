@@ -70,6 +70,7 @@ from runs.validation import InvalidRequest, loads_strict
 from runs.watching import (
     REPLAY_BATCH,
     elapsed_ms,
+    membership_now,
     run_is_finished,
     run_state,
     stored_frames,
@@ -252,7 +253,19 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.recent.append(now)
         return len(self.recent) > FLOOD_MESSAGES
 
+    async def _still_member(self) -> bool:
+        """Read the user's membership again before acting: the role at connect may be stale
+        (demoted, removed). Closes with 4403 once the user is no longer in the team."""
+        self.membership = await membership_now(self.scope["user"], self.membership.team_id)
+        if self.membership is None:
+            await self._error("not_a_member", "You are no longer a member of this team.")
+            await self._close(CLOSE_FORBIDDEN)
+            return False
+        return True
+
     async def _start(self, form) -> None:
+        if not await self._still_member():
+            return
         if not self.membership.can_run:
             await self._error("forbidden", "Viewers can watch runs but not start them.")
             return
@@ -309,6 +322,8 @@ class RunConsumer(AsyncWebsocketConsumer):
             self._keep_watch()
 
     async def _stop(self) -> None:
+        if not await self._still_member():
+            return
         if not self.membership.can_run:
             await self._error("forbidden", "Viewers cannot stop runs.")
             return

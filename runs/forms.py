@@ -30,8 +30,12 @@ class _ThrottledLoginMixin:
 
     def clean(self):
         username = self.cleaned_data.get("username") or ""
+        if not username or not self.cleaned_data.get("password"):
+            return super().clean()  # a missing field: no password is checked
         attempts = ratelimit.login_attempts(audit.client_ip(self.request), username)
-        if username and attempts.exhausted():
+        # Every attempt is counted before its password is checked (atomically, in the cache):
+        # checking the count first and counting failures after let a parallel burst through.
+        if not attempts.admit():
             self.throttled = True
             audit.record(
                 self.request,
@@ -41,13 +45,9 @@ class _ThrottledLoginMixin:
                 target=f"after {attempts.limit} failures",
             )
             raise ValidationError(THROTTLED_MESSAGE, code="throttled")
-        try:
-            cleaned = super().clean()
-        except ValidationError as error:
-            # Failed logins themselves are audited by the user_login_failed signal.
-            if error.code == "invalid_login":
-                attempts.hit()
-            raise
+        # A failure keeps its count (failed logins are audited by the user_login_failed
+        # signal); a success clears the count.
+        cleaned = super().clean()
         attempts.reset()
         return cleaned
 

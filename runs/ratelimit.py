@@ -1,5 +1,8 @@
 """Fixed-window counters in the cache, for throttling login attempts (and anything like it).
 
+Counting is atomic (one Redis transaction, or the local cache's lock), and callers count an
+event *before* acting on it (`admit()`), so parallel events are limited exactly as serial ones.
+
 With REDIS_URL set the cache is Redis and the counts are shared by every worker; without it
 the cache is per process, so with several workers the effective limit is the limit times the
 number of workers. When Redis is down the counters fail open (and say so in the log): a
@@ -37,21 +40,16 @@ class FixedWindow:
         self.limit = limit
         self.window = window
 
-    def count(self) -> int:
-        try:
-            return cache.get(self.key, 0)
-        except CacheUnavailable:
-            logger.warning("Cache unavailable: not throttling %s", self.key.split(":")[2])
-            return 0
-
-    def exhausted(self) -> bool:
-        return self.count() >= self.limit
-
     def hit(self) -> int:
-        """Count one event and return the count so far in this window."""
-        # add() only sets the key when it is missing, so the window starts at the first event
-        # and incr() keeps its expiry.
+        """Count one event and return the count so far in this window (0: the cache is down).
+
+        Atomic on both caches, so parallel events each get their own count.
+        """
         try:
+            if cache.__class__.__name__ == "RedisCache":
+                return self._hit_redis()
+            # add() only sets the key when it is missing, so the window starts at the first
+            # event and incr() keeps its expiry; each holds the local cache's lock.
             cache.add(self.key, 0, timeout=self.window)
             try:
                 return cache.incr(self.key)
@@ -62,6 +60,25 @@ class FixedWindow:
         except CacheUnavailable:
             logger.warning("Cache unavailable: not counting %s", self.key.split(":")[2])
             return 0
+
+    def _hit_redis(self) -> int:
+        # Django's RedisCache.incr() is EXISTS then INCR: a key expiring between the two is
+        # recreated by INCR without an expiry, a lockout that never ends. SET NX EX and INCR
+        # in one MULTI cannot be split. (Django stores ints as plain Redis integers.)
+        key = cache.make_and_validate_key(self.key)
+        pipeline = cache._cache.get_client(key, write=True).pipeline(transaction=True)
+        pipeline.set(key, 0, ex=self.window, nx=True)
+        pipeline.incr(key)
+        return pipeline.execute()[1]
+
+    def admit(self) -> bool:
+        """Count one attempt and say whether it is within the limit.
+
+        Counted *before* the attempt is made, so that a burst of parallel attempts is refused
+        past the limit exactly as the same attempts one after another are. Fails open when the
+        cache is down.
+        """
+        return self.hit() <= self.limit
 
     def reset(self) -> None:
         try:

@@ -1,5 +1,5 @@
-"""Websocket routes (Channels), served under AllowedHostsOriginValidator(AuthMiddlewareStack())
-in rtdash/asgi.py."""
+"""Websocket routes (Channels), served under SameOriginValidator(AuthMiddlewareStack()) in
+rtdash/asgi.py."""
 
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ from runs import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    # Liveness (the process answers) and readiness (it can serve): see runs/health.py.
     path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
     # Login, logout, team switching and team settings (members, keys, tokens, audit).
     path("", include("runs.team_urls")),
     # Run history and threads: /runs, /runs/<id>, /threads, /threads/<id>, exports.

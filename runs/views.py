@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
-from django.conf import settings
-from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
-from runs import upstream
+from runs import health
 from runs.access import team_view
 
 
@@ -53,35 +50,20 @@ def overview(request: HttpRequest) -> HttpResponse:
     return render(request, "runs/overview.html", context)
 
 
-def _database_ok() -> bool:
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            return cursor.fetchone() == (1,)
-    except Exception:
-        return False
-
-
-async def _channel_layer_ok() -> bool:
-    layer = get_channel_layer()
-    try:
-        async with asyncio.timeout(2):
-            channel = await layer.new_channel()
-            await layer.send(channel, {"type": "health.ping"})
-            return (await layer.receive(channel)) == {"type": "health.ping"}
-    except Exception:
-        return False
+@require_GET
+async def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness: the process answers. No database, no channel layer, no upstream, so that a
+    restart is never ordered because a dependency is down (that is what /readyz is for)."""
+    return JsonResponse({"ok": True})
 
 
 @require_GET
-async def healthz(request: HttpRequest) -> JsonResponse:
-    """Unauthenticated liveness for load balancers: says what is down, never any data."""
+async def readyz(request: HttpRequest) -> JsonResponse:
+    """Readiness for load balancers: whether this worker can serve (database, channel layer,
+    upstream reachable). Says what is down, never any configuration or data."""
     database, layer, reachable = await asyncio.gather(
-        sync_to_async(_database_ok)(), _channel_layer_ok(), upstream.is_reachable()
+        sync_to_async(health.database_ok)(), health.channel_layer_ok(), health.upstream_ok()
     )
     checks = {"database": database, "channelLayer": layer, "upstream": reachable}
     status = 200 if all(checks.values()) else 503
-    return JsonResponse(
-        {"ok": status == 200, "checks": checks, "upstreamUrl": settings.RUNTOOLS_API_URL},
-        status=status,
-    )
+    return JsonResponse({"ok": status == 200, "checks": checks}, status=status)

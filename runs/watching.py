@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.utils import timezone
 
 from runs.access import current_membership
-from runs.models import Run, RunEvent
+from runs.models import Membership, Run, RunEvent
 from runs.playground import summary
 from runs.relay import FIRST_TOKEN_EVENTS
 
@@ -23,6 +23,17 @@ REPLAY_BATCH = 1000
 def team_membership(scope):
     request = SimpleNamespace(user=scope["user"], session=scope["session"])
     return current_membership(request)
+
+
+@database_sync_to_async
+def membership_now(user, team_id: int) -> Membership | None:
+    """The user's membership in the socket's own team as the database has it now; None once
+    removed (or deactivated). Never another team: the page the socket serves showed this one."""
+    return (
+        Membership.objects.filter(user_id=user.pk, team_id=team_id, user__is_active=True)
+        .select_related("team")
+        .first()
+    )
 
 
 @database_sync_to_async

@@ -115,16 +115,16 @@ def test_a_single_worker_install_without_redis_starts_only_when_it_says_so(tmp_p
 
 
 @pytest.mark.django_db
-def test_healthz_reports_every_dependency(client, upstream):
-    response = client.get("/healthz")
+def test_readyz_reports_every_dependency(client, upstream):
+    response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["checks"] == {"database": True, "channelLayer": True, "upstream": True}
 
 
 @pytest.mark.django_db
-def test_healthz_is_503_when_upstream_is_down(client, settings):
+def test_readyz_is_503_when_upstream_is_down(client, settings):
     settings.RUNTOOLS_API_URL = "http://127.0.0.1:9/v1"  # discard port: nothing listens
-    response = client.get("/healthz")
+    response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["upstream"] is False
 
