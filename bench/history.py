@@ -95,7 +95,7 @@ def measure() -> tuple[list[tuple[str, str, dict]], dict]:
     from django.db.models import Max, Min
     from django.urls import reverse
 
-    from runs.filters import Cursor
+    from runs.history.filters import Cursor
     from runs.models import GatewayToken, Membership, Run, Team, Thread
 
     team = Team.objects.get(slug=TEAM)
@@ -196,7 +196,7 @@ async def _export(user, query: str) -> tuple[int, float]:
 
 
 def report(seed_seconds: float, size_mb: float, results: list, facts: dict) -> str:
-    from runs.filters import SCAN_BUDGET  # Django is set up by now (see measure)
+    from runs.history.filters import SCAN_BUDGET  # Django is set up by now (see measure)
 
     lines = [
         "## Run history (`bench/history.py`)",

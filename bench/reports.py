@@ -118,7 +118,7 @@ def worker() -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from runs.demo_prices import seed_prices
+    from runs.demo.prices import seed_prices
     from runs.models import DailyRunStats, DailyUsage, Membership, Run, Team
 
     team = Team.objects.get(slug="bench")
@@ -131,8 +131,8 @@ def worker() -> None:
     started = time.perf_counter()
     call_command("recompute_costs", "--since", since, stdout=silent)
     recompute_s = time.perf_counter() - started
-    from runs.recording import rebuild_usage
-    from runs.run_stats import rebuild_run_stats, rebuild_thread_usage
+    from runs.pipeline.recording import rebuild_usage
+    from runs.pipeline.stats import rebuild_run_stats, rebuild_thread_usage
 
     started = time.perf_counter()
     rebuild_usage(team)

@@ -29,8 +29,8 @@ from rtdash.gateway_handler import GatewayASGIHandler, split_by_path
 from rtdash.origins import SameOriginValidator
 from rtdash.static_files import StaticFilesWithHeaders
 from runs.checks import SAFETY_TAG
-from runs.reaper import start_maintenance
-from runs.routing import websocket_urlpatterns
+from runs.pipeline.reaper import start_maintenance
+from runs.playground.routing import websocket_urlpatterns
 
 # ASGI servers do not run system checks; refuse an unsafe production setup here. A check
 # silenced on purpose (RTDASH_SILENCED_CHECKS) is skipped, as `manage.py check` skips it.

@@ -151,8 +151,8 @@ def _protected(get_response):
             request.get_host()
         except DisallowedHost as refused:
             _host_logger.warning("%s", refused)
-            # Imported here: runs.gateway imports this module.
-            from runs.gateway import error_response
+            # Imported here: runs.gateway.views imports this module.
+            from runs.gateway.views import error_response
 
             return error_response(400, "bad_request", "Invalid Host header.")
         response = security.process_request(request)  # the HTTPS redirect, if any

@@ -68,8 +68,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "runs.context_processors.team",
-                "runs.budgets.banner_context",
+                "runs.teams.context_processors.team",
+                "runs.pipeline.budgets.banner_context",
             ],
         },
     },
@@ -235,6 +235,6 @@ LOGGING = {
         # A traceback a second while Redis is down, otherwise (rtdash.logs).
         "channels_redis.pubsub": {"filters": ["redis_outage"]},
         # A traceback every maintenance round while the database is down, otherwise.
-        "runs.reaper": {"filters": ["database_outage"]},
+        "runs.pipeline.reaper": {"filters": ["database_outage"]},
     },
 }

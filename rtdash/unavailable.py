@@ -38,8 +38,9 @@ def is_database_unavailable(error: BaseException) -> bool:
 
 def unavailable_response(request: HttpRequest) -> HttpResponse:
     if request.path.startswith(API_PREFIXES):
-        # Imported here: runs.gateway imports rtdash.gateway_handler, which imports this module.
-        from runs.gateway import error_response
+        # Imported here: runs.gateway.views imports rtdash.gateway_handler, which imports
+        # this module.
+        from runs.gateway.views import error_response
 
         response = error_response(503, "unavailable", UNAVAILABLE_MESSAGE)
     else:

@@ -8,7 +8,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     # The drop-in RunTools API (token-authenticated, JSON envelopes).
-    path("v1/", include("runs.gateway_urls")),
+    path("v1/", include("runs.gateway.urls")),
     # Pages for people (session-authenticated).
     path("", include("runs.urls")),
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from runs.forms import AdminLoginForm
 from runs.models import (
     AuditEvent,
     DailyUsage,
@@ -21,6 +20,7 @@ from runs.models import (
     Team,
     Thread,
 )
+from runs.teams.forms import AdminLoginForm
 
 # The admin's login page is throttled exactly like rtdash's own.
 admin.site.login_form = AdminLoginForm

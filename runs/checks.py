@@ -45,7 +45,7 @@ def check_production_safety(app_configs=None, **kwargs) -> list[Error]:
                 id="rtdash.E003",
             )
         )
-    from runs.crypto import _fernet
+    from runs.core.crypto import _fernet
 
     try:
         _fernet()

@@ -18,8 +18,8 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-from runs import upstream
-from runs.relay import LAYER_ERRORS
+from runs.core import upstream
+from runs.playground.relay import LAYER_ERRORS
 
 # How long an upstream answer stands. A setting with this default may be added to settings.py.
 UPSTREAM_CACHE_SECONDS = getattr(settings, "RTDASH_READY_UPSTREAM_CACHE_SECONDS", 5.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
-from runs.audit import record
+from runs.core.audit import record
 
 
 @receiver(user_logged_in, dispatch_uid="rtdash_audit_login")

@@ -12,11 +12,11 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     # Login, logout, team switching and team settings (members, keys, tokens, audit).
-    path("", include("runs.team_urls")),
+    path("", include("runs.teams.urls")),
     # Run history and threads: /runs, /runs/<id>, /threads, /threads/<id>, exports.
-    path("", include("runs.history_urls")),
+    path("", include("runs.history.urls")),
     # The playground: /playground and its run endpoints.
-    path("", include("runs.playground_urls")),
+    path("", include("runs.playground.urls")),
     # Usage and cost reports, prices, budgets, /api/usage.
-    path("", include("runs.reports_urls")),
+    path("", include("runs.reports.urls")),
 ]

@@ -1,4 +1,4 @@
-"""Pages for people. Team data is always reached through runs.access."""
+"""Pages for people. Team data is always reached through runs.core.access."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_GET
 
 from runs import health
-from runs.access import team_view
+from runs.core.access import team_view
 
 
 def _url(name: str, *args) -> str | None:
@@ -26,8 +26,8 @@ def _url(name: str, *args) -> str | None:
 @team_view()
 def overview(request: HttpRequest) -> HttpResponse:
     """The team at a glance; every number links to the report or list behind it."""
-    from runs.budgets import budget_statuses, note_alerts
-    from runs.reports import overview as overview_data
+    from runs.pipeline.budgets import budget_statuses, note_alerts
+    from runs.reports.queries import overview as overview_data
 
     team = request.team
     data = overview_data(team)

@@ -11,7 +11,7 @@ import contextlib
 import pytest
 from cryptography.fernet import Fernet
 
-from runs.ratelimit import CacheUnavailable
+from runs.core.ratelimit import CacheUnavailable
 from simulator.testing import SimulatorServer
 
 # One encryption key for the whole run, so stored keys stay decryptable across tests.

@@ -14,9 +14,9 @@ from unittest import mock
 
 from django.utils import timezone
 
+from runs.core.validation import validate_run
 from runs.models import Price, Run
-from runs.recording import RunOutcome, finish_run, start_run
-from runs.validation import validate_run
+from runs.pipeline.recording import RunOutcome, finish_run, start_run
 
 
 def finished_run(
@@ -55,7 +55,7 @@ def finished_run(
     if started_at is None:
         return finish_run(run.pk, outcome)
     finished_at = started_at + timedelta(milliseconds=duration_ms)
-    with mock.patch("runs.recording.timezone.now", return_value=finished_at):
+    with mock.patch("runs.pipeline.recording.timezone.now", return_value=finished_at):
         return finish_run(run.pk, outcome)
 
 

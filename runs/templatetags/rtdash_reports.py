@@ -8,8 +8,8 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from runs.budgets import money as _money
 from runs.models import CostStatus
+from runs.pipeline.budgets import money as _money
 
 register = template.Library()
 

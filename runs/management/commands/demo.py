@@ -19,8 +19,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from runs.demo_history import replay_missing_threads, seed_with_simulator
-from runs.demo_prices import seed_prices
+from runs.demo.history import replay_missing_threads, seed_with_simulator
+from runs.demo.prices import seed_prices
 from runs.models import GatewayToken, Membership, Role, RunToolsKey, Team
 
 DEMO_KEY = "rt_test_demo"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from runs.reaper import reap_stale_runs
+from runs.pipeline.reaper import reap_stale_runs
 
 
 class Command(BaseCommand):

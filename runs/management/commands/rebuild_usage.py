@@ -1,8 +1,8 @@
 """Rebuild the daily rollups from the runs: `manage.py rebuild_usage [--since DATE] [--team]`.
 
-Every rollup reports read: DailyUsage (runs.recording.rebuild_usage, one grouped query), the
-statistics beside it (runs.run_stats.rebuild_run_stats, one pass over the runs) and the
-per-thread totals (runs.run_stats.rebuild_thread_usage, one grouped query).
+Every rollup reports read: DailyUsage (runs.pipeline.recording.rebuild_usage, one grouped
+query), the statistics beside it (runs.pipeline.stats.rebuild_run_stats, one pass over the
+runs) and the per-thread totals (runs.pipeline.stats.rebuild_thread_usage, one grouped query).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 from django.core.management.base import BaseCommand
 
 from runs.management.commands.recompute_costs import parse_day, teams_from
-from runs.recording import rebuild_usage
-from runs.run_stats import rebuild_run_stats, rebuild_thread_usage
+from runs.pipeline.recording import rebuild_usage
+from runs.pipeline.stats import rebuild_run_stats, rebuild_thread_usage
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 """Re-price runs after a price change: `manage.py recompute_costs --since DATE [--team SLUG]`.
 
 Every finished run that started on or after DATE (UTC) gets the cost of the price in force on
-its start day, by the same rules as when it finished (runs.pricing), and the daily rollups from
-DATE on are rebuilt from the runs so reports and budgets agree with them.
+its start day, by the same rules as when it finished (runs.pipeline.pricing), and the daily
+rollups from DATE on are rebuilt from the runs so reports and budgets agree with them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from runs.models import FINISHED_STATUSES, Run, Team
-from runs.pricing import PriceBook, Usage, cost_of
-from runs.recording import rebuild_usage
-from runs.run_stats import rebuild_run_stats, rebuild_thread_usage
+from runs.pipeline.pricing import PriceBook, Usage, cost_of
+from runs.pipeline.recording import rebuild_usage
+from runs.pipeline.stats import rebuild_run_stats, rebuild_thread_usage
 
 BATCH = 5000
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from runs.audit import record
-from runs.crypto import KeyDecryptionError, reencrypt
+from runs.core.audit import record
+from runs.core.crypto import KeyDecryptionError, reencrypt
 from runs.models import RunToolsKey
 
 

@@ -35,8 +35,8 @@ from runs.models import (
     Team,
     Thread,
 )
-from runs.recording import THREAD_TITLE_LENGTH, rebuild_usage
-from runs.run_stats import rebuild_run_stats, rebuild_thread_usage
+from runs.pipeline.recording import THREAD_TITLE_LENGTH, rebuild_usage
+from runs.pipeline.stats import rebuild_run_stats, rebuild_thread_usage
 
 # agent: (weight, execution mode, system tokens)
 AGENTS = {

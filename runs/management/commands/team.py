@@ -21,9 +21,9 @@ from django.core.validators import validate_slug
 from django.db import transaction
 from django.utils import timezone
 
-from runs.audit import record
-from runs.forms import KeyForm
+from runs.core.audit import record
 from runs.models import GatewayToken, LastOwnerError, Membership, Role, RunToolsKey, Team
+from runs.teams.forms import KeyForm
 
 ACTOR = "manage.py team"
 

@@ -1,0 +1,1 @@
+"""What every feature shares: access, crypto, audit, limits, upstream, validation, SSE, SQL."""

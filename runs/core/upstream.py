@@ -1,0 +1,208 @@
+"""The only code that speaks HTTP to RunTools. No ORM here.
+
+One pooled `httpx.AsyncClient` per event loop (an AsyncClient cannot be shared across loops),
+with timeouts from settings. Transport failures become one `UpstreamError`; HTTP error
+statuses are returned as responses, because the gateway passes them through unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+import weakref
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+import httpx
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+
+from runs.core.crypto import SealedKey
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+# In place of the network, for tests that need what no server produces (see use_transport).
+_transport: httpx.AsyncBaseTransport | None = None
+
+
+@dataclass
+class UpstreamError(Exception):
+    """The upstream could not be talked to, or answered in a way we cannot use.
+
+    `permanent` is False where trying again later may work (timeouts, connection failures).
+    The message never contains a key: it is shown to users and stored on runs.
+    """
+
+    code: str
+    message: str
+    permanent: bool = False
+    # What the gateway answers: 502 for RunTools' failures, 503 when rtdash itself is full.
+    status: int = 502
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def base_url() -> str:
+    return settings.RUNTOOLS_API_URL.rstrip("/")
+
+
+def client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    existing = _clients.get(loop)
+    if existing is not None and not existing.is_closed:
+        return existing
+    timeout = httpx.Timeout(
+        connect=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
+        read=settings.RTDASH_UPSTREAM_READ_TIMEOUT,
+        write=settings.RTDASH_UPSTREAM_READ_TIMEOUT,
+        pool=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.RTDASH_UPSTREAM_MAX_CONNECTIONS,
+        max_keepalive_connections=min(settings.RTDASH_UPSTREAM_MAX_CONNECTIONS, 50),
+        keepalive_expiry=30,
+    )
+    new = httpx.AsyncClient(
+        timeout=timeout, limits=limits, follow_redirects=False, transport=_transport
+    )
+    _clients[loop] = new
+    return new
+
+
+def use_transport(transport: httpx.AsyncBaseTransport | None) -> None:
+    """Send every later request through `transport` (an httpx.MockTransport in a test), or
+    through the network again with None. Clients already made are forgotten."""
+    global _transport
+    _transport = transport
+    _clients.clear()
+
+
+def endpoint(*segments: str) -> str:
+    """An upstream path from its segments, each percent-encoded whole: an id holding `/`,
+    `?`, `#` or `%` stays one segment and cannot reach another endpoint or add a query.
+    Dot segments are encoded too, so no client ever sees `.` or `..` to resolve (callers
+    should refuse such ids first: they name nothing upstream)."""
+    encoded = []
+    for segment in segments:
+        escaped = quote(segment, safe="")
+        if segment in (".", ".."):
+            escaped = escaped.replace(".", "%2E")
+        encoded.append(escaped)
+    return "/" + "/".join(encoded)
+
+
+class _KeyAuth(httpx.Auth):
+    """Puts the key on the request inside httpx, at the last moment: no frame of rtdash's
+    ever holds it in a local variable that a debug page could print."""
+
+    def __init__(self, key: SealedKey | str) -> None:
+        self.key = key
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        key = self.key
+        request.headers["X-API-Key"] = key.reveal() if isinstance(key, SealedKey) else key
+        yield request
+
+    def __repr__(self) -> str:
+        return "_KeyAuth(****)"
+
+
+def translate(error: httpx.HTTPError) -> UpstreamError:
+    """Map httpx's exceptions to what a person can act on. Never includes request headers."""
+    if isinstance(error, httpx.ConnectTimeout):
+        return UpstreamError("upstream_unreachable", "RunTools did not accept a connection in time")
+    if isinstance(error, httpx.ReadTimeout):
+        return UpstreamError(
+            "upstream_timeout",
+            f"RunTools sent nothing for {settings.RTDASH_UPSTREAM_READ_TIMEOUT:g} s",
+        )
+    if isinstance(error, httpx.PoolTimeout):
+        # rtdash's own limit, not RunTools': every pooled connection was busy for too long.
+        return UpstreamError(
+            "upstream_pool_full",
+            f"All {settings.RTDASH_UPSTREAM_MAX_CONNECTIONS} connections this rtdash worker may "
+            "open to RunTools are busy (RTDASH_UPSTREAM_MAX_CONNECTIONS)",
+            status=503,
+        )
+    if isinstance(error, httpx.TimeoutException):
+        return UpstreamError("upstream_timeout", "RunTools timed out")
+    if isinstance(error, httpx.ConnectError):
+        return UpstreamError("upstream_unreachable", "Could not connect to RunTools")
+    if isinstance(error, httpx.RemoteProtocolError):
+        return UpstreamError("upstream_disconnected", "RunTools closed the connection mid-way")
+    if isinstance(error, httpx.ReadError):
+        return UpstreamError("upstream_disconnected", "The connection to RunTools broke")
+    if isinstance(error, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return UpstreamError("upstream_misconfigured", "RUNTOOLS_API_URL is not usable", True)
+    return UpstreamError("upstream_error", type(error).__name__)
+
+
+@sensitive_variables("key")
+async def open_stream(
+    key: SealedKey | str,
+    method: str,
+    path: str,
+    *,
+    content: bytes | None = None,
+    params: dict | None = None,
+    accept: str | None = None,
+) -> httpx.Response:
+    """Send a request and return the response with its body still unread.
+
+    The caller must `aclose()` the response. Raises UpstreamError on transport failure, and
+    KeyDecryptionError if a SealedKey cannot be opened. `key` is a SealedKey; a plaintext
+    string is accepted for a key that is not stored.
+    """
+    headers: dict[str, str] = {}
+    if content is not None:
+        headers["Content-Type"] = "application/json"
+    if accept:
+        headers["Accept"] = accept
+    request = client().build_request(
+        method, base_url() + path, content=content, params=params, headers=headers
+    )
+    try:
+        return await client().send(request, stream=True, auth=_KeyAuth(key))
+    except httpx.HTTPError as error:
+        raise translate(error) from None
+    except Exception as error:
+        # Not a transport failure but a bug: it goes on unchanged, but the locals of the
+        # frames it came through (httpx's and httpcore's hold the request's headers, key
+        # included) are dropped, so no debug page can show them.
+        traceback.clear_frames(error.__traceback__)
+        raise
+
+
+@sensitive_variables("key")
+async def call(
+    key: SealedKey | str,
+    method: str,
+    path: str,
+    *,
+    content: bytes | None = None,
+    params: dict | None = None,
+) -> httpx.Response:
+    """Send a request and read the whole response. Raises UpstreamError on transport failure."""
+    response = await open_stream(key, method, path, content=content, params=params)
+    try:
+        await response.aread()
+    except httpx.HTTPError as error:
+        raise translate(error) from None
+    finally:
+        await response.aclose()
+    return response
+
+
+async def is_reachable() -> bool:
+    """Whether anything answers HTTP at RUNTOOLS_API_URL (any status counts, even 401)."""
+    try:
+        async with asyncio.timeout(3):
+            response = await client().get(base_url() + "/agents")
+            return response.status_code < 500
+    except (httpx.HTTPError, TimeoutError):
+        return False

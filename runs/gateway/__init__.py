@@ -1,0 +1,1 @@
+"""The drop-in RunTools API under /v1/."""

@@ -1,0 +1,1 @@
+"""Run history and threads: lists, details, exports."""

@@ -1,0 +1,592 @@
+"""Threads as people read them: rtdash's records merged with what RunTools knows.
+
+rtdash records the runs that pass through it; RunTools keeps every thread of the team's key,
+including turns made outside rtdash. The threads list merges the two lists, and a thread's
+page merges its recorded runs with the upstream's events, marking the turns rtdash only knows
+from RunTools. Upstream data is untrusted text: nothing here builds HTML.
+
+Upstream calls go through `runs.core.upstream`, with the team's default key from `team_key`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from itertools import pairwise
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import transaction
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from runs.core import upstream
+from runs.core.access import for_team
+from runs.core.crypto import KeyDecryptionError, SealedKey
+from runs.history.filters import scan_floor
+from runs.models import Run, RunEvent, Team, Thread
+
+THREAD_PAGE_SIZE = 50
+# Input tokens growing on this many consecutive turns is flagged: each turn re-sends the whole
+# conversation, so the thread costs more to continue every time.
+CLIMBING_TURNS = 3
+
+
+class NoKey(Exception):
+    """The team has no usable RunTools key, so upstream data cannot be read."""
+
+
+def team_key(team: Team) -> SealedKey:
+    """The team's default key, sealed until runs.core.upstream puts it on a request. Raises NoKey,
+    also when the key cannot be decrypted (checked here, so callers need not)."""
+    key = team.default_key()
+    if key is None:
+        raise NoKey("The team has no RunTools key.")
+    sealed = SealedKey(key.ciphertext)
+    try:
+        sealed.check()
+        return sealed
+    except KeyDecryptionError:
+        raise NoKey("The team's RunTools key cannot be decrypted.") from None
+
+
+def thread_path(upstream_id: str) -> str:
+    """The upstream path of a thread. Ids are opaque, so every character that means something
+    in a URL is escaped: an id like `x?agent=y` or `..` cannot reach another endpoint."""
+    return upstream.endpoint("threads", upstream_id)
+
+
+def _error_code(response) -> str:
+    try:
+        code = response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return code[:50] if isinstance(code, str) else ""
+
+
+def describe_refusal(response) -> str:
+    """A short description of an upstream refusal: the status and code, never its body."""
+    code = _error_code(response)
+    return f"HTTP {response.status_code}{f' {code}' if code else ''}"
+
+
+def _data(response) -> Any:
+    """The `data` of an envelope, or the body itself (some endpoints send raw payloads)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get("data", body) if isinstance(body, dict) else body
+
+
+def _when(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        return None
+    if parsed is not None and timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# --- The threads list ---------------------------------------------------------------------
+
+
+@dataclass
+class UpstreamThread:
+    id: str
+    agent: str
+    title: str
+    archived: bool
+    updated_at: datetime | None
+
+
+@dataclass
+class UpstreamList:
+    threads: list[UpstreamThread] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+async def _list_agent_threads(key: str, agent: str) -> tuple[str, Any]:
+    try:
+        response = await upstream.call(key, "GET", "/run/threads", params={"agent": agent})
+    except upstream.UpstreamError as error:
+        return agent, error
+    return agent, response
+
+
+async def _list_all(key: str, agents: list[str]) -> list[tuple[str, Any]]:
+    return await asyncio.gather(*(_list_agent_threads(key, agent) for agent in agents))
+
+
+def upstream_threads(team: Team, agents: list[str]) -> UpstreamList:
+    """The upstream's threads for each agent the team has used, read concurrently."""
+    found = UpstreamList()
+    if not agents:
+        return found
+    try:
+        key = team_key(team)
+    except NoKey as problem:
+        found.problems.append(str(problem))
+        return found
+    unreachable = None
+    for agent, answer in async_to_sync(_list_all)(key, agents):
+        if isinstance(answer, upstream.UpstreamError):
+            unreachable = answer.message
+            continue
+        if answer.status_code != 200:
+            found.problems.append(
+                f"RunTools refused the thread list of {agent} ({describe_refusal(answer)})."
+            )
+            continue
+        data = _data(answer)
+        if isinstance(data, dict):
+            data = data.get("threads")
+        if not isinstance(data, list):
+            found.problems.append(f"RunTools sent a thread list for {agent} rtdash cannot read.")
+            continue
+        for item in data:
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
+                found.threads.append(
+                    UpstreamThread(
+                        id=item["id"][:200],
+                        agent=agent,
+                        title=_text(item.get("title")),
+                        archived=item.get("archived") is True,
+                        updated_at=_when(item.get("updatedAt")) or _when(item.get("createdAt")),
+                    )
+                )
+    if unreachable:
+        found.problems.insert(0, f"RunTools could not be reached: {unreachable}.")
+    return found
+
+
+@dataclass
+class ThreadRow:
+    """One line of the threads list, from rtdash's record, the upstream's, or both."""
+
+    upstream_id: str
+    agent: str
+    title: str
+    archived: bool
+    last_activity: datetime | None
+    recorded: bool  # rtdash has a Thread row for it
+    listed_upstream: bool
+    turns: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: Decimal | None = None
+    unpriced_runs: int = 0
+
+    @property
+    def sort_key(self) -> tuple[datetime, str]:
+        return (self.last_activity or datetime.min.replace(tzinfo=UTC), self.upstream_id)
+
+
+@dataclass(frozen=True)
+class ThreadCursor:
+    """The last row shown, on (last activity, upstream id), newest first."""
+
+    at: datetime
+    upstream_id: str
+
+    def encode(self) -> str:
+        return f"{round(self.at.timestamp() * 1_000_000)}.{self.upstream_id}"
+
+    @classmethod
+    def decode(cls, raw: str | None) -> ThreadCursor | None:
+        if not raw:
+            return None
+        micros, _, upstream_id = raw.partition(".")
+        try:
+            return cls(datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC), upstream_id)
+        except (ValueError, OverflowError, OSError):
+            return None
+
+    def before(self, key: tuple[datetime, str]) -> bool:
+        return key < (self.at, self.upstream_id)
+
+
+@dataclass
+class ThreadPage:
+    rows: list[ThreadRow]
+    next_cursor: str | None
+    problems: list[str]
+    # A title search reads each thread, so like the runs list's text filter it stops at a
+    # budget; set when it did, and next_cursor then continues before this time.
+    searched_back_to: datetime | None = None
+
+
+SHOW_CHOICES = {"active": False, "archived": True, "all": None}
+
+
+def thread_page(
+    team: Team,
+    *,
+    search: str = "",
+    show: str = "active",
+    cursor: ThreadCursor | None = None,
+    agents: list[str],
+    size: int = THREAD_PAGE_SIZE,
+) -> ThreadPage:
+    """A page of the merged list, newest activity first, keyset-paged on both sources."""
+    archived = SHOW_CHOICES.get(show, False)
+    listed = upstream_threads(team, agents)
+    by_id = {thread.id: thread for thread in listed.threads}
+
+    local = for_team(Thread, team).filter(deleted_at__isnull=True)
+    if archived is not None:
+        local = local.filter(archived=archived)
+    floor = None
+    if search:
+        local = local.filter(title__icontains=search)
+        floor = scan_floor(team, cursor.at if cursor else None)
+        if floor is not None:
+            local = local.filter(last_activity_at__gte=floor)
+    if cursor is not None:
+        local = local.filter(last_activity_at__lte=cursor.at).filter(
+            Q(last_activity_at__lt=cursor.at)
+            | Q(last_activity_at=cursor.at, upstream_id__lt=cursor.upstream_id)
+        )
+    # Title and archived state are shown as the upstream has them when it lists the thread
+    # (they can be changed outside rtdash); the filtering uses rtdash's record.
+    local_rows = [
+        _local_row(thread, by_id.get(thread.upstream_id))
+        for thread in local.order_by("-last_activity_at", "-upstream_id")[: size + 1]
+    ]
+
+    known = set(
+        for_team(Thread, team)
+        .filter(upstream_id__in=list(by_id))
+        .values_list("upstream_id", flat=True)
+    )
+    outside = [
+        ThreadRow(
+            upstream_id=thread.id,
+            agent=thread.agent,
+            title=thread.title,
+            archived=thread.archived,
+            last_activity=thread.updated_at,
+            recorded=False,
+            listed_upstream=True,
+        )
+        for thread in listed.threads
+        if thread.id not in known
+        and (archived is None or thread.archived is archived)
+        and (not search or search.lower() in thread.title.lower())
+    ]
+    if cursor is not None:
+        outside = [row for row in outside if cursor.before(row.sort_key)]
+    if floor is not None:
+        # The same window as rtdash's records, so the next page neither repeats nor skips.
+        outside = [row for row in outside if row.last_activity and row.last_activity >= floor]
+    merged = sorted([*local_rows, *outside], key=lambda row: row.sort_key, reverse=True)
+    more = len(merged) > size
+    rows = merged[:size]
+    _add_costs(team, rows)
+    if more and rows and rows[-1].last_activity is not None:
+        next_cursor = ThreadCursor(rows[-1].last_activity, rows[-1].upstream_id).encode()
+        return ThreadPage(rows, next_cursor, listed.problems)
+    if floor is not None:
+        return ThreadPage(
+            rows, ThreadCursor(floor, "").encode(), listed.problems, searched_back_to=floor
+        )
+    return ThreadPage(rows, None, listed.problems)
+
+
+def _local_row(thread: Thread, listed: UpstreamThread | None) -> ThreadRow:
+    return ThreadRow(
+        upstream_id=thread.upstream_id,
+        agent=thread.agent,
+        title=(listed.title if listed and listed.title else thread.title),
+        archived=listed.archived if listed else thread.archived,
+        last_activity=thread.last_activity_at,
+        recorded=True,
+        listed_upstream=listed is not None,
+        turns=thread.turns,
+        input_tokens=thread.input_tokens,
+        output_tokens=thread.output_tokens,
+    )
+
+
+def _add_costs(team: Team, rows: list[ThreadRow]) -> None:
+    """Each recorded thread's cost: the sum of its runs' costs, and how many had none."""
+    ids = [row.upstream_id for row in rows if row.recorded]
+    if not ids:
+        return
+    sums = (
+        for_team(Run, team)
+        .filter(upstream_thread_id__in=ids)
+        .values("upstream_thread_id")
+        .annotate(total_cost=Sum("cost"), unpriced=Count("pk", filter=Q(cost__isnull=True)))
+        .order_by()
+    )
+    by_id = {item["upstream_thread_id"]: item for item in sums}
+    for row in rows:
+        if row.upstream_id in by_id:
+            row.cost = by_id[row.upstream_id]["total_cost"]
+            row.unpriced_runs = by_id[row.upstream_id]["unpriced"]
+
+
+# --- One thread, turn by turn ---------------------------------------------------------------
+
+
+@dataclass
+class ToolUse:
+    tool: str
+    input: str = ""
+    output: str = ""
+    is_error: bool = False
+
+
+@dataclass
+class Turn:
+    at: datetime | None
+    user: str = ""
+    assistant: str = ""
+    tools: list[ToolUse] = field(default_factory=list)
+    run: Run | None = None
+    upstream_run_id: str = ""
+    # Filled in by `number_turns` for recorded turns.
+    number: int = 0
+    tokens_so_far: int = 0
+    cost_so_far: Decimal | None = None
+    cost_so_far_complete: bool = True
+
+    @property
+    def recorded(self) -> bool:
+        return self.run is not None
+
+
+@dataclass
+class UpstreamThreadDetail:
+    thread: dict | None = None
+    events: list[dict] = field(default_factory=list)
+    found: bool = False
+    problem: str = ""
+
+
+def fetch_thread(team: Team, upstream_id: str) -> UpstreamThreadDetail:
+    """The upstream's thread and its events (GET /v1/threads/{id}), or why not."""
+    detail = UpstreamThreadDetail()
+    try:
+        key = team_key(team)
+    except NoKey as problem:
+        detail.problem = str(problem)
+        return detail
+    try:
+        response = async_to_sync(upstream.call)(key, "GET", thread_path(upstream_id))
+    except upstream.UpstreamError as error:
+        detail.problem = f"RunTools could not be reached: {error.message}."
+        return detail
+    if response.status_code == 404:
+        detail.problem = "RunTools has no thread with this id (it may have been deleted there)."
+        return detail
+    if response.status_code != 200:
+        detail.problem = f"RunTools refused to show this thread ({describe_refusal(response)})."
+        return detail
+    data = _data(response)
+    if not isinstance(data, dict):
+        detail.problem = "RunTools sent a thread rtdash cannot read."
+        return detail
+    detail.found = True
+    detail.thread = data.get("thread") if isinstance(data.get("thread"), dict) else None
+    events = data.get("events")
+    detail.events = [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
+    return detail
+
+
+def _content(payload: Any) -> str:
+    if not isinstance(payload, dict):
+        return ""
+    content = payload.get("content")
+    if isinstance(content, str):
+        return content
+    return json.dumps(content, ensure_ascii=False) if content is not None else ""
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _turns_from_events(events: Iterable[dict]) -> dict[str, Turn]:
+    """Upstream events grouped by run id, in the order the runs first appear."""
+    turns: dict[str, Turn] = {}
+    tools: dict[tuple[str, str], ToolUse] = {}
+    ordered = sorted(
+        events, key=lambda e: e.get("sequence") if isinstance(e.get("sequence"), int) else 0
+    )
+    for event in ordered:
+        run_id = _text(event.get("runId"))
+        turn = turns.get(run_id)
+        if turn is None:
+            turn = turns[run_id] = Turn(at=_when(event.get("createdAt")), upstream_run_id=run_id)
+        payload = event.get("payload")
+        kind = event.get("type")
+        if kind == "user_message":
+            turn.user = _content(payload)
+        elif kind == "assistant_message":
+            turn.assistant = _content(payload)
+        elif kind in ("tool_call_started", "tool_call_completed") and isinstance(payload, dict):
+            call_id = _text(payload.get("toolCallId"))
+            use = tools.get((run_id, call_id))
+            if use is None:
+                use = tools[(run_id, call_id)] = ToolUse(tool=_text(payload.get("tool")) or "tool")
+                turn.tools.append(use)
+            if "input" in payload:
+                use.input = _pretty(payload["input"])
+            if "output" in payload:
+                use.output = _pretty(payload["output"])
+            use.is_error = use.is_error or payload.get("isError") is True
+    return turns
+
+
+def _tools_from_frames(run_ids: list[int]) -> dict[int, list[ToolUse]]:
+    """Tool calls of recorded runs, from their stored frames (for runs RunTools no longer has)."""
+    found: dict[int, list[ToolUse]] = {}
+    calls: dict[tuple[int, str], ToolUse] = {}
+    frames = (
+        RunEvent.objects.filter(
+            run_id__in=run_ids, event__in=("tool_call_started", "tool_call_completed")
+        )
+        .order_by("run_id", "sequence")
+        .values_list("run_id", "data")
+    )
+    for run_id, data in frames.iterator(chunk_size=1000):
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            continue
+        if not isinstance(payload, dict):
+            continue
+        call_id = _text(payload.get("toolCallId"))
+        use = calls.get((run_id, call_id))
+        if use is None:
+            use = calls[(run_id, call_id)] = ToolUse(tool=_text(payload.get("tool")) or "tool")
+            found.setdefault(run_id, []).append(use)
+        if "input" in payload:
+            use.input = _pretty(payload["input"])
+        if "output" in payload:
+            use.output = _pretty(payload["output"])
+        use.is_error = use.is_error or payload.get("isError") is True
+    return found
+
+
+def _first_user_text(run: Run) -> str:
+    if run.prompt:
+        return run.prompt
+    for message in reversed(run.messages or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _content(message)
+    return ""
+
+
+def build_turns(runs: list[Run], events: list[dict]) -> list[Turn]:
+    """The conversation: recorded runs and upstream-only turns, in the order they happened."""
+    from_upstream = _turns_from_events(events)
+    position = {run_id: index for index, run_id in enumerate(from_upstream)}
+    frame_tools = _tools_from_frames([run.pk for run in runs if run.frame_count])
+    turns = []
+    for run in runs:
+        seen = from_upstream.pop(run.upstream_run_id, None) if run.upstream_run_id else None
+        turn = Turn(
+            at=run.started_at,
+            user=_first_user_text(run),
+            assistant=run.result or (seen.assistant if seen else ""),
+            tools=(seen.tools if seen and seen.tools else frame_tools.get(run.pk, [])),
+            run=run,
+            upstream_run_id=run.upstream_run_id,
+        )
+        turns.append((position.get(run.upstream_run_id), run.started_at, turn))
+    for run_id, turn in from_upstream.items():
+        turns.append((position[run_id], turn.at, turn))
+    # Upstream order where RunTools knows the turn; rtdash's clock for the rest.
+    epoch = datetime.min.replace(tzinfo=UTC)
+    turns.sort(key=lambda item: (item[1] or epoch, item[0] if item[0] is not None else -1))
+    ordered = [turn for _position, _at, turn in turns]
+    number_turns(ordered)
+    return ordered
+
+
+def number_turns(turns: list[Turn]) -> None:
+    """Number the turns and keep running totals of the recorded ones' tokens and cost.
+
+    The cost so far stays None until a turn with a cost: turns without a price never add up
+    to "$0".
+    """
+    tokens, cost, complete = 0, None, True
+    for number, turn in enumerate(turns, start=1):
+        turn.number = number
+        if turn.run is not None:
+            tokens += (turn.run.input_tokens or 0) + (turn.run.output_tokens or 0)
+            if turn.run.cost is None:
+                complete = False
+            else:
+                cost = (cost or Decimal(0)) + turn.run.cost
+        turn.tokens_so_far = tokens
+        turn.cost_so_far = cost
+        turn.cost_so_far_complete = complete
+
+
+@dataclass
+class Climb:
+    turns: int
+    first: int
+    last: int
+
+
+def climbing_input(turns: list[Turn]) -> Climb | None:
+    """Input tokens that grew on each of the last CLIMBING_TURNS recorded turns, or None."""
+    inputs = [
+        turn.run.input_tokens
+        for turn in turns
+        if turn.run is not None and turn.run.input_tokens is not None
+    ]
+    streak = 0
+    for previous, current in pairwise(inputs):
+        streak = streak + 1 if current > previous else 0
+    if streak < CLIMBING_TURNS:
+        return None
+    return Climb(turns=streak + 1, first=inputs[-streak - 1], last=inputs[-1])
+
+
+def thread_runs(team: Team, upstream_id: str) -> QuerySet[Run]:
+    return (
+        for_team(Run, team)
+        .filter(upstream_thread_id=upstream_id)
+        .select_related("user", "token")
+        .order_by("started_at", "pk")
+    )
+
+
+# --- Changing and deleting ------------------------------------------------------------------
+
+
+def forget_thread_content(team: Team, upstream_id: str) -> int:
+    """Remove a deleted thread's content from rtdash; returns how many runs were cleared.
+
+    Prompts, messages, results, metadata and stored frames go, and so does the title (the
+    first prompt). Each run's usage, cost, status and timings stay, so reports stay true.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        runs = for_team(Run, team).filter(upstream_thread_id=upstream_id)
+        run_ids = list(runs.values_list("pk", flat=True))
+        for start in range(0, len(run_ids), 500):
+            RunEvent.objects.filter(run_id__in=run_ids[start : start + 500]).delete()
+        runs.update(prompt="", messages=None, result="", metadata={})
+        for_team(Thread, team).filter(upstream_id=upstream_id).update(title="", deleted_at=now)
+    return len(run_ids)

@@ -1,0 +1,102 @@
+"""What tokens cost a team (prices) and what it may spend (budgets and their alerts)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from runs.models.teams import Team
+
+# --- Prices, budgets and the statistics reports need beyond the usage rollup ----------------
+
+# Prices are dollars per million tokens with at most three decimals: a token then costs a whole
+# number of nano-dollars, so a run's cost (9 decimal places) is exact, never rounded.
+PRICE_DIGITS = {"max_digits": 12, "decimal_places": 3}
+
+
+class Price(models.Model):
+    """What a million tokens cost a team, from a date on: its default, or one agent's override.
+
+    The price in force for a run is the one for its agent (else the team default, `agent=""`)
+    with the latest `effective_from` on or before the UTC date the run started.
+    """
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="prices")
+    agent = models.CharField(max_length=200, blank=True, help_text="Blank: the team default")
+    effective_from = models.DateField()
+    input_per_million = models.DecimalField(**PRICE_DIGITS)
+    output_per_million = models.DecimalField(**PRICE_DIGITS)
+    # Blank means "like uncached input" / "like output".
+    cached_input_per_million = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    reasoning_per_million = models.DecimalField(**PRICE_DIGITS, null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "agent", "effective_from"], name="one_price_per_agent_and_date"
+            ),
+        ]
+        indexes = [
+            # The price in force: a team's prices for an agent (or the default), latest first.
+            models.Index(fields=["team", "agent", "-effective_from"], name="price_in_force"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.agent or 'default'} from {self.effective_from}"
+
+    @property
+    def cached_rate(self):
+        cached = self.cached_input_per_million
+        return self.input_per_million if cached is None else cached
+
+    @property
+    def reasoning_rate(self):
+        reasoning = self.reasoning_per_million
+        return self.output_per_million if reasoning is None else reasoning
+
+
+class Budget(models.Model):
+    """A monthly spending limit for a team (`agent=""`) or for one of its agents."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="budgets")
+    agent = models.CharField(max_length=200, blank=True, help_text="Blank: the whole team")
+    monthly_limit = models.DecimalField(max_digits=14, decimal_places=2)
+    warn_percent = models.PositiveSmallIntegerField(default=80)
+    hard_stop = models.BooleanField(default=False)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "agent"], name="one_budget_per_scope"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.agent or 'team'} ${self.monthly_limit}/month"
+
+
+class BudgetAlert(models.Model):
+    """That a budget crossed its warning threshold (or its limit) in a month: written once, so
+    the audit event for it is written once."""
+
+    budget = models.ForeignKey(Budget, models.CASCADE, related_name="alerts")
+    month = models.DateField(help_text="The first day of the month")
+    level = models.CharField(max_length=10)  # "warning" or "exceeded"
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["budget", "month", "level"], name="one_alert_per_budget_month_level"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} {self.month:%Y-%m} {self.level}"

@@ -1,0 +1,1 @@
+"""The one path every run takes, gateway and playground alike: start, read, record, finish."""

@@ -1,0 +1,258 @@
+"""Budgets: whether a team may start another run, and what the next run is likely to cost.
+
+Called by the gateway and the playground before a run is created, so a hard stop is enforced
+in one place. A budget is a calendar month (UTC) of spend: the sum of the month's run costs in
+the DailyUsage rollup. Partial costs count what is known of them; unpriced runs cannot count
+(their cost is unknown), which the budgets page says next to each budget.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Sum
+from django.utils import timezone
+
+from runs.models import Budget, BudgetAlert, CostStatus, DailyUsage, Price, Run, Team
+from runs.pipeline.pricing import Usage, cost_of, price_in_force
+
+# The typical cost of a run is the median of the agent's latest runs with a computed cost.
+TYPICAL_SAMPLE = 20
+
+WARNING, EXCEEDED = "warning", "exceeded"
+
+
+class BudgetExceeded(Exception):
+    """A hard-stop budget is used up. The message names the budget and the amount."""
+
+    code = "budget_exceeded"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def month_start(now: datetime | date | None = None) -> date:
+    now = now or timezone.now()
+    day = now.date() if isinstance(now, datetime) else now
+    return day.replace(day=1)
+
+
+def money(amount: Decimal | None) -> str:
+    """Dollars for people: cents, up to four decimals under a dollar, every digit under
+    $0.0001 (simulated runs cost fractions of a cent, and $0.00 would read as free)."""
+    if amount is None:
+        return "unpriced"
+    if amount != 0 and abs(amount) < Decimal("0.0001"):
+        return f"${amount.normalize():f}"
+    if amount != 0 and abs(amount) < 1:
+        return (
+            f"${amount:.4f}".rstrip("0").rstrip(".")
+            if amount % Decimal("0.01")
+            else (f"${amount:.2f}")
+        )
+    return f"${amount:,.2f}"
+
+
+@dataclass
+class BudgetStatus:
+    budget: Budget
+    month: date
+    spent: Decimal
+    unpriced_runs: int = 0
+
+    @property
+    def limit(self) -> Decimal:
+        return self.budget.monthly_limit
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(Decimal(0), self.limit - self.spent)
+
+    @property
+    def percent(self) -> float:
+        return float(self.spent / self.limit * 100) if self.limit else 100.0
+
+    @property
+    def level(self) -> str:
+        """ "exceeded" at or past the limit, "warning" at or past the threshold, else "ok"."""
+        if self.spent >= self.limit:
+            return EXCEEDED
+        if self.percent >= self.budget.warn_percent:
+            return WARNING
+        return "ok"
+
+    @property
+    def name(self) -> str:
+        if self.budget.agent:
+            return f"the monthly budget for agent {self.budget.agent}"
+        return "the team's monthly budget"
+
+    def describe(self) -> str:
+        """One sentence naming the budget and the amounts, for banners, errors and the log."""
+        month = f"{self.month:%B %Y}"
+        used = f"{money(self.spent)} of {money(self.limit)} spent in {month}"
+        if self.level == EXCEEDED:
+            return f"{self.name.capitalize()} is used up: {used}."
+        return f"{self.name.capitalize()} is at {self.percent:.0f}%: {used}."
+
+
+def month_spend(team: Team, agent: str = "", month: date | None = None) -> tuple[Decimal, int]:
+    """(cost, unpriced runs) of `team` (or one agent) in the month starting `month`."""
+    month = month or month_start()
+    rows = DailyUsage.objects.filter(team=team, day__gte=month)
+    next_month = (month.replace(day=28) + (date.resolution * 4)).replace(day=1)
+    rows = rows.filter(day__lt=next_month)
+    if agent:
+        rows = rows.filter(agent=agent)
+    totals = rows.aggregate(cost=Sum("cost"), unpriced=Sum("unpriced_runs"))
+    return totals["cost"] or Decimal(0), totals["unpriced"] or 0
+
+
+def budget_statuses(team: Team, *, agent: str | None = None, now=None) -> list[BudgetStatus]:
+    """This month's status of the team's budgets: all of them, or those that govern `agent`."""
+    budgets = Budget.objects.filter(team=team).order_by("agent")
+    if agent is not None:
+        budgets = budgets.filter(agent__in=["", agent])
+    month = month_start(now)
+    statuses = []
+    for budget in budgets:
+        spent, unpriced = month_spend(team, budget.agent, month)
+        statuses.append(BudgetStatus(budget, month, spent, unpriced))
+    return statuses
+
+
+def note_alerts(team: Team, statuses: list[BudgetStatus]) -> None:
+    """Write the audit event for a budget crossing its threshold or limit, once a month each."""
+    from runs.core.audit import record
+
+    for status in statuses:
+        if status.level == "ok":
+            continue
+        levels = [WARNING] if status.level == WARNING else [WARNING, EXCEEDED]
+        for level in levels:
+            try:
+                with transaction.atomic():
+                    BudgetAlert.objects.create(
+                        budget=status.budget, month=status.month, level=level
+                    )
+            except IntegrityError:
+                continue  # already noted this month
+            action = "budget_warning" if level == WARNING else "budget_exceeded"
+            # rtdash noticed it, whoever happened to be looking: a system event, no actor.
+            record(None, action, team, target=status.describe(), actor_label="rtdash")
+
+
+def enforce_budget(team: Team, agent: str) -> None:
+    """Raise BudgetExceeded when a hard-stop budget for `team` (or `agent`) is used up."""
+    statuses = budget_statuses(team, agent=agent)
+    if not statuses:
+        return
+    note_alerts(team, statuses)
+    for status in statuses:
+        if status.budget.hard_stop and status.level == EXCEEDED:
+            raise BudgetExceeded(
+                f"{status.describe()} New runs are refused until next month or until an owner "
+                "raises the budget."
+            )
+
+
+# --- Before a run: what it is likely to cost ----------------------------------------------
+
+
+@dataclass
+class RunEstimate:
+    """What the playground shows before a run (see templates/runs/reports/_run_estimate.html)."""
+
+    agent: str
+    price: Price | None
+    typical: Decimal | None = None  # median of the latest computed costs
+    typical_sample: int = 0
+    worst: Decimal | None = None  # None: unbounded (no maxTurns or maxTokens) or unpriced
+    worst_note: str = ""
+    budgets: list[BudgetStatus] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What is left of the tightest budget that governs this agent; None without one."""
+        if not self.budgets:
+            return None
+        return min(status.remaining for status in self.budgets)
+
+    @property
+    def worst_exceeds_remaining(self) -> bool:
+        remaining = self.remaining
+        return self.worst is not None and remaining is not None and self.worst > remaining
+
+
+def _positive_int(config: dict, name: str) -> int | None:
+    value = config.get(name) if isinstance(config, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def estimate_run(team: Team, agent: str, config: dict | None = None) -> RunEstimate:
+    """The agent's typical cost, its worst case under `config`, and what budgets leave.
+
+    Worst case: every one of `maxTurns` turns writes `maxTokens` output tokens, and input and
+    reasoning are as large as the largest of the agent's latest runs, all at today's prices
+    with no cache discount. Without `maxTurns` and `maxTokens` a run has no ceiling, and the
+    estimate says so rather than guessing.
+    """
+    config = config or {}
+    price = price_in_force(team.pk, agent, timezone.now().date())
+    estimate = RunEstimate(agent=agent, price=price)
+    recent = list(
+        Run.objects.filter(team=team, agent=agent, cost_status=CostStatus.COMPUTED)
+        .order_by("-started_at")
+        .values_list("cost", flat=True)[:TYPICAL_SAMPLE]
+    )
+    if recent:
+        estimate.typical = statistics.median(recent)
+        estimate.typical_sample = len(recent)
+    max_turns, max_tokens = _positive_int(config, "maxTurns"), _positive_int(config, "maxTokens")
+    if price is None:
+        estimate.worst_note = "No price applies to this agent, so its cost is unknown."
+    elif max_turns is None or max_tokens is None:
+        estimate.worst_note = "Without maxTurns and maxTokens a run's cost has no ceiling."
+    else:
+        largest = Run.objects.filter(team=team, agent=agent).order_by("-started_at")[
+            :TYPICAL_SAMPLE
+        ]
+        seen = Run.objects.filter(pk__in=largest.values("pk")).aggregate(
+            input=Max("input_tokens"), reasoning=Max("reasoning_tokens")
+        )
+        usage = Usage(
+            input_tokens=seen["input"] or 0,
+            output_tokens=max_turns * max_tokens,
+            reasoning_tokens=seen["reasoning"] or 0,
+        )
+        estimate.worst, _status = cost_of(usage, price)
+        estimate.worst_note = (
+            f"{max_turns} turns x {max_tokens:,} output tokens, plus the largest input and "
+            "reasoning of recent runs."
+        )
+    estimate.budgets = budget_statuses(team, agent=agent)
+    return estimate
+
+
+def banner_context(request) -> dict:
+    """Context processor for the layout: the current team's budgets at or past their warning.
+
+    Read-only (the audit event is written where budgets are enforced and on the reports pages).
+    With it installed, base.html shows the banner on every page, and the pages that include the
+    banner themselves leave it to the layout (`budget_banner_in_layout`).
+    """
+    membership = getattr(request, "membership", None)
+    if membership is None:
+        return {}
+    statuses = budget_statuses(membership.team)
+    return {
+        "budget_banners": [status for status in statuses if status.level != "ok"],
+        "budget_banner_in_layout": True,
+    }

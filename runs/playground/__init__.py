@@ -1,0 +1,1 @@
+"""The playground: run an agent from the browser and watch it live."""

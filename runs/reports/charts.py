@@ -1,0 +1,127 @@
+"""Charts as inline SVG, drawn on the server: no JavaScript, no CDN, sharp in a screenshot.
+
+Each chart is a function from numbers to markup. Text is escaped; every bar carries a <title>
+(the browser's tooltip) with its exact amount, and the page shows the same numbers in a table.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from runs.reports.queries import SpendSeries
+
+PALETTE = ["#3b5bdb", "#f08c00", "#2f9e44", "#c2255c", "#7048e8", "#1098ad", "#868e96"]
+FONT = 'font-family="system-ui, sans-serif" font-size="12" fill="#475467"'
+
+
+def _nice_ceiling(value: float) -> tuple[float, float]:
+    """A round axis maximum at or above `value`, and the step between its ticks."""
+    if value <= 0:
+        return 1.0, 0.25
+    exponent = math.floor(math.log10(value))
+    for multiple in (1, 2, 2.5, 5, 10):
+        step = multiple * 10**exponent / 4
+        if step * 4 >= value:
+            return step * 4, step
+    return 10 ** (exponent + 1), 10 ** (exponent + 1) / 4
+
+
+def dollars(value: float | Decimal, step: float | None = None) -> str:
+    value = float(value)
+    if step is not None and step < 0.01:
+        return f"${value:.4f}".rstrip("0").rstrip(".")
+    if value >= 1000:
+        return f"${value:,.0f}"
+    return f"${value:,.2f}"
+
+
+def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280) -> SafeString:
+    """Spend per day, one bar per day stacked by agent, with a legend and a dollar axis."""
+    left, right, top, bottom = 64, 12, 28, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    totals = [float(t) for t in series.day_totals()]
+    ceiling, step = _nice_ceiling(max(totals, default=0))
+    count = max(len(series.days), 1)
+    slot = plot_w / count
+    bar = max(1.0, slot * 0.72)
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+        f'aria-label="Spend per day, stacked by agent" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for tick in range(5):
+        value = step * tick
+        y = top + plot_h - plot_h * value / ceiling
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="#e3e6ec"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
+            f"{FONT}>{escape(dollars(value, step))}</text>"
+        )
+    label_every = max(1, math.ceil(count / 12))
+    for index, day in enumerate(series.days):
+        x = left + index * slot + (slot - bar) / 2
+        y = top + plot_h
+        for position, agent in enumerate(series.agents):
+            amount = series.cost[agent][index]
+            if amount <= 0:
+                continue
+            h = plot_h * float(amount) / ceiling
+            y -= h
+            colour = PALETTE[position % len(PALETTE)]
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 0.5):.1f}" '
+                f'fill="{colour}"><title>{escape(agent)} on {day:%Y-%m-%d}: '
+                f"{escape(dollars(amount, 0.001))}</title></rect>"
+            )
+        if index % label_every == 0:
+            parts.append(
+                f'<text x="{x + bar / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" '
+                f"{FONT}>{day:%m-%d}</text>"
+            )
+    x = left
+    for position, agent in enumerate(series.agents):
+        colour = PALETTE[position % len(PALETTE)]
+        parts.append(
+            f'<rect x="{x}" y="6" width="12" height="12" fill="{colour}"/>'
+            f'<text x="{x + 16}" y="16" {FONT}>{escape(agent)}</text>'
+        )
+        x += 28 + 7 * len(agent)
+    if not any(totals):
+        parts.append(
+            f'<text x="{left + plot_w / 2}" y="{top + plot_h / 2}" text-anchor="middle" '
+            f"{FONT}>No priced spend in this period</text>"
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every text part above is escaped
+
+
+def bar_chart(
+    bars: list[tuple[str, Decimal]], width: int = 960, label: str = "Spend by group"
+) -> SafeString:
+    """Horizontal bars, one per group, labelled with the group and its amount."""
+    row_h, left, right = 24, 220, 110
+    height = max(1, len(bars)) * row_h + 8
+    plot_w = width - left - right
+    largest = max((float(value) for _, value in bars), default=0) or 1.0
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
+        f'aria-label="{escape(label)}" xmlns="http://www.w3.org/2000/svg">'
+    ]
+    for index, (name, value) in enumerate(bars):
+        y = 4 + index * row_h
+        w = plot_w * float(value) / largest
+        shown = name if len(name) <= 32 else name[:31] + "…"
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" {FONT}>{escape(shown)}</text>'
+            f'<rect x="{left}" y="{y + 3}" width="{max(w, 0.5):.1f}" height="{row_h - 8}" '
+            f'fill="{PALETTE[0]}"><title>{escape(name)}: {escape(dollars(value, 0.001))}</title>'
+            f'</rect><text x="{left + w + 6:.1f}" y="{y + 16}" {FONT}>'
+            f"{escape(dollars(value, 0.001 if value < 1 else None))}</text>"
+        )
+    if not bars:
+        parts.append(f'<text x="{left}" y="18" {FONT}>No priced spend in this period</text>')
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every text part above is escaped

@@ -1,0 +1,1 @@
+"""Logging in, teams, members, RunTools keys, gateway tokens and the audit log."""

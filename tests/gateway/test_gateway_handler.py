@@ -1,0 +1,112 @@
+"""The gateway's own ASGI handler (rtdash.gateway_handler), driven as a server drives it."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.core import signals
+
+from rtdash.gateway_handler import GatewayASGIHandler
+from runs.gateway.views import settle
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class _Seen(list):
+    runs_at_start: list[int]
+
+
+@pytest.fixture
+def request_signals():
+    """(signal name, thread) for every request_started / request_finished sent, and how many
+    runs were recorded when the request started."""
+    seen = _Seen()
+    runs_at_start: list[int] = []
+
+    def started(**kwargs):
+        seen.append(("started", threading.current_thread()))
+        runs_at_start.append(Run.objects.count())
+
+    def finished(**kwargs):
+        seen.append(("finished", threading.current_thread()))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    seen.runs_at_start = runs_at_start
+    yield seen
+    signals.request_started.disconnect(started)
+    signals.request_finished.disconnect(finished)
+
+
+async def call(method: str, path: str, token: str, body: dict | None = None) -> dict:
+    raw = json.dumps(body).encode() if body is not None else b""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"x-api-key", token.encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    app = ApplicationCommunicator(GatewayASGIHandler(), scope)
+    await app.send_input({"type": "http.request", "body": raw, "more_body": False})
+    start = await app.receive_output(10)
+    chunks = []
+    while True:
+        message = await app.receive_output(10)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    await app.wait(10)
+    await settle()
+    return {"status": start["status"], "body": b"".join(chunks)}
+
+
+async def test_a_run_is_answered_and_the_request_signals_come_in_pairs(
+    upstream, acme_key, acme_token, request_signals
+):
+    _token, plaintext = acme_token
+    body = {"agent": "support-chat", "prompt": "Hello", "stream": False}
+    answer = await call("POST", "/v1/run", plaintext, body)
+    assert answer["status"] == 200
+    assert json.loads(answer["body"])["data"]["status"] == "completed"
+    assert await Run.objects.filter(status="completed").acount() == 1
+    # request_started went to the sync thread with the token lookup, not to a hop of its own;
+    # it was still sent once, before the run was recorded, off the event loop's thread.
+    assert [name for name, _ in request_signals] == ["started", "finished"]
+    assert request_signals.runs_at_start == [0]
+    assert all(thread is not threading.main_thread() for _, thread in request_signals)
+
+
+async def test_a_stream_through_the_handler_keeps_its_frames(
+    upstream, acme_key, acme_token, request_signals
+):
+    _token, plaintext = acme_token
+    body = {"agent": "support-chat", "prompt": "Hello"}
+    answer = await call("POST", "/v1/run", plaintext, body)
+    assert answer["status"] == 200
+    assert answer["body"].count(b"\n\n") == (await Run.objects.aget()).frame_count > 3
+    assert [name for name, _ in request_signals] == ["started", "finished"]
+
+
+async def test_a_request_that_never_authenticates_still_gets_both_signals(
+    upstream, acme_token, request_signals
+):
+    _token, plaintext = acme_token
+    answer = await call("GET", "/v1/run", plaintext)
+    assert answer["status"] == 405
+    assert [name for name, _ in request_signals] == ["started", "finished"]
