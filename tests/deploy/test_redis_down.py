@@ -23,8 +23,8 @@ from runs.playground import consumers
 from runs.playground.consumers import CLOSE_UNAVAILABLE
 from runs.playground.relay import request_stop
 from simulator.testing import HOST, free_port
-from tests import test_consumers
 from tests.conftest import PASSWORD
+from tests.playground import test_consumers
 from tests.playground.test_consumers import (
     HELLO,
     Socket,
