@@ -32,7 +32,8 @@ class ExperimentForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text=(
             f"One variant a line, at most {MAX_VARIANTS}: agent=code-assistant,maxTurns=4,"
-            "temperature=0.2,maxTokens=2048 (other key=value pairs become metadata)."
+            "temperature=0.2,maxTokens=2048 (other key=value pairs become metadata), or a JSON "
+            'object: {"agent": ..., "config": {...}, "metadata": {...}}.'
         ),
     )
 

@@ -143,7 +143,10 @@ def parse_spec(body: Any) -> Spec:
 
 def parse_variant_line(line: str, where: str = "variant") -> VariantSpec:
     """`agent=support-chat,maxTurns=4,temperature=0.2` (the form's and the command's syntax);
-    any other `key=value` goes into the variant's metadata."""
+    any other `key=value` goes into the variant's metadata. A line starting with `{` is a
+    JSON variant, for metadata that is more than strings."""
+    if line.strip().startswith("{"):
+        return parse_variant(loads_strict(line.strip(), where), where)
     raw: dict[str, Any] = {"config": {}, "metadata": {}}
     for item in filter(None, (part.strip() for part in line.split(","))):
         key, sep, value = item.partition("=")
