@@ -125,6 +125,11 @@ RTDASH_MAX_RUN_SECONDS = envint("RTDASH_MAX_RUN_SECONDS", 1800, minimum=1)
 RTDASH_REAPER_STALE_SECONDS = envint("RTDASH_REAPER_STALE_SECONDS", 60, minimum=15)
 # How often each worker looks for such runs (0 turns the worker's reaper off).
 RTDASH_REAPER_INTERVAL = envint("RTDASH_REAPER_INTERVAL", 30, minimum=0)
+# Experiments: runs at a time per experiment, and across all experiments of one worker.
+RTDASH_EXPERIMENT_CONCURRENCY = envint("RTDASH_EXPERIMENT_CONCURRENCY", 2, minimum=1)
+RTDASH_EXPERIMENT_PROCESS_CONCURRENCY = envint(
+    "RTDASH_EXPERIMENT_PROCESS_CONCURRENCY", 8, minimum=1
+)
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")

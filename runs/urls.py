@@ -19,4 +19,6 @@ urlpatterns = [
     path("", include("runs.playground.urls")),
     # Usage and cost reports, prices, budgets, /api/usage.
     path("", include("runs.reports.urls")),
+    # Experiments: /experiments/ and /api/experiments.
+    path("", include("runs.experiments.urls")),
 ]

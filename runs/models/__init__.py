@@ -10,6 +10,15 @@ from runs.models.billing import (
     BudgetAlert,
     Price,
 )
+from runs.models.experiments import (
+    Case,
+    Experiment,
+    ExperimentStatus,
+    SourceKind,
+    Trial,
+    TrialStatus,
+    Variant,
+)
 from runs.models.runs import (
     FINISHED_STATUSES,
     CostStatus,
@@ -45,9 +54,12 @@ __all__ = [
     "AuditEvent",
     "Budget",
     "BudgetAlert",
+    "Case",
     "CostStatus",
     "DailyRunStats",
     "DailyUsage",
+    "Experiment",
+    "ExperimentStatus",
     "GatewayToken",
     "LastOwnerError",
     "Membership",
@@ -58,10 +70,14 @@ __all__ = [
     "RunStatus",
     "RunToolsKey",
     "Source",
+    "SourceKind",
     "Team",
     "Thread",
     "ThreadUsage",
     "ThreadUsageSync",
+    "Trial",
+    "TrialStatus",
+    "Variant",
     "hash_token",
     "usage_dimensions",
 ]

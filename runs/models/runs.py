@@ -41,6 +41,7 @@ class Thread(models.Model):
 class Source(models.TextChoices):
     GATEWAY = "gateway", "Gateway"
     PLAYGROUND = "playground", "Playground"
+    EXPERIMENT = "experiment", "Experiment"
 
 
 class RunStatus(models.TextChoices):

@@ -11,6 +11,7 @@ NAV = [
     ("Runs", "run_list"),
     ("Threads", "thread_list"),
     ("Reports", "reports"),
+    ("Experiments", "experiment_list"),
     ("Settings", "team_settings"),
 ]
 

@@ -1,0 +1,1 @@
+"""Experiments: replay a recorded thread, runs or a prompt set against other agents or configs."""

@@ -1,0 +1,112 @@
+"""`/api/experiments`: create, read and stop experiments, with an rtdash token or a session.
+
+Team-scoped like /api/usage: a token names its team, a session its current team. Errors are
+RunTools' envelope; bad input is a 400 naming the field; another team's thread, runs or
+experiment is a 404.
+"""
+
+from __future__ import annotations
+
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from runs.core.access import current_membership, get_for_team_or_404
+from runs.core.validation import InvalidRequest, parse_body
+from runs.experiments.create import create_experiment
+from runs.experiments.results import experiment_data
+from runs.experiments.runner import reap_stale_experiments, request_cancel, start_in_background
+from runs.experiments.spec import parse_spec
+from runs.gateway.views import GatewayError, _check_rate, _credential, error_response
+from runs.models import Experiment, GatewayToken, Team, hash_token
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class _Caller:
+    def __init__(self, team: Team, token: GatewayToken | None = None, user=None) -> None:
+        self.team, self.token, self.user = team, token, user
+
+
+def _caller(request: HttpRequest, *, changes: bool) -> _Caller:
+    """The team of the token on the request, else of the session; GatewayError otherwise."""
+    plaintext = _credential(request)
+    if plaintext:
+        token = (
+            GatewayToken.objects.select_related("team")
+            .filter(token_hash=hash_token(plaintext))
+            .first()
+        )
+        if token is None or not token.is_usable():
+            raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
+        _check_rate(token)
+        return _Caller(token.team, token=token)
+    membership = current_membership(request)
+    if membership is None:
+        if request.user.is_authenticated:
+            raise GatewayError(404, "not_found", "You are not a member of any team.")
+        raise GatewayError(401, "unauthorized", "Log in, or send an rtdash token in X-API-Key.")
+    if changes:
+        # Exempt from the middleware for tokens (no cookie, no CSRF); a session still needs it.
+        refused = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
+        if refused is not None:
+            raise GatewayError(403, "forbidden", "CSRF check failed.")
+        if not membership.can_run:
+            raise GatewayError(404, "not_found", "Not available to your role.")
+    return _Caller(membership.team, user=request.user)
+
+
+def _problem(problem: GatewayError) -> JsonResponse:
+    response = error_response(problem.status, problem.code, problem.message)
+    for name, value in problem.headers.items():
+        response[name] = value
+    return response
+
+
+@csrf_exempt
+@require_POST
+def api_experiments(request: HttpRequest) -> HttpResponse:
+    """`POST /api/experiments`: record an experiment and start replaying it."""
+    try:
+        caller = _caller(request, changes=True)
+        spec = parse_spec(parse_body(request.body, MAX_BODY_BYTES))
+        experiment = create_experiment(caller.team, spec, user=caller.user, token=caller.token)
+    except GatewayError as problem:
+        return _problem(problem)
+    except InvalidRequest as problem:
+        return error_response(problem.status, "bad_request", problem.message, field=problem.field)
+    except Http404 as missing:
+        return error_response(404, "not_found", str(missing))
+    start_in_background(experiment.pk)
+    body = {"data": {"id": experiment.pk, "url": f"/experiments/{experiment.pk}/"}}
+    return JsonResponse(body, status=201)
+
+
+@require_GET
+def api_experiment(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    """`GET /api/experiments/<id>`: the experiment case by case, baseline and variants."""
+    try:
+        caller = _caller(request, changes=False)
+        reap_stale_experiments()
+        experiment = get_for_team_or_404(Experiment, caller.team, pk=experiment_id)
+    except GatewayError as problem:
+        return _problem(problem)
+    except Http404:
+        return error_response(404, "not_found", "No such experiment.")
+    return JsonResponse({"data": experiment_data(experiment), "meta": {"currency": "USD"}})
+
+
+@csrf_exempt
+@require_POST
+def api_experiment_cancel(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    """`POST /api/experiments/<id>/cancel`: Stop; the cases not yet run are skipped."""
+    try:
+        caller = _caller(request, changes=True)
+        experiment = get_for_team_or_404(Experiment, caller.team, pk=experiment_id)
+    except GatewayError as problem:
+        return _problem(problem)
+    except Http404:
+        return error_response(404, "not_found", "No such experiment.")
+    request_cancel(experiment)
+    return JsonResponse({"data": {"id": experiment.pk, "cancelRequested": True}}, status=202)
