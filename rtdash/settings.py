@@ -1,6 +1,6 @@
 """rtdash settings: one file, configured by environment variables, safe laptop defaults.
 
-Every variable is listed in the README. With RTDASH_DEBUG off, `runs.checks` refuses the
+Every variable is listed in docs/configuration.md. With RTDASH_DEBUG off, `runs.checks` refuses the
 defaults that are only safe on a laptop.
 """
 
@@ -79,7 +79,7 @@ TEMPLATES = [
 DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 # The most PostgreSQL connections one worker opens, and how long a request waits for one of
 # them before it is answered 503. Workers x pool size must stay below the server's
-# max_connections minus headroom (docs/security/database-and-gateway.md).
+# max_connections minus headroom (docs/security.md).
 RTDASH_DB_POOL_SIZE = envint("RTDASH_DB_POOL_SIZE", 10, minimum=1)
 RTDASH_DB_POOL_TIMEOUT = envfloat("RTDASH_DB_POOL_TIMEOUT", 10.0, minimum=0.1)
 try:
@@ -191,6 +191,9 @@ SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_SSL_REDIRECT = envbool("RTDASH_SSL_REDIRECT", not DEBUG)
+# Load balancers probe workers over plain HTTP on their private address and count a redirect as
+# a failure; the probes disclose nothing (docs/security.md, "Liveness and readiness").
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SECURE_HSTS_SECONDS = 0 if DEBUG else envint("RTDASH_HSTS_SECONDS", 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG

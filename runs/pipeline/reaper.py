@@ -16,7 +16,7 @@ import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 from django.utils import timezone
 
 from runs.models import Run, RunEvent, RunStatus
@@ -87,20 +87,26 @@ class Maintenance(threading.Thread):
         self.live_run_ids = live_run_ids
         self.interval = interval
         self.stopping = threading.Event()
+        self.next_reap = 0.0
 
     def run(self) -> None:
-        next_reap = 0.0
         while not self.stopping.is_set():
-            try:
-                close_old_connections()
-                stamp_heartbeats(list(self.live_run_ids()))
-                if time.monotonic() >= next_reap:
-                    reap_stale_runs()
-                    next_reap = time.monotonic() + self.interval
-            except Exception:
-                # A database hiccup must not kill the thread; it tries again next round.
-                logger.exception("rtdash maintenance round failed")
+            self.one_round()
             self.stopping.wait(HEARTBEAT_SECONDS)
+
+    def one_round(self) -> None:
+        try:
+            stamp_heartbeats(list(self.live_run_ids()))
+            if time.monotonic() >= self.next_reap:
+                reap_stale_runs()
+                self.next_reap = time.monotonic() + self.interval
+        except Exception:
+            # A database hiccup must not kill the thread; it tries again next round.
+            logger.exception("rtdash maintenance round failed")
+        finally:
+            # Hand the connection back (to the pool, on PostgreSQL) while the thread sleeps:
+            # a worker's pool is small and requests need every slot.
+            connection.close()
 
 
 _started: Maintenance | None = None

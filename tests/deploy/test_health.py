@@ -76,6 +76,17 @@ def test_healthz_answers_without_touching_anything(client, settings, django_asse
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_over_plain_http_are_not_redirected(client, settings, upstream, path):
+    # With HTTPS enforced, a load balancer's plain-HTTP probe must still get its answer.
+    settings.SECURE_SSL_REDIRECT = True
+    settings.DEBUG = False
+    assert client.get("/runs/").status_code == 301
+    response = client.get(path)
+    assert response.status_code == 200, response.content
+    assert response.json()["ok"] is True
+
+
 def test_health_endpoints_reject_post(client):
     assert client.post("/healthz").status_code == 405
     assert client.post("/readyz").status_code == 405

@@ -10,10 +10,11 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from runs.models import DailyUsage, Run, RunEvent
-from runs.pipeline.reaper import reap_stale_runs, stamp_heartbeats
+from runs.pipeline.reaper import Maintenance, reap_stale_runs, stamp_heartbeats
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
 
@@ -128,3 +129,19 @@ def test_killing_the_worker_mid_stream_leaves_no_run_running(upstream, acme_toke
     assert run.status == "interrupted"
     assert run.events.count() == stored
     assert run.frame_count == stored
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_maintenance_round_hands_its_connection_back():
+    # Between rounds the thread sleeps; on PostgreSQL its connection would hold a pool slot.
+    maintenance = Maintenance(lambda: (), interval=60)
+    held_after_round = []
+
+    def one_round_in_a_thread() -> None:
+        maintenance.one_round()
+        held_after_round.append(connection.connection is not None)
+
+    thread = threading.Thread(target=one_round_in_a_thread)
+    thread.start()
+    thread.join()
+    assert held_after_round == [False]
