@@ -19,4 +19,6 @@ urlpatterns = [
     path("", include("runs.playground.urls")),
     # Usage and cost reports, prices, budgets, /api/usage.
     path("", include("runs.reports.urls")),
+    # Reconciliation with RunTools' usage and billing: /accounting/reconciliation, the API.
+    path("", include("runs.accounting.urls")),
 ]
