@@ -168,3 +168,45 @@ async def test_two_workers_do_not_both_follow_a_run(gateway, acme):  # noqa: F81
     assert sorted(run_id for r in rounds for run_id in r.finished) == [run.pk]
     rows = await sync_to_async(rollup_rows)(acme)
     assert [(r[2], r[3]) for r in rows] == [(1, 1)]
+
+
+async def test_a_cut_off_run_keeps_what_its_client_saw_and_gains_the_lookups_usage(
+    gateway,  # noqa: F811
+    acme,
+):
+    """The simulator records a cut stream as failed without usage, so the lookup that has
+    the usage comes from a MockTransport (the only run lookup this test needs)."""
+    import httpx
+
+    from runs.core import upstream
+    from tests.gateway.test_gateway import stream_body
+
+    body = {"agent": "support-chat", "prompt": "Say hi", "metadata": {"simulate": {"cutAfter": 3}}}
+    await stream_body(await gateway("POST", "/v1/run", body))
+    await settle()
+    run = await Run.objects.alatest("pk")
+    assert run.error_code == "upstream_disconnected" and run.output_tokens is None
+    assert run.upstream_run_id and run.follow_next_at is not None
+    usage = {"inputTokens": 120, "outputTokens": 45, "totalTokens": 165}
+    looked_up = []
+
+    def lookup(request: httpx.Request) -> httpx.Response:
+        looked_up.append(request.url.path)
+        data = {"id": run.upstream_run_id, "status": "completed", "output": "Hi!",
+                "tokensUsed": usage}  # fmt: skip
+        return httpx.Response(200, json={"data": data})
+
+    upstream.use_transport(httpx.MockTransport(lookup))
+    try:
+        done = await sync_to_async(follow_due_runs)()
+    finally:
+        upstream.use_transport(None)
+    assert done.finished == [run.pk]
+    assert looked_up == [f"/v1/run/{run.upstream_run_id}"]
+    run = await Run.objects.aget(pk=run.pk)
+    assert run.status == "interrupted" and run.error_code == "upstream_disconnected"
+    assert "run lookup" in run.error_message
+    assert (run.input_tokens, run.output_tokens) == (120, 45)
+    incremental, from_runs = await sync_to_async(rebuilt)(acme)
+    assert incremental == from_runs
+    assert [(r[2], r[4], r[5], r[6]) for r in incremental[0]] == [(1, 1, 120, 45)]
