@@ -233,3 +233,10 @@ async def test_the_command_exits_2_when_billing_is_down(through_rtdash, books, a
 async def test_the_command_refuses_an_unknown_team(db):
     code, out = await sync_to_async(reconcile_command)("--team", "nobody")
     assert code == 1 and "No team" in out
+
+
+async def test_the_reports_page_links_to_it_for_managers_only(async_client, books, alice, bob):
+    await async_client.aforce_login(alice)
+    assert b'href="/accounting/reconciliation"' in (await async_client.get("/reports")).content
+    await async_client.aforce_login(bob)
+    assert b'href="/accounting/reconciliation"' not in (await async_client.get("/reports")).content
