@@ -210,3 +210,30 @@ async def test_a_cut_off_run_keeps_what_its_client_saw_and_gains_the_lookups_usa
     incremental, from_runs = await sync_to_async(rebuilt)(acme)
     assert incremental == from_runs
     assert [(r[2], r[4], r[5], r[6]) for r in incremental[0]] == [(1, 1, 120, 45)]
+
+
+async def test_the_workers_maintenance_thread_follows_runs(gateway, acme):  # noqa: F811
+    import asyncio
+
+    from runs.pipeline.reaper import Maintenance
+
+    class ClosingMaintenance(Maintenance):
+        def run(self) -> None:
+            try:
+                super().run()
+            finally:
+                connections.close_all()  # PostgreSQL cannot drop a database still in use
+
+    run = await pending_run(gateway, lookups=0)
+    maintenance = ClosingMaintenance(lambda: (), interval=30)
+    maintenance.start()  # its first round reaps and follows at once
+    try:
+        for _ in range(100):
+            run = await Run.objects.aget(pk=run.pk)
+            if run.status == "completed":
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        maintenance.stopping.set()
+        await sync_to_async(maintenance.join)(15)
+    assert run.status == "completed" and run.output_tokens > 0
