@@ -169,6 +169,19 @@ RTDASH_UPSTREAM_CONNECT_TIMEOUT = envfloat("RTDASH_UPSTREAM_CONNECT_TIMEOUT", 5.
 # Idle time between two reads of the upstream response; a hung upstream fails after this.
 RTDASH_UPSTREAM_READ_TIMEOUT = envfloat("RTDASH_UPSTREAM_READ_TIMEOUT", 120.0, minimum=0.1)
 RTDASH_UPSTREAM_MAX_CONNECTIONS = envint("RTDASH_UPSTREAM_MAX_CONNECTIONS", 200, minimum=1)
+# RunTools' billing lives on its own host; the same keys and envelopes.
+RUNTOOLS_BILLING_URL = envurl("RUNTOOLS_BILLING_URL", "https://billing.runtools.ai/v1")
+# A billing or run-lookup call that takes longer fails in plain words rather than hold a page.
+RTDASH_BILLING_TIMEOUT = envfloat("RTDASH_BILLING_TIMEOUT", 10.0, minimum=0.1)
+# Following runs that answered registered/dispatched (or were cut off) to their end: the first
+# lookup after this many seconds, doubling up to the maximum; given up after so many lookups
+# or once the run is this old; at most a batch of runs per round, each leased to one worker.
+RTDASH_FOLLOW_FIRST_DELAY = envfloat("RTDASH_FOLLOW_FIRST_DELAY", 5.0, minimum=0)
+RTDASH_FOLLOW_MAX_DELAY = envfloat("RTDASH_FOLLOW_MAX_DELAY", 600.0, minimum=0)
+RTDASH_FOLLOW_MAX_ATTEMPTS = envint("RTDASH_FOLLOW_MAX_ATTEMPTS", 20, minimum=1)
+RTDASH_FOLLOW_MAX_AGE_SECONDS = envint("RTDASH_FOLLOW_MAX_AGE_SECONDS", 86400, minimum=60)
+RTDASH_FOLLOW_BATCH = envint("RTDASH_FOLLOW_BATCH", 50, minimum=1)
+RTDASH_FOLLOW_LEASE_SECONDS = envint("RTDASH_FOLLOW_LEASE_SECONDS", 120, minimum=5)
 RTDASH_ENCRYPTION_KEYS = envstr("RTDASH_ENCRYPTION_KEYS", "")
 RTDASH_ENCRYPTION_KEY_FILE = BASE_DIR / ".rtdash-encryption-key"
 

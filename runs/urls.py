@@ -21,4 +21,6 @@ urlpatterns = [
     path("", include("runs.reports.urls")),
     # Experiments: /experiments/ and /api/experiments.
     path("", include("runs.experiments.urls")),
+    # Reconciliation with RunTools' usage and billing: /accounting/reconciliation, the API.
+    path("", include("runs.accounting.urls")),
 ]

@@ -206,3 +206,52 @@ async def is_reachable() -> bool:
             return response.status_code < 500
     except (httpx.HTTPError, TimeoutError):
         return False
+
+
+# --- Run lookups and billing ------------------------------------------------------------------
+
+
+def billing_base_url() -> str:
+    return settings.RUNTOOLS_BILLING_URL.rstrip("/")
+
+
+def _short_timeout() -> httpx.Timeout:
+    # Lookups and billing are small answers read by a page or a background round: a hang
+    # fails after RTDASH_BILLING_TIMEOUT rather than the streaming read timeout.
+    seconds = settings.RTDASH_BILLING_TIMEOUT
+    return httpx.Timeout(seconds, connect=min(seconds, settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT))
+
+
+@sensitive_variables("key")
+async def _read(key: SealedKey | str, url: str, params: dict | None) -> httpx.Response:
+    """GET `url` with the key and a short timeout, and read the whole answer."""
+    request = client().build_request("GET", url, params=params, timeout=_short_timeout())
+    try:
+        response = await client().send(request, auth=_KeyAuth(key))
+    except httpx.HTTPError as error:
+        raise translate(error) from None
+    except Exception as error:
+        traceback.clear_frames(error.__traceback__)  # as in open_stream: no key in a frame
+        raise
+    return response
+
+
+@sensitive_variables("key")
+async def look_up_run(key: SealedKey | str, run_id: str) -> httpx.Response:
+    """`GET /v1/run/{id}`: one run as RunTools recorded it (status, output, usage)."""
+    return await _read(key, base_url() + endpoint("run", run_id), None)
+
+
+@sensitive_variables("key")
+async def list_runs(key: SealedKey | str, *, limit: int = 500, everyone: bool = False):
+    """`GET /v1/run`: the key's recent runs (every member's with `everyone`, admin keys only)."""
+    params: dict[str, str | int] = {"limit": limit}
+    if everyone:
+        params["all"] = "true"
+    return await _read(key, base_url() + "/run", params)
+
+
+@sensitive_variables("key")
+async def call_billing(key: SealedKey | str, path: str, params: dict | None = None):
+    """A GET on RunTools' billing host (RUNTOOLS_BILLING_URL), e.g. `/billing/my-usage`."""
+    return await _read(key, billing_base_url() + path, params)

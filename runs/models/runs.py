@@ -120,6 +120,12 @@ class Run(models.Model):
     reader = models.CharField(max_length=100, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Following a run whose end RunTools had not told yet (registered, dispatched, or cut off
+    # before its final frame): when to look it up next (NULL: nothing to follow), how many
+    # lookups were made, and until when one worker holds it (runs.pipeline.follow).
+    follow_next_at = models.DateTimeField(null=True, blank=True)
+    follow_attempts = models.PositiveSmallIntegerField(default=0)
+    follow_lease_until = models.DateTimeField(null=True, blank=True)
     # Written by `seed_history` for benchmarks; never mixed up with real runs.
     synthetic = models.BooleanField(default=False)
 
@@ -157,6 +163,12 @@ class Run(models.Model):
                 fields=["heartbeat_at"],
                 condition=models.Q(status="running"),
                 name="run_running_heartbeat",
+            ),
+            # The follower's scan for runs due a lookup; only runs being followed are in it.
+            models.Index(
+                fields=["follow_next_at"],
+                condition=models.Q(follow_next_at__isnull=False),
+                name="run_follow_due",
             ),
         ]
 

@@ -20,6 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from runs.models import Run, RunEvent, RunStatus
+from runs.pipeline.follow import follow_due_runs
 from runs.pipeline.recording import RunOutcome, finish_run
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class Maintenance(threading.Thread):
             stamp_heartbeats(list(self.live_run_ids()))
             if time.monotonic() >= self.next_reap:
                 reap_stale_runs()
+                follow_due_runs(seconds=HEARTBEAT_SECONDS * 2)
                 self.next_reap = time.monotonic() + self.interval
         except Exception:
             # A database hiccup must not kill the thread; it tries again next round.

@@ -13,10 +13,11 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, DecimalField, Q, Sum
 from django.db.models.functions import Coalesce, TruncDate
@@ -397,16 +398,22 @@ def _run_to_finish(run_id: int) -> Run:
     raise Run.DoesNotExist(f"run {run_id} does not exist")
 
 
-def finish_run(run_id: int, outcome: RunOutcome) -> Run:
+def finish_run(
+    run_id: int, outcome: RunOutcome, *, take_back: Callable[[Run], bool] | None = None
+) -> Run:
     """End a run exactly once: status, usage, timings, thread, cost and rollup together.
 
     Every statement here is prepared once (runs.core.sql): every run pays for this, and with
     the ORM it cost more CPU than the rest of a gateway request.
+
+    `take_back` is for a run followed after it ended (runs.pipeline.follow): called with the
+    locked run, it removes what the run's first finish counted and returns True, so the run
+    is finished again and still counted once; or returns False to leave the run as it is.
     """
     now = timezone.now()
     with transaction.atomic():
         run = _run_to_finish(run_id)
-        if run.status in FINISHED_STATUSES:
+        if run.status in FINISHED_STATUSES and (take_back is None or not take_back(run)):
             return run  # already ended (for instance by the reaper); never count it twice
         _apply(run, outcome, now)
         _link_thread(run, now)
@@ -416,7 +423,21 @@ def finish_run(run_id: int, outcome: RunOutcome) -> Run:
         record_usage(run)
         # Duration and iteration histograms for the reports' percentiles (runs.pipeline.stats).
         record_run_stats(run)
+        if take_back is None:
+            _follow_later_if_unfinished(run, now)
     return run
+
+
+def _follow_later_if_unfinished(run: Run, now: datetime) -> None:
+    """Mark a run whose end RunTools has not told yet for runs.pipeline.follow: one that
+    answered registered or dispatched, or was cut off before its usage arrived."""
+    if not run.upstream_run_id:
+        return
+    pending = run.status in (RunStatus.REGISTERED, RunStatus.DISPATCHED)
+    cut_off = run.error_code == "upstream_disconnected" and run.output_tokens is None
+    if pending or cut_off:
+        run.follow_next_at = now + timedelta(seconds=settings.RTDASH_FOLLOW_FIRST_DELAY)
+        fastsql.update(run, ["follow_next_at"])
 
 
 def rebuild_usage(team: Team | None = None, since=None) -> int:
