@@ -21,10 +21,9 @@ from runs.core.access import for_team
 from runs.models import DailyUsage, GatewayToken, Membership, Run, RunStatus, Source, Team
 
 PAGE_SIZE = 50
-# How many runs one request may read row by row for a text or metadata filter. Reading a run
-# costs ~0.7 µs on SQLite (the row, not the LIKE or the JSON, is most of it), so such a page
-# stays around 50 ms at any history size, with room to spare on a busy server; the page then
-# offers to search further back.
+# How many runs one request may read row by row for a text or metadata filter: the row, not
+# the LIKE or the JSON, is most of the cost, so bounding the rows bounds the request at any
+# history size; the page then offers to search further back (figures: docs/performance.md).
 SCAN_BUDGET = 50_000
 FILTER_NAMES = ("agent", "status", "who", "source", "since", "until", "thread", "meta", "q")
 
