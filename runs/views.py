@@ -7,28 +7,19 @@ import asyncio
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from runs import health
 from runs.core.access import team_view
-
-
-def _url(name: str, *args) -> str | None:
-    """A page of another feature, if it exists yet (features land one by one)."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
+from runs.pipeline.budgets import budget_statuses, note_alerts
+from runs.reports.overview import overview as overview_data
 
 
 @require_GET
 @team_view()
 def overview(request: HttpRequest) -> HttpResponse:
     """The team at a glance; every number links to the report or list behind it."""
-    from runs.pipeline.budgets import budget_statuses, note_alerts
-    from runs.reports.queries import overview as overview_data
-
     team = request.team
     data = overview_data(team)
     statuses = budget_statuses(team)
@@ -41,10 +32,10 @@ def overview(request: HttpRequest) -> HttpResponse:
         "today": today,
         "week_since": data.week.since.isoformat(),
         "month_since": data.month.since.isoformat(),
-        "run_list_url": _url("run_list"),
-        "run_links": [(run, _url("run_detail", run.pk)) for run in data.runs],
+        "run_list_url": reverse("run_list"),
+        "run_links": [(run, reverse("run_detail", args=[run.pk])) for run in data.runs],
         "thread_links": [
-            (row, _url("thread_detail", row.thread.upstream_id)) for row in data.threads
+            (row, reverse("thread_detail", args=[row.thread.upstream_id])) for row in data.threads
         ],
     }
     return render(request, "runs/overview.html", context)

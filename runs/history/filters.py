@@ -21,10 +21,9 @@ from runs.core.access import for_team
 from runs.models import DailyUsage, GatewayToken, Membership, Run, RunStatus, Source, Team
 
 PAGE_SIZE = 50
-# How many runs one request may read row by row for a text or metadata filter. Reading a run
-# costs ~0.7 µs on SQLite (the row, not the LIKE or the JSON, is most of it), so such a page
-# stays around 50 ms at any history size, with room to spare on a busy server; the page then
-# offers to search further back.
+# How many runs one request may read row by row for a text or metadata filter: the row, not
+# the LIKE or the JSON, is most of the cost, so bounding the rows bounds the request at any
+# history size; the page then offers to search further back (figures: docs/performance.md).
 SCAN_BUDGET = 50_000
 FILTER_NAMES = ("agent", "status", "who", "source", "since", "until", "thread", "meta", "q")
 
@@ -150,8 +149,8 @@ class RunFilters:
         if self.status:
             runs = runs.filter(status=self.status)
         if self.who:
-            kind, _, pk = self.who.partition(":")
-            runs = runs.filter(**{f"{kind}_id": int(pk)})
+            who = parse_who(self.who)
+            runs = runs.none() if who is None else runs.filter(**{f"{who[0]}_id": who[1]})
         if self.source:
             runs = runs.filter(source=self.source)
         if self.since:
@@ -170,6 +169,24 @@ class RunFilters:
                 | Q(messages__isnull=False, messages_text__icontains=self.q)
             )
         return runs
+
+
+WHO_KINDS = ("user", "token")
+# Longer than any primary key, short enough that int() never meets a huge string.
+WHO_PK_DIGITS = 18
+
+
+def parse_who(value: str) -> tuple[str, int] | None:
+    """`user:<pk>` or `token:<pk>` as (kind, pk); None for anything else.
+
+    The form only accepts the team's own choices, but RunFilters can be built in code, and
+    the kind becomes part of a lookup name: only the two known kinds and plain ASCII digits
+    pass (int() alone raises on `²` or thousands of digits, and takes ` 1` or `1_0`).
+    """
+    kind, _, pk = value.partition(":")
+    if kind not in WHO_KINDS or not (pk.isascii() and pk.isdigit()) or len(pk) > WHO_PK_DIGITS:
+        return None
+    return kind, int(pk)
 
 
 def _day_start(day) -> datetime:

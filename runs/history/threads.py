@@ -118,7 +118,7 @@ class UpstreamList:
     problems: list[str] = field(default_factory=list)
 
 
-async def _list_agent_threads(key: str, agent: str) -> tuple[str, Any]:
+async def _list_agent_threads(key: SealedKey, agent: str) -> tuple[str, Any]:
     try:
         response = await upstream.call(key, "GET", "/run/threads", params={"agent": agent})
     except upstream.UpstreamError as error:
@@ -126,7 +126,7 @@ async def _list_agent_threads(key: str, agent: str) -> tuple[str, Any]:
     return agent, response
 
 
-async def _list_all(key: str, agents: list[str]) -> list[tuple[str, Any]]:
+async def _list_all(key: SealedKey, agents: list[str]) -> list[tuple[str, Any]]:
     return await asyncio.gather(*(_list_agent_threads(key, agent) for agent in agents))
 
 

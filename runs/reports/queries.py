@@ -1,13 +1,15 @@
 """Usage and cost reports: read-only aggregation functions returning dataclasses.
 
 Every report by agent, user, token or day reads the daily rollups — DailyUsage for sums and
-DailyRunStats for percentiles, iterations and maxTurns — never the runs, so it costs the same
-at a thousand runs or a million: a period of 30 days is a few hundred rollup rows. Percentiles
-are read from merged log-scale histograms (runs.pipeline.stats), within ±2.5% of the exact value.
+DailyRunStats for percentiles, iterations and maxTurns — never the runs, so its cost grows with
+the days in the period and the groups in them, not with the number of runs. Percentiles are
+read from merged log-scale histograms (runs.pipeline.stats, which says how close they are).
 
-The thread report is the exception: threads are not in the rollup (there are about as many
-threads as runs), so it reads the period's runs that belong to a thread, by the (team,
-started_at) index, and keeps the most expensive REPORT_THREADS; their percentiles are exact.
+The thread report is the exception: threads are not in the daily rollups. `top_threads` picks
+the period's most expensive REPORT_THREADS threads from ThreadUsage (each thread's running
+total), reading the runs only of threads that straddle the period's edges; the report then
+reads the runs of the chosen threads by thread, so their percentiles are exact. The home
+page's numbers are in runs.reports.overview.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.utils import timezone
 
@@ -514,46 +515,6 @@ def _exact_percentile(values: Counter, fraction: float) -> float | None:
     return None
 
 
-# --- The overview ------------------------------------------------------------------------
-
-
-@dataclass
-class Activity:
-    """Runs and failures in a span of days, from the rollup."""
-
-    since: date
-    until: date
-    runs: int = 0
-    failed: int = 0
-    cost: Decimal = field(default_factory=Decimal)
-    unpriced_runs: int = 0
-
-    @property
-    def failure_rate(self) -> float | None:
-        return self.failed / self.runs if self.runs else None
-
-
-def activity(team: Team, since: date, until: date) -> Activity:
-    totals = DailyUsage.objects.filter(team=team, day__gte=since, day__lte=until).aggregate(
-        runs=Sum("runs"), failed=Sum("failed"), cost=Sum("cost"), unpriced=Sum("unpriced_runs")
-    )
-    return Activity(
-        since,
-        until,
-        totals["runs"] or 0,
-        totals["failed"] or 0,
-        totals["cost"] or Decimal(0),
-        totals["unpriced"] or 0,
-    )
-
-
-@dataclass
-class ThreadSpend:
-    thread: Thread
-    runs: int
-    cost: Decimal | None
-
-
 def top_threads(team: Team, period: Period, limit: int) -> tuple[list[tuple[int, Decimal]], bool]:
     """The `limit` threads whose runs in `period` cost the most: [(thread id, cost)], and
     whether more threads had runs in the period.
@@ -616,73 +577,3 @@ def _costs_in_period(team: Team, thread_ids: list[int], period: Period) -> dict[
         if period.start <= started_at < period.end:
             costs[thread_id] = costs.get(thread_id, Decimal(0)) + (cost or 0)
     return costs
-
-
-def expensive_threads(team: Team, period: Period, limit: int = 5) -> list[ThreadSpend]:
-    """The threads whose runs in `period` cost the most (and cost something)."""
-    ranked = [(pk, cost) for pk, cost in top_threads(team, period, limit)[0] if cost > 0]
-    threads = Thread.objects.filter(team=team, pk__in=[pk for pk, _cost in ranked])
-    counts = dict(
-        Run.objects.filter(
-            thread_id__in=[pk for pk, _cost in ranked],
-            status__in=FINISHED_STATUSES,
-            started_at__gte=period.start,
-            started_at__lt=period.end,
-        )
-        .values("thread_id")
-        .annotate(n=Count("pk"))
-        .values_list("thread_id", "n")
-        .order_by()
-    )
-    by_pk = {thread.pk: thread for thread in threads}
-    return [ThreadSpend(by_pk[pk], counts.get(pk, 0), cost) for pk, cost in ranked if pk in by_pk]
-
-
-def latest_runs(team: Team, limit: int = 10) -> list[Run]:
-    return list(
-        Run.objects.filter(team=team)
-        .order_by("-started_at", "-id")
-        .only(
-            "pk", "agent", "status", "started_at", "duration_ms", "cost", "cost_status",
-            "source", "user_id", "token_id", "team_id",
-        )[:limit]
-    )  # fmt: skip
-
-
-@dataclass
-class AgentSpend:
-    agent: str
-    runs: int
-    cost: Decimal
-    unpriced_runs: int
-
-
-@dataclass
-class Overview:
-    """The home page: this month's spend, today's and this week's activity, the top spenders."""
-
-    month: Activity
-    today: Activity
-    week: Activity
-    top_agents: list[AgentSpend]
-    threads: list[ThreadSpend]
-    runs: list[Run]
-
-
-def overview(team: Team, today: date | None = None) -> Overview:
-    today = today or timezone.now().date()
-    month_start = today.replace(day=1)
-    agents = (
-        DailyUsage.objects.filter(team=team, day__gte=month_start, day__lte=today)
-        .values("agent")
-        .annotate(n=Sum("runs"), total=Sum("cost"), unpriced=Sum("unpriced_runs"))
-        .order_by("-total", "agent")[:5]
-    )
-    return Overview(
-        month=activity(team, month_start, today),
-        today=activity(team, today, today),
-        week=activity(team, today - timedelta(days=today.weekday()), today),
-        top_agents=[AgentSpend(a["agent"], a["n"], a["total"], a["unpriced"]) for a in agents],
-        threads=expensive_threads(team, Period("month", month_start, today)),
-        runs=latest_runs(team),
-    )

@@ -38,7 +38,7 @@ from runs.core.access import (
     user_memberships,
 )
 from runs.core.audit import ACTIONS, record, team_log
-from runs.core.crypto import KeyDecryptionError, decrypt_for_upstream
+from runs.core.crypto import KeyDecryptionError, SealedKey
 from runs.models import GatewayToken, LastOwnerError, Membership, Role, RunToolsKey
 from runs.teams.forms import KeyForm, LoginForm, MemberAddForm, RoleForm, TokenForm
 
@@ -293,11 +293,10 @@ class KeyTest:
 
 
 def _test_key(key: RunToolsKey) -> KeyTest:
-    """Ask the upstream for its agents with this key. The result never contains the key."""
+    """Ask the upstream for its agents with this key. The result never contains the key,
+    which stays sealed until runs.core.upstream puts it on the request."""
     try:
-        response = async_to_sync(upstream.call)(
-            decrypt_for_upstream(key.ciphertext), "GET", "/agents"
-        )
+        response = async_to_sync(upstream.call)(SealedKey(key.ciphertext), "GET", "/agents")
     except KeyDecryptionError:
         return KeyTest(False, "cannot be decrypted with the configured RTDASH_ENCRYPTION_KEYS")
     except upstream.UpstreamError as error:

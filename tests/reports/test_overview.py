@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from runs.models import AuditEvent, Budget
-from runs.reports.queries import overview
+from runs.reports.overview import overview
 from tests.conftest import PASSWORD
 from tests.reporting import finished_run, set_price
 

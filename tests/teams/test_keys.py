@@ -6,7 +6,8 @@ import pytest
 from cryptography.fernet import Fernet
 from django.urls import reverse
 
-from runs.core.crypto import decrypt_for_upstream
+from runs.core import upstream as upstream_module
+from runs.core.crypto import SealedKey, decrypt_for_upstream
 from runs.models import AuditEvent, RunToolsKey
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
@@ -81,6 +82,22 @@ def test_it_tests_a_working_key(client, alice, acme_key, upstream):
     assert acme_key.last_test_ok is True and acme_key.last_tested_at is not None
     event = AuditEvent.objects.get(action="key_tested")
     assert event.target.startswith("default (rt_test_…demo): works")
+
+
+def test_it_hands_the_upstream_call_a_sealed_key(client, alice, acme_key, upstream, monkeypatch):
+    # The key is opened only inside the upstream call, as every other caller does: a spy
+    # notes what the real call receives and passes it on to the simulator.
+    real_call, received = upstream_module.call, []
+
+    async def noting_call(key, *args, **kwargs):
+        received.append(key)
+        return await real_call(key, *args, **kwargs)
+
+    monkeypatch.setattr(upstream_module, "call", noting_call)
+    client.force_login(alice)
+    response = client.post(reverse("key_test", args=[acme_key.pk]), **HTMX)
+    assert "works: RunTools lists 4 agents" in response.content.decode()
+    assert len(received) == 1 and isinstance(received[0], SealedKey)
 
 
 def test_it_reports_a_key_the_upstream_refuses(client, alice, acme, upstream):

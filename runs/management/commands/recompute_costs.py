@@ -88,8 +88,8 @@ class Command(BaseCommand):
             cost, status = cost_of(usage, price, refused=refused)
             if cost != old_cost or status != old_status:
                 updates.append((adapt(cost), status, pk))
-        # One prepared UPDATE run many times: bulk_update's CASE WHEN per row took 500 s for a
-        # million runs on SQLite; this takes seconds.
+        # One prepared UPDATE run many times: bulk_update builds a CASE WHEN per row, which
+        # SQLite evaluates slowly on large batches.
         table = connection.ops.quote_name(Run._meta.db_table)
         sql = f"UPDATE {table} SET cost = %s, cost_status = %s WHERE id = %s"  # noqa: S608 - the model's table, values bound
         for start in range(0, len(updates), BATCH):

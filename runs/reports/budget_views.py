@@ -1,0 +1,119 @@
+"""Budgets: the page that shows each budget against this month's spend, and setting and
+deleting one. Whether a run may start is decided in runs.pipeline.budgets."""
+
+from __future__ import annotations
+
+from django import forms
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from runs.core.access import get_for_team_or_404, team_view
+from runs.core.audit import record
+from runs.models import Budget, Team
+from runs.pipeline.budgets import budget_statuses, money, note_alerts
+from runs.reports.sections import changed_section, known_agents
+
+
+class BudgetForm(forms.ModelForm):
+    class Meta:
+        model = Budget
+        fields = ["agent", "monthly_limit", "warn_percent", "hard_stop"]
+        labels = {
+            "agent": "Agent",
+            "monthly_limit": "Monthly limit ($)",
+            "warn_percent": "Warn at (% of the limit)",
+            "hard_stop": "Hard stop: refuse new runs once the limit is reached",
+        }
+        help_texts = {
+            "agent": "Blank: the whole team. Setting a budget for a scope replaces its old one.",
+        }
+
+    def __init__(self, *args, team: Team, **kwargs) -> None:
+        kwargs.setdefault("auto_id", "budget_%s")
+        super().__init__(*args, **kwargs)
+        self.team = team
+        self.fields["agent"].widget.attrs["list"] = "known-agents"
+        self.fields["monthly_limit"].widget.attrs.update({"min": "0.01", "step": "0.01"})
+        self.fields["warn_percent"].widget.attrs.update({"min": "1", "max": "100"})
+
+    def validate_unique(self) -> None:
+        pass  # a budget for an existing scope replaces it (see budget_set)
+
+    def clean_agent(self) -> str:
+        return self.cleaned_data["agent"].strip()
+
+    def clean_monthly_limit(self):
+        limit = self.cleaned_data["monthly_limit"]
+        if limit is not None and limit <= 0:
+            raise forms.ValidationError("The limit must be more than $0.")
+        return limit
+
+    def clean_warn_percent(self):
+        percent = self.cleaned_data["warn_percent"]
+        if percent is not None and not 1 <= percent <= 100:
+            raise forms.ValidationError("Warn at a share between 1% and 100%.")
+        return percent
+
+
+def _budgets_context(request: HttpRequest, form: BudgetForm | None = None) -> dict:
+    statuses = budget_statuses(request.team)
+    return {
+        "statuses": statuses,
+        "form": form or BudgetForm(team=request.team),
+        "can_manage": request.membership.can_manage,
+        "known_agents": known_agents(request.team),
+        "budgets": [s for s in statuses if s.level != "ok"],
+    }
+
+
+@require_GET
+@team_view()
+def budgets(request: HttpRequest) -> HttpResponse:
+    context = _budgets_context(request)
+    note_alerts(request.team, context["statuses"])
+    return render(request, "runs/reports/budgets.html", context)
+
+
+@require_POST
+@team_view(manage=True)
+def budget_set(request: HttpRequest) -> HttpResponse:
+    form = BudgetForm(request.POST, team=request.team)
+    if not form.is_valid():
+        context = _budgets_context(request, form)
+        template = "runs/reports/_budgets.html" if request.htmx else "runs/reports/budgets.html"
+        return render(request, template, context, status=400)
+    data = form.cleaned_data
+    budget, _created = Budget.objects.update_or_create(
+        team=request.team,
+        agent=data["agent"],
+        defaults={
+            "monthly_limit": data["monthly_limit"],
+            "warn_percent": data["warn_percent"],
+            "hard_stop": data["hard_stop"],
+            "updated_by": request.user,
+            "updated_at": timezone.now(),
+        },
+    )
+    # A raised limit may no longer be crossed this month: let its alerts fire again.
+    budget.alerts.all().delete()
+    scope = f"agent {budget.agent}" if budget.agent else "team"
+    stop = ", hard stop" if budget.hard_stop else ""
+    limit = f"{money(budget.monthly_limit)}/month, warn at {budget.warn_percent}%{stop}"
+    record(request, "budget_set", request.team, target=f"{scope}: {limit}")
+    context = _budgets_context(request)
+    context["notice"] = "Budget saved."
+    return changed_section(request, "runs/reports/_budgets.html", context, "budgets")
+
+
+@require_POST
+@team_view(manage=True)
+def budget_delete(request: HttpRequest, budget_id: int) -> HttpResponse:
+    budget = get_for_team_or_404(Budget, request.team, pk=budget_id)
+    scope = f"agent {budget.agent}" if budget.agent else "team"
+    record(request, "budget_deleted", request.team, target=f"{scope} budget")
+    budget.delete()
+    context = _budgets_context(request)
+    context["notice"] = "Budget deleted."
+    return changed_section(request, "runs/reports/_budgets.html", context, "budgets")
