@@ -185,6 +185,36 @@ def fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+# --- Websockets ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def application(settings):
+    """rtdash.asgi's application, for websocket tests (tests/sockets.py's Socket)."""
+    # The ASGI module refuses laptop settings unless DEBUG is on (tests run with it off), and
+    # starts a maintenance thread unless the reaper interval is 0.
+    settings.DEBUG = True
+    settings.RTDASH_REAPER_INTERVAL = 0
+    from rtdash.asgi import application
+
+    settings.DEBUG = False
+
+    return application
+
+
+@pytest.fixture
+async def empty_channel_layer():
+    """Readers settled and the channel layer flushed after the test. Opt in per module
+    (`pytest.mark.usefixtures`): a test that kills the layer's Redis could not flush it."""
+    yield
+    from channels.layers import get_channel_layer
+
+    from runs.gateway.views import settle
+
+    await settle()
+    await get_channel_layer().flush()
+
+
 # --- Browsers ------------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"

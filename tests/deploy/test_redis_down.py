@@ -24,18 +24,15 @@ from runs.playground.consumers import CLOSE_UNAVAILABLE
 from runs.playground.relay import request_stop
 from simulator.testing import HOST, free_port
 from tests.conftest import PASSWORD
-from tests.playground import test_consumers
-from tests.playground.test_consumers import (
+from tests.sockets import (
     HELLO,
     Socket,
-    _running_run,
     astored,
     reader_on_another_worker,
     run_row,
+    running_run,
     with_simulate,
 )
-
-application = test_consumers.application  # the fixture: rtdash.asgi's application
 
 DEAD_REDIS = {
     "default": {
@@ -335,7 +332,7 @@ async def test_a_live_follow_after_redis_returns_streams_again(application, bob,
 
 @pytest.mark.django_db(transaction=True)
 async def test_stop_while_redis_is_down_goes_by_the_flag(acme, bob, redis_layer):
-    run = await sync_to_async(_running_run)(acme, bob)  # its reader is on another worker
+    run = await sync_to_async(running_run)(acme, bob)  # its reader is on another worker
     redis_layer.kill()
     assert await request_stop(run.pk)
     assert (await run_row(run.pk)).cancel_requested
