@@ -215,6 +215,20 @@ async def empty_channel_layer():
     await get_channel_layer().flush()
 
 
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own (tests/redis_servers.py), killed at the end."""
+    import shutil
+
+    from tests.redis_servers import PrivateRedis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis().start()
+    yield server
+    server.kill()
+
+
 # --- Browsers ------------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
@@ -22,7 +20,7 @@ from runs.models import GatewayToken, Run
 from runs.playground import consumers
 from runs.playground.consumers import CLOSE_UNAVAILABLE
 from runs.playground.relay import request_stop
-from simulator.testing import HOST, free_port
+from simulator.testing import HOST
 from tests.conftest import PASSWORD
 from tests.sockets import (
     HELLO,
@@ -42,56 +40,6 @@ DEAD_REDIS = {
 }
 # About 6 s of frames unless something stops it: long enough to kill Redis in the middle.
 LONG_RUN = with_simulate(HELLO, deltas=120, dripMs=50)
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, to kill and to start again on that port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        self.process = subprocess.Popen(
-            [
-                *(shutil.which("redis-server"), "--bind", HOST, "--port", str(self.port)),
-                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((HOST, self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash: every connection to it breaks."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    @property
-    def up(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-@pytest.fixture
-def private_redis():
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis().start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
