@@ -162,11 +162,6 @@ def globex_token(globex, charlie):
 
 
 @pytest.fixture
-def clear_cache(_fresh_cache):
-    """Start with an empty cache (the autouse `_fresh_cache` does it; kept for readability)."""
-
-
-@pytest.fixture
 def dave(django_user_model, db):
     """A user with an account and no team yet, to be added to one."""
     return _user(django_user_model, "dave")

@@ -112,7 +112,7 @@ def test_a_wrong_token_is_refused_even_with_a_session(client, alice, usage):
     assert client.get("/api/usage", headers=bearer("rtd_wrong")).status_code == 401
 
 
-def test_the_tokens_rate_limit_applies(client, acme, usage, clear_cache):
+def test_the_tokens_rate_limit_applies(client, acme, usage):
     _token, plaintext = GatewayToken.issue(acme, "slow", requests_per_minute=2)
     codes = [client.get("/api/usage", headers=bearer(plaintext)).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
