@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+from httpx_sse import EventSource
 
 from bench._results import write_section
 from bench.harness import RedisServer, Stack, process_stats, production, summary
@@ -126,7 +127,6 @@ async def _gateway_stream(
     result: GatewayStream,
     body: dict | None = None,
 ):
-    buffer = b""
     try:
         async with client.stream(
             "POST", url + "/v1/run", json=body or _body(DRIP_MS), headers={"X-API-Key": token}
@@ -134,18 +134,11 @@ async def _gateway_stream(
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}: {(await response.aread())[:120]!r}"
                 return
-            async for chunk in response.aiter_raw():
-                now = time.time()
-                buffer += chunk
-                *blocks, buffer = buffer.split(b"\n\n")
-                for block in blocks:
-                    if b"data: " not in block:
-                        continue
-                    result.frames += 1
-                    stamp = block.rfind(SENT_AT.encode())
-                    if stamp >= 0:
-                        sent = float(block[stamp + len(SENT_AT) :].rstrip(b"}\n "))
-                        result.latencies.append((now - sent) * 1000)
+            async for event in EventSource(response).aiter_sse():
+                result.frames += 1
+                latency = _latency(event.data, time.time())
+                if latency is not None:
+                    result.latencies.append(latency)
         result.done = True
     except asyncio.CancelledError:
         raise

@@ -162,11 +162,6 @@ def globex_token(globex, charlie):
 
 
 @pytest.fixture
-def clear_cache(_fresh_cache):
-    """Start with an empty cache (the autouse `_fresh_cache` does it; kept for readability)."""
-
-
-@pytest.fixture
 def dave(django_user_model, db):
     """A user with an account and no team yet, to be added to one."""
     return _user(django_user_model, "dave")
@@ -183,6 +178,50 @@ def fast_passwords(settings):
     """A fast hasher: the default spends ~0.3 s per password, which is the point in production
     and most of the time of a test that makes five users."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# --- Websockets ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def application(settings):
+    """rtdash.asgi's application, for websocket tests (tests/sockets.py's Socket)."""
+    # The ASGI module refuses laptop settings unless DEBUG is on (tests run with it off), and
+    # starts a maintenance thread unless the reaper interval is 0.
+    settings.DEBUG = True
+    settings.RTDASH_REAPER_INTERVAL = 0
+    from rtdash.asgi import application
+
+    settings.DEBUG = False
+
+    return application
+
+
+@pytest.fixture
+async def empty_channel_layer():
+    """Readers settled and the channel layer flushed after the test. Opt in per module
+    (`pytest.mark.usefixtures`): a test that kills the layer's Redis could not flush it."""
+    yield
+    from channels.layers import get_channel_layer
+
+    from runs.gateway.views import settle
+
+    await settle()
+    await get_channel_layer().flush()
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own (tests/redis_servers.py), killed at the end."""
+    import shutil
+
+    from tests.redis_servers import PrivateRedis
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis().start()
+    yield server
+    server.kill()
 
 
 # --- Browsers ------------------------------------------------------------------------------

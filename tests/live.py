@@ -17,6 +17,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from runs.models import Run
 from simulator.testing import HOST, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,17 @@ def server_command(server: str, port: int) -> list[str]:
         ]  # fmt: skip
     daphne = Path(sys.executable).parent / "daphne"
     return [str(daphne), "-b", HOST, "-p", str(port), "rtdash.asgi:application"]
+
+
+def wait_for_finished_run(timeout: float = 20) -> Run:
+    """The latest run, once it is no longer running (the live server finishes it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = Run.objects.order_by("-pk").first()
+        if run is not None and run.status != "running":
+            return run
+        time.sleep(0.1)
+    raise AssertionError("the run did not finish")
 
 
 class RtdashServer:

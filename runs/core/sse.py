@@ -1,9 +1,9 @@
 """An incremental Server-Sent Events parser that never rejects a frame.
 
 RunTools says its event names and payloads vary by runtime, so this parser only splits the
-byte stream into frames; it does not validate them. Comments (`: ping`) are counted, not
-returned. A frame without an `event:` line is named after `data.type` when the data is a
-JSON object that has one, else "message" (the SSE default).
+byte stream into frames; it does not validate them. Comments (`: ping`) are dropped. A frame
+without an `event:` line is named after `data.type` when the data is a JSON object that has
+one, else "message" (the SSE default).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ DONE = "[DONE]"
 class Frame:
     event: str
     data: str
-    # Set when the frame had no `event:` line and its name came from data.type (or default).
-    named_by_data: bool = False
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
 
@@ -45,7 +43,6 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self._trailing_cr = False
-        self.comments = 0
 
     def feed(self, chunk: bytes) -> list[Frame]:
         """Add bytes as they arrive; return the frames they complete."""
@@ -83,7 +80,6 @@ class SSEParser:
             if not line:
                 continue
             if line[0] == 0x3A:  # ':' starts a comment, e.g. a keep-alive ping
-                self.comments += 1
                 continue
             name, _, value = line.partition(b":")
             if value[:1] == b" ":
@@ -99,7 +95,7 @@ class SSEParser:
         data = b"\n".join(data_lines).decode("utf-8", "replace")
         if event:
             return Frame(event, data)
-        frame = Frame("message", data, named_by_data=True)
+        frame = Frame("message", data)
         payload = frame.json()
         if isinstance(payload, dict) and isinstance(payload.get("type"), str) and payload["type"]:
             frame.event = payload["type"]

@@ -13,9 +13,12 @@ import pytest
 from django.test import Client
 
 from runs.models import Run
-from tests.playground.test_consumers import Socket, application, empty_channel_layer  # noqa: F401
+from tests.sockets import Socket
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("empty_channel_layer"),
+]
 
 DEEP = b"[" * 200_000
 
@@ -126,7 +129,7 @@ def test_plain_text_metadata_is_still_sent_as_text(client, bob, acme_key, upstre
 
 
 @pytest.mark.parametrize("value", ["NaN", "1e999", "[" * 50_000])
-async def test_the_run_socket_answers_invalid_for_hostile_metadata(application, bob, value):  # noqa: F811
+async def test_the_run_socket_answers_invalid_for_hostile_metadata(application, bob, value):
     form = {"agent": "code-assistant", "prompt": "hi", "meta_key": "k", "meta_value": value}
     async with Socket(application, "/ws/playground/", bob) as socket:
         await socket.send({"action": "start", "form": form})
@@ -135,7 +138,7 @@ async def test_the_run_socket_answers_invalid_for_hostile_metadata(application, 
     assert await Run.objects.acount() == 0
 
 
-async def test_the_run_socket_refuses_a_lone_surrogate_in_a_message(application, bob):  # noqa: F811
+async def test_the_run_socket_refuses_a_lone_surrogate_in_a_message(application, bob):
     async with Socket(application, "/ws/playground/", bob) as socket:
         await socket.communicator.send_to(
             text_data='{"action": "start", "form": {"agent": "a", "prompt": "\\ud800"}}'

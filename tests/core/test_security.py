@@ -139,7 +139,7 @@ ROUTES: list[Route] = [
 
 @pytest.fixture
 def world(alice, bob, victor, charlie, dave, acme, globex, acme_key, globex_key, acme_token,
-          globex_token, upstream, clear_cache):  # fmt: skip
+          globex_token, upstream):  # fmt: skip
     return SimpleNamespace(
         alice=alice,
         bob=bob,
@@ -221,7 +221,7 @@ def test_it_enforces_csrf(world, route):
     assert response.status_code not in (403, 404)
 
 
-def test_it_enforces_csrf_on_login(alice, clear_cache):
+def test_it_enforces_csrf_on_login(alice):
     client = Client(enforce_csrf_checks=True)
     credentials = {"username": "alice", "password": PASSWORD}
     assert client.post(reverse("login"), credentials).status_code == 403
@@ -234,7 +234,7 @@ def test_it_enforces_csrf_on_login(alice, clear_cache):
 # --- Sessions and logging in ------------------------------------------------------------
 
 
-def test_it_rotates_the_session_at_login(client, alice, clear_cache):
+def test_it_rotates_the_session_at_login(client, alice):
     planted = client.session
     planted["probe"] = "set before login"
     planted.save()
@@ -250,7 +250,7 @@ def test_it_rotates_the_session_at_login(client, alice, clear_cache):
     assert client.session["_auth_user_id"] == str(alice.pk)
 
 
-def test_it_throttles_failed_logins(client, alice, settings, clear_cache):
+def test_it_throttles_failed_logins(client, alice, settings):
     settings.RTDASH_LOGIN_ATTEMPTS_PER_15_MINUTES = 3
     for _ in range(3):
         response = client.post(reverse("login"), {"username": "alice", "password": "guess"})
@@ -268,7 +268,7 @@ def test_it_throttles_failed_logins(client, alice, settings, clear_cache):
     assert throttled.ip == "127.0.0.1"
 
 
-def test_it_throttles_per_username_and_address(client, alice, bob, settings, clear_cache):
+def test_it_throttles_per_username_and_address(client, alice, bob, settings):
     settings.RTDASH_LOGIN_ATTEMPTS_PER_15_MINUTES = 2
     for _ in range(2):
         client.post(reverse("login"), {"username": "alice", "password": "guess"})
@@ -282,7 +282,7 @@ def test_it_throttles_per_username_and_address(client, alice, bob, settings, cle
     assert response.status_code == 302
 
 
-def test_a_successful_login_resets_the_failures(client, alice, settings, clear_cache):
+def test_a_successful_login_resets_the_failures(client, alice, settings):
     settings.RTDASH_LOGIN_ATTEMPTS_PER_15_MINUTES = 3
     for _ in range(2):
         client.post(reverse("login"), {"username": "alice", "password": "guess"})
@@ -299,7 +299,7 @@ def test_a_successful_login_resets_the_failures(client, alice, settings, clear_c
     )
 
 
-def test_the_admin_login_is_throttled_too(client, operator, settings, clear_cache):
+def test_the_admin_login_is_throttled_too(client, operator, settings):
     settings.RTDASH_LOGIN_ATTEMPTS_PER_15_MINUTES = 2
     url = reverse("admin:login")
     for _ in range(2):

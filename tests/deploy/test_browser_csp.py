@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from runs.models import Run
-from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
+from tests.browsers import log_in
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
 from tests.reporting import set_price
 
@@ -99,18 +100,10 @@ class Watched:
         self.page.wait_for_timeout(300)
 
 
-def log_in(watched: Watched, live, username: str = "alice") -> None:
-    watched.visit(f"{live.url}/login/")
-    watched.page.get_by_label("Username").fill(username)
-    watched.page.get_by_label("Password").fill(PASSWORD)
-    watched.page.get_by_role("button", name="Log in").click()
-    watched.page.wait_for_url(f"{live.url}/")
-
-
 def test_no_page_breaks_the_policy(live, recorded, browser):
     thread_id, run_id = recorded
     watched = Watched(browser)
-    log_in(watched, live)
+    log_in(watched.page, live.url)
     page = watched.page
     for path in [
         "/", "/playground", "/runs/", f"/runs/{run_id}/", "/threads/", f"/threads/{thread_id}/",
@@ -141,7 +134,7 @@ def test_no_page_breaks_the_policy(live, recorded, browser):
 
 def test_the_playground_streams_a_run_under_the_policy(live, browser):
     watched = Watched(browser)
-    log_in(watched, live)
+    log_in(watched.page, live.url)
     watched.visit(f"{live.url}/playground")
     page = watched.page
     page.get_by_label("Agent").fill("code-assistant")

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.deploy.test_redis_down import PrivateRedis
-from tests.live import RtdashServer
-from tests.playground.test_browser_playground import (
+from tests.browsers import (
     answer_text,
     fill,
     latest_run,
-    log_in,
+    open_playground,
     orm,
     status,
     wait_for_answer,
 )
+from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.live import RtdashServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -28,19 +27,14 @@ def fast_passwords():
     """Overrides conftest's: the live server checks passwords with the production hashers."""
 
 
-@pytest.fixture
-def redis():
-    server = PrivateRedis().start()
-    yield server
-    server.kill()
-
-
 @pytest.mark.usefixtures("acme_key", "bob")
-def test_the_notice_appears_while_redis_is_down_and_goes_when_it_returns(browser, redis, upstream):
-    env = {"RTDASH_REAPER_INTERVAL": "0", "REDIS_URL": redis.url}
+def test_the_notice_appears_while_redis_is_down_and_goes_when_it_returns(
+    browser, private_redis, upstream
+):
+    env = {"RTDASH_REAPER_INTERVAL": "0", "REDIS_URL": private_redis.url}
     with RtdashServer(upstream.url, TEST_ENCRYPTION_KEY, **env) as live:
-        page = log_in(browser, live, "bob")
-        redis.kill()
+        page = open_playground(browser, live, "bob")
+        private_redis.kill()
 
         # 300 deltas 50 ms apart: about 15 s, so it is still going when Redis is back.
         fill(page, "support-chat", "Run while Redis is down", {"deltas": 300, "dripMs": 50})
@@ -54,7 +48,7 @@ def test_the_notice_appears_while_redis_is_down_and_goes_when_it_returns(browser
         assert link.get_attribute("href") == f"/runs/{run.pk}/"
         assert run.status == "running"  # started and recorded without the channel layer
 
-        redis.start()  # same port: the page's next try follows the run live again
+        private_redis.start()  # same port: the page's next try follows the run live again
         notice.wait_for(state="hidden")
         assert orm(latest_run).status == "running"  # back before the end: live again
         wait_for_answer(page)

@@ -19,6 +19,7 @@ import redis
 from runs import health
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
+from tests.redis_servers import PrivateRedis
 
 REDIS_URL = "redis://127.0.0.1:6379/3"
 # The live server's pub/sub channels: RTDASH_CHANNEL_PREFIX defaults to rtdash.db<number>.
@@ -147,8 +148,6 @@ def test_readyz_leaves_no_redis_subscription_behind(simulator):
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_layer_check_fails_while_redis_is_down_and_recovers(settings):
-    from tests.deploy.test_redis_down import PrivateRedis
-
     private = PrivateRedis().start()
     settings.CHANNEL_LAYERS = {
         "default": {

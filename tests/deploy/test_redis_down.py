@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
@@ -22,20 +20,17 @@ from runs.models import GatewayToken, Run
 from runs.playground import consumers
 from runs.playground.consumers import CLOSE_UNAVAILABLE
 from runs.playground.relay import request_stop
-from simulator.testing import HOST, free_port
+from simulator.testing import HOST
 from tests.conftest import PASSWORD
-from tests.playground import test_consumers
-from tests.playground.test_consumers import (
+from tests.sockets import (
     HELLO,
     Socket,
-    _running_run,
     astored,
     reader_on_another_worker,
     run_row,
+    running_run,
     with_simulate,
 )
-
-application = test_consumers.application  # the fixture: rtdash.asgi's application
 
 DEAD_REDIS = {
     "default": {
@@ -45,56 +40,6 @@ DEAD_REDIS = {
 }
 # About 6 s of frames unless something stops it: long enough to kill Redis in the middle.
 LONG_RUN = with_simulate(HELLO, deltas=120, dripMs=50)
-
-
-class PrivateRedis:
-    """A redis-server of our own on a free port, to kill and to start again on that port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> PrivateRedis:
-        self.process = subprocess.Popen(
-            [
-                *(shutil.which("redis-server"), "--bind", HOST, "--port", str(self.port)),
-                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((HOST, self.port), timeout=1).close()
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash: every connection to it breaks."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    @property
-    def up(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-@pytest.fixture
-def private_redis():
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    server = PrivateRedis().start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
@@ -335,7 +280,7 @@ async def test_a_live_follow_after_redis_returns_streams_again(application, bob,
 
 @pytest.mark.django_db(transaction=True)
 async def test_stop_while_redis_is_down_goes_by_the_flag(acme, bob, redis_layer):
-    run = await sync_to_async(_running_run)(acme, bob)  # its reader is on another worker
+    run = await sync_to_async(running_run)(acme, bob)  # its reader is on another worker
     redis_layer.kill()
     assert await request_stop(run.pk)
     assert (await run_row(run.pk)).cancel_requested

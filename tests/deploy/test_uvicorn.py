@@ -12,8 +12,7 @@ from websockets.asyncio.client import connect
 
 from runs.models import Run, RunEvent
 from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.gateway.test_gateway_live import _wait_for_finished_run
-from tests.live import RtdashServer
+from tests.live import RtdashServer, wait_for_finished_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -39,7 +38,7 @@ def test_the_gateway_answers_and_records_json_and_streamed_runs(server, acme_tok
     json_run = Run.objects.get(pk=answer.headers["X-Rtdash-Run-Id"])
     assert (json_run.status, json_run.stream) == ("completed", False)
     assert b"event: run_completed" in raw
-    stream_run = _wait_for_finished_run()
+    stream_run = wait_for_finished_run()
     assert (stream_run.status, stream_run.stream) == ("completed", True)
     stored = RunEvent.objects.filter(run=stream_run).count()
     assert stored == stream_run.frame_count == raw.count(b"\n\n")

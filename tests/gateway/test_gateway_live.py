@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from runs.models import Run
 from tests.conftest import TEST_ENCRYPTION_KEY
-from tests.live import RtdashServer
+from tests.live import RtdashServer, wait_for_finished_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SLOW = {"agent": "slow-poke", "prompt": "Take your time", "metadata": {"simulate": {"dripMs": 40}}}
-
-
-def _wait_for_finished_run(timeout: float = 20) -> Run:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = Run.objects.order_by("-pk").first()
-        if run is not None and run.status != "running":
-            return run
-        time.sleep(0.1)
-    raise AssertionError("the run did not finish")
 
 
 def _hang_up_after_two_frames(server: RtdashServer, token: str) -> None:
@@ -44,7 +31,7 @@ def test_a_client_hanging_up_does_not_lose_the_run(upstream, acme_token):
     _token, plaintext = acme_token
     with RtdashServer(upstream.url, TEST_ENCRYPTION_KEY) as server:
         _hang_up_after_two_frames(server, plaintext)
-        run = _wait_for_finished_run()
+        run = wait_for_finished_run()
     assert run.status == "completed"
     assert run.output_tokens is not None
     assert run.frame_count > 10
@@ -56,6 +43,6 @@ def test_it_can_cancel_when_the_client_hangs_up(upstream, acme_token):
     _token, plaintext = acme_token
     with RtdashServer(upstream.url, TEST_ENCRYPTION_KEY, RTDASH_CANCEL_ON_DISCONNECT="1") as server:
         _hang_up_after_two_frames(server, plaintext)
-        run = _wait_for_finished_run()
+        run = wait_for_finished_run()
     assert run.status == "cancelled"
     assert run.frame_count < 20

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from runs.models import Run
-from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
+from tests.browsers import log_in
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -62,11 +63,7 @@ def test_filter_open_a_run_open_its_thread_and_export(live, recorded, browser):
     page = browser.new_page(accept_downloads=True)
     page.set_default_timeout(15_000)
 
-    page.goto(f"{live.url}/login/")
-    page.fill("input[name=username]", "alice")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live.url}/")
+    log_in(page, live.url, "alice")
 
     page.goto(f"{live.url}/runs/")
     assert page.locator("tr.run").count() == 3

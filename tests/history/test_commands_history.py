@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runs.models import DailyUsage, GatewayToken, Run, RunEvent, Thread
-from tests.history.test_history_runs import make_run
+from tests.helpers import make_run
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 

@@ -14,8 +14,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.urls import reverse
 
-from tests.conftest import PASSWORD
-from tests.history.test_history_runs import make_run
+from tests.helpers import login, make_run
 from tests.reporting import finished_run, set_price
 
 # Text a spreadsheet would run as a formula, each a way past a check of the first character.
@@ -80,7 +79,7 @@ def test_report_csv_neutralises_formulas_in_agent_names(client, alice, acme):
     set_price(acme)
     for agent in [*AGENT_FORMULAS, "code-assistant"]:
         finished_run(acme, agent=agent, usage={"inputTokens": 10, "outputTokens": 5})
-    assert client.login(username=alice.username, password=PASSWORD)
+    login(client, alice)
     response = client.get("/reports/export.csv?period=7d&group_by=agent")
     assert response.status_code == 200
     rows = _rows(response.content.decode())

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.urls import reverse
 
 from runs.models import AuditEvent
-from tests.history.test_history_runs import NOW, make_run
+from tests.helpers import NOW, make_run
 
 # Async tests: the views run in a worker thread with its own connection.
 pytestmark = [pytest.mark.usefixtures("fast_passwords"), pytest.mark.django_db(transaction=True)]

@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from runs.models import Run, RunEvent, Thread
 from tests.conftest import ACME_KEY
-from tests.history.test_history_runs import gateway_run, make_run
+from tests.helpers import gateway_run, make_run
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 

@@ -6,65 +6,24 @@ import ast
 import json
 import re
 import shlex
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import async_to_sync
-from django.test import AsyncClient
 from django.urls import reverse
 
-from runs.gateway.views import settle
 from runs.history import filters
-from runs.models import GatewayToken, Run, RunEvent, RunToolsKey
+from runs.models import GatewayToken, RunEvent, RunToolsKey
 from runs.pipeline.recording import rebuild_usage
 from tests.conftest import ACME_KEY
+from tests.helpers import NOW, gateway_run, make_run
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
-NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
-# --- Helpers shared by the history tests --------------------------------------------------
-
-
-def make_run(team, **fields) -> Run:
-    """A finished run written directly: for tests of reading and filtering, not recording."""
-    values = {
-        "source": "gateway",
-        "agent": "support-chat",
-        "prompt": "Where is my order?",
-        "status": "completed",
-        "result": "It ships tomorrow.",
-        "started_at": NOW,
-        "input_tokens": 100,
-        "output_tokens": 20,
-        "duration_ms": 1200,
-        "cost_status": "unpriced",
-    }
-    values.update(fields)
-    return Run.objects.create(team=team, **values)
-
-
-def gateway_run(token: str, body: dict) -> Run:
-    """A real run through rtdash's gateway to the simulator, recorded as in production."""
-
-    async def call():
-        response = await AsyncClient().post(
-            "/v1/run",
-            json.dumps(body),
-            content_type="application/json",
-            headers={"X-API-Key": token},
-        )
-        if response.streaming:
-            async for _chunk in response.streaming_content:
-                pass
-        await settle()
-        return response
-
-    response = async_to_sync(call)()
-    return Run.objects.get(pk=response["X-Rtdash-Run-Id"])
+# --- Helpers ----------------------------------------------------------------------------
 
 
 def shown_run_ids(response) -> list[int]:

@@ -17,7 +17,7 @@ from django.urls import reverse
 from runs.history.threads import Turn, climbing_input, number_turns
 from runs.models import AuditEvent, DailyUsage, Run, RunEvent, Thread
 from tests.conftest import ACME_KEY
-from tests.history.test_history_runs import NOW, gateway_run, make_run
+from tests.helpers import NOW, gateway_run, make_run
 
 pytestmark = [pytest.mark.usefixtures("fast_passwords"), pytest.mark.django_db(transaction=True)]
 

@@ -6,25 +6,24 @@ a thread, run without streaming, see errors, and watch a teammate's run.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import socket
-import subprocess
-import threading
-import time
 
 import pytest
-from django.db import connections
 
 from runs.models import Run
-from simulator.testing import HOST, free_port
-from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
+from tests.browsers import (
+    answer_text,
+    fill,
+    latest_run,
+    open_playground,
+    orm,
+    status,
+    wait_for_answer,
+)
+from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-TIMEOUT_MS = 20_000
 
 
 @pytest.fixture
@@ -38,69 +37,12 @@ def live(upstream, acme_key, bob, alice):
         yield server
 
 
-def orm(function, *args):
-    """Run ORM code in a thread of its own: Playwright's sync API keeps an event loop in this
-    one, and Django refuses ORM calls next to it."""
-    result = {}
-
-    def target():
-        try:
-            result["value"] = function(*args)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    return result["value"]
-
-
-def latest_run() -> Run | None:
-    return Run.objects.order_by("-pk").first()
-
-
 def runs() -> list[Run]:
     return list(Run.objects.order_by("pk"))
 
 
-def log_in(browser, live, username: str = "bob"):
-    page = browser.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(f"{live.url}/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{live.url}/")
-    page.get_by_role("link", name="Playground").click()
-    page.wait_for_url(f"{live.url}/playground")
-    return page
-
-
-def fill(page, agent: str, prompt: str, simulate: dict | None = None) -> None:
-    page.get_by_label("Agent").fill(agent)
-    page.get_by_label("Prompt").fill(prompt)
-    if simulate is not None:
-        page.get_by_text("Config and metadata").click()
-        page.get_by_label("Metadata key").fill("simulate")
-        page.get_by_label("Metadata value").fill(json.dumps(simulate))
-
-
-def status(page):
-    return page.locator("#statusbar [data-status]")
-
-
-def answer_text(page) -> str:
-    return "".join(page.locator("#output .answer").all_text_contents())
-
-
-def wait_for_answer(page) -> None:
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('#output .answer')].some(n => n.textContent.trim())"
-    )
-
-
 def test_a_streamed_prompt_appears_before_the_run_completes(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "slow-poke", "Count to forty slowly please")
     page.get_by_role("button", name="Run").click()
 
@@ -134,7 +76,7 @@ def test_a_streamed_prompt_appears_before_the_run_completes(live, browser):
 
 
 def test_stop_a_slow_run(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "slow-poke", "Go on and on", simulate={"dripMs": 100})
     page.get_by_role("button", name="Run").click()
     wait_for_answer(page)
@@ -151,7 +93,7 @@ def test_stop_a_slow_run(live, browser):
 
 
 def test_reload_mid_run_and_see_it_finish(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "slow-poke", "Keep going after a reload", simulate={"dripMs": 80})
     page.get_by_role("button", name="Run").click()
     wait_for_answer(page)
@@ -169,13 +111,13 @@ def test_reload_mid_run_and_see_it_finish(live, browser):
 
 
 def test_a_teammate_watches_the_same_run_live(live, browser):
-    page = log_in(browser, live, "bob")
+    page = open_playground(browser, live, "bob")
     fill(page, "slow-poke", "Watch me", simulate={"dripMs": 80})
     page.get_by_role("button", name="Run").click()
     wait_for_answer(page)
     run = orm(latest_run)
 
-    teammate = log_in(browser, live, "alice")
+    teammate = open_playground(browser, live, "alice")
     teammate.goto(f"{live.url}/playground?run={run.pk}")
     wait_for_answer(teammate)
     assert status(teammate).text_content() == "Running"
@@ -190,7 +132,7 @@ def test_a_teammate_watches_the_same_run_live(live, browser):
 
 
 def test_continue_a_thread(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "support-chat", "My invoice is wrong")
     page.get_by_role("button", name="Run").click()
     page.get_by_role("link", name="Continue this thread").click()
@@ -209,7 +151,7 @@ def test_continue_a_thread(live, browser):
 
 
 def test_run_with_stream_off(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "code-assistant", "Run the tests and summarize failures.")
     page.get_by_label("Stream").uncheck()
     page.get_by_role("button", name="Run").click()
@@ -225,7 +167,7 @@ def test_run_with_stream_off(live, browser):
 
 
 def test_tool_calls_thinking_and_unknown_frames_are_drawn(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "code-assistant", "Check src/app.py", simulate={"unknownFrames": True})
     page.get_by_role("button", name="Run").click()
     page.locator("#result-card").wait_for()
@@ -254,7 +196,7 @@ def test_tool_calls_thinking_and_unknown_frames_are_drawn(live, browser):
     ],
 )
 def test_upstream_errors_are_shown_clearly(live, browser, simulate, shown, label):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "support-chat", "Hello", simulate=simulate)
     page.get_by_role("button", name="Run").click()
     problem = page.locator("#run-problem")
@@ -267,7 +209,7 @@ def test_upstream_errors_are_shown_clearly(live, browser, simulate, shown, label
 
 
 def test_the_form_checks_ranges_before_sending(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "support-chat", "Hello")
     page.get_by_text("Config and metadata").click()
     page.get_by_label("Temperature").fill("3")
@@ -281,7 +223,7 @@ def test_the_form_checks_ranges_before_sending(live, browser):
 
 
 def test_view_code_uses_the_token_variable(live, browser):
-    page = log_in(browser, live)
+    page = open_playground(browser, live)
     fill(page, "support-chat", "Hello there")
     page.get_by_text("View code").click()
     curl = page.locator("[data-code=curl]")
@@ -292,40 +234,14 @@ def test_view_code_uses_the_token_variable(live, browser):
     assert "rt_test_demo" not in page.content()
 
 
-@pytest.fixture
-def redis_url():
-    """A throwaway Redis for a two-worker rtdash, as issue 8 deploys it."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    yield f"redis://{HOST}:{port}/0"
-    process.terminate()
-    process.wait(10)
-
-
 @pytest.mark.usefixtures("upstream", "acme_key", "bob", "alice")
-def test_stop_on_one_worker_stops_the_reader_on_another(browser, redis_url, upstream):
-    env = {"RTDASH_REAPER_INTERVAL": "0", "REDIS_URL": redis_url}
+def test_stop_on_one_worker_stops_the_reader_on_another(browser, private_redis, upstream):
+    env = {"RTDASH_REAPER_INTERVAL": "0", "REDIS_URL": private_redis.url}
     with (
         RtdashServer(upstream.url, TEST_ENCRYPTION_KEY, **env) as first,
         RtdashServer(upstream.url, TEST_ENCRYPTION_KEY, **env) as second,
     ):
-        page = log_in(browser, first, "bob")
+        page = open_playground(browser, first, "bob")
         long = {"deltas": 300, "dripMs": 100}  # 30 s unless stopped
         fill(page, "support-chat", "Read on the first worker", simulate=long)
         page.get_by_role("button", name="Run").click()
@@ -333,7 +249,7 @@ def test_stop_on_one_worker_stops_the_reader_on_another(browser, redis_url, upst
         run = orm(latest_run)
 
         # A teammate on the second worker watches the run live and stops it there.
-        other = log_in(browser, second, "alice")
+        other = open_playground(browser, second, "alice")
         other.goto(f"{second.url}/playground?run={run.pk}")
         wait_for_answer(other)
         assert status(other).text_content() == "Running"

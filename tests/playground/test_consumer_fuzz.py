@@ -23,13 +23,12 @@ from runs.playground.consumers import (
     MAX_MESSAGE_BYTES,
 )
 from tests import strategies
-from tests.playground import test_consumers
-from tests.playground.test_consumers import HELLO, Socket
+from tests.sockets import HELLO, Socket
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-application = test_consumers.application  # the fixture: rtdash.asgi's application
-empty_channel_layer = test_consumers.empty_channel_layer  # autouse: flushed after each test
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("empty_channel_layer"),
+]
 
 DOCUMENTED_CLOSES = {
     CLOSE_UNAUTHENTICATED,

@@ -6,152 +6,42 @@ auth, routing); every run goes to the simulator and is recorded in the test data
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
-from channels.testing import WebsocketCommunicator
-from django.test import Client
 
-from runs.core.validation import validate_run
 from runs.gateway.views import settle
 from runs.models import Run, RunEvent, RunStatus
 from runs.pipeline import reader as runner
-from runs.pipeline.reader import READERS
-from runs.pipeline.recording import RunOutcome, finish_run, save_events, start_run
+from runs.pipeline.recording import RunOutcome, finish_run, save_events
 from runs.playground import consumers, relay
 from runs.playground.relay import control_group
 from tests.conftest import ACME_KEY
+from tests.sockets import (
+    HELLO,
+    Socket,
+    astored,
+    reader_on_another_worker,
+    run_row,
+    running_run,
+    with_simulate,
+)
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("empty_channel_layer"),
+]
 
-ORIGIN = b"http://127.0.0.1"
-HELLO = {"agent": "support-chat", "prompt": "My invoice is wrong", "stream": "on"}
 SLOW = {"agent": "slow-poke", "prompt": "Take your time", "stream": "on"}
-
-
-@pytest.fixture
-def application(settings):
-    # The ASGI module refuses laptop settings unless DEBUG is on (tests run with it off), and
-    # starts a maintenance thread unless the reaper interval is 0.
-    settings.DEBUG = True
-    settings.RTDASH_REAPER_INTERVAL = 0
-    from rtdash.asgi import application
-
-    settings.DEBUG = False
-
-    return application
-
-
-@pytest.fixture(autouse=True)
-async def empty_channel_layer():
-    yield
-    await settle()
-    await get_channel_layer().flush()
-
-
-def _session_cookie(user) -> bytes:
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}".encode()
-
-
-class Socket:
-    """A logged-in (or not) browser tab's websocket."""
-
-    def __init__(self, application, path: str, user=None, origin: bytes = ORIGIN) -> None:
-        self.application, self.path, self.user, self.origin = application, path, user, origin
-        self.communicator: WebsocketCommunicator | None = None
-        self.messages: list[dict] = []
-
-    async def __aenter__(self) -> Socket:
-        headers = [(b"origin", self.origin), (b"host", b"127.0.0.1")]
-        if self.user is not None:
-            headers.append((b"cookie", await sync_to_async(_session_cookie)(self.user)))
-        self.communicator = WebsocketCommunicator(self.application, self.path, headers=headers)
-        self.connected, self.code = await self.communicator.connect()
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.communicator.disconnect()
-
-    async def send(self, message: dict) -> None:
-        await self.communicator.send_json_to(message)
-
-    async def receive(self, timeout: float = 10) -> dict:
-        message = await self.communicator.receive_json_from(timeout=timeout)
-        self.messages.append(message)
-        return message
-
-    async def closed_with(self, timeout: float = 5) -> int:
-        while True:
-            output = await self.communicator.receive_output(timeout=timeout)
-            if output["type"] == "websocket.close":
-                return output.get("code")
-            self.messages.append(json.loads(output["text"]))
-
-    async def until(self, kind: str, timeout: float = 20) -> dict:
-        async with asyncio.timeout(timeout):
-            while True:
-                message = await self.receive(timeout=timeout)
-                if message["type"] == kind:
-                    return message
-
-    async def until_frames(self, count: int, timeout: float = 20) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.frames) < count:
-                message = await self.receive(timeout=timeout)
-                assert message["type"] != "finished", "the run ended first"
-
-    async def start(self, form: dict) -> int:
-        await self.send({"action": "start", "form": form})
-        message = await self.until("started")
-        return message["run"]
-
-    @property
-    def frames(self) -> list[list]:
-        return [frame for m in self.messages if m["type"] == "frames" for frame in m["frames"]]
-
-    def of_type(self, kind: str) -> list[dict]:
-        return [message for message in self.messages if message["type"] == kind]
-
-
-def stored(run_id: int) -> list[list]:
-    events = RunEvent.objects.filter(run_id=run_id).order_by("sequence")
-    return [list(row) for row in events.values_list("sequence", "event", "data")]
-
-
-async def astored(run_id: int) -> list[list]:
-    return await sync_to_async(stored)(run_id)
-
-
-async def run_row(run_id: int) -> Run:
-    return await Run.objects.aget(pk=run_id)
 
 
 def deltas(frames: list[list]) -> str:
     return "".join(
         json.loads(data)["delta"] for _, event, data in frames if event == "assistant_message_delta"
     )
-
-
-def with_simulate(form: dict, **simulate) -> dict:
-    return {**form, "meta_key": ["simulate"], "meta_value": [json.dumps(simulate)]}
-
-
-@contextlib.asynccontextmanager
-async def reader_on_another_worker(run_id: int):
-    """As seen from another worker: this process no longer knows the run's reader, which
-    goes on reading and recording, so the block's sockets reach it only through the channel
-    layer. Waits for the run's end on the way out."""
-    reader = READERS.pop(run_id)
-    try:
-        yield reader
-    finally:
-        await reader.finished.wait()
 
 
 # --- Who may connect ----------------------------------------------------------------------
@@ -170,7 +60,7 @@ async def test_it_refuses_another_origin(application, bob):
 
 
 async def test_it_closes_another_teams_run_with_4403(application, charlie, bob, acme):
-    run = await sync_to_async(_running_run)(acme, bob)
+    run = await sync_to_async(running_run)(acme, bob)
     async with Socket(application, f"/ws/runs/{run.pk}/", charlie) as socket:
         assert await socket.closed_with() == 4403
         assert not socket.messages
@@ -582,15 +472,9 @@ async def test_a_reconnect_resumes_after_the_last_frame_it_drew(application, bob
     assert seen + again.frames == await astored(run_id)
 
 
-def _running_run(team, user) -> Run:
-    body = {"agent": "support-chat", "prompt": "hi"}
-    request = validate_run(body, json.dumps(body).encode())
-    return start_run(team, request, source="playground", user=user)
-
-
 async def test_a_watcher_sees_the_end_of_a_run_whose_reader_died(application, bob, acme):
     # A run started on a worker that was killed: frames stored, nobody reading.
-    run = await sync_to_async(_running_run)(acme, bob)
+    run = await sync_to_async(running_run)(acme, bob)
     from django.utils import timezone
 
     now = timezone.now()

@@ -20,8 +20,6 @@ from runs.playground.views import code_samples
 from tests.conftest import ACME_KEY, TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
 
-pytestmark = pytest.mark.usefixtures("clear_cache")
-
 HTMX = {"HTTP_HX_REQUEST": "true"}
 HELLO = {"agent": "support-chat", "prompt": "My invoice is wrong"}
 UNREACHABLE = "http://127.0.0.1:9/v1"

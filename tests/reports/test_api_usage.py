@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from runs.models import GatewayToken
 from runs.reports.queries import make_period, usage_report
-from tests.conftest import PASSWORD
+from tests.helpers import login
 from tests.reporting import finished_run, set_price
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +70,7 @@ def test_it_matches_the_report(client, acme, usage, acme_token, group_by):
 
 
 def test_a_session_reads_its_current_team(client, bob, usage):
-    assert client.login(username="bob", password=PASSWORD)
+    login(client, bob)
     response = client.get("/api/usage?group_by=agent")
     assert response.status_code == 200
     assert response.json()["data"]["team"] == "acme"
@@ -83,7 +83,7 @@ def test_an_outsider_token_sees_only_its_team(client, usage, globex_token):
 
 
 def test_an_outsider_session_sees_only_its_team(client, charlie, usage):
-    assert client.login(username="charlie", password=PASSWORD)
+    login(client, charlie)
     body = client.get("/api/usage?group_by=agent").content.decode()
     assert '"team": "globex"' in body and "code-assistant" not in body
 
@@ -108,11 +108,11 @@ def test_a_revoked_token_is_refused(client, usage, acme_token):
 
 
 def test_a_wrong_token_is_refused_even_with_a_session(client, alice, usage):
-    assert client.login(username="alice", password=PASSWORD)
+    login(client, alice)
     assert client.get("/api/usage", headers=bearer("rtd_wrong")).status_code == 401
 
 
-def test_the_tokens_rate_limit_applies(client, acme, usage, clear_cache):
+def test_the_tokens_rate_limit_applies(client, acme, usage):
     _token, plaintext = GatewayToken.issue(acme, "slow", requests_per_minute=2)
     codes = [client.get("/api/usage", headers=bearer(plaintext)).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
@@ -135,5 +135,5 @@ def test_it_rejects_other_methods(client, acme_token, method):
 
 
 def test_a_user_without_a_team_gets_404(client, dave):
-    assert client.login(username="dave", password=PASSWORD)
+    login(client, dave)
     assert client.get("/api/usage").status_code == 404

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from tests.browsers import log_in
 from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
 from tests.reporting import finished_run, set_price
@@ -37,24 +38,10 @@ def live_reports(acme, alice):
 
 
 @pytest.fixture
-def page(live_reports):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.goto(live_reports.url + "/login/")
-        page.fill("input[name=username]", "alice")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_load_state()
-        assert "/login/" not in page.url, live_reports.log()[-3000:]
-        yield page
-        browser.close()
+def page(live_reports, browser):
+    # live_reports first: its runs are written before Playwright's loop starts in this thread.
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    return log_in(page, live_reports.url, "alice")
 
 
 def test_the_report_page_has_charts_and_a_table(page, live_reports):

@@ -15,15 +15,10 @@ from runs.gateway.views import settle
 from runs.models import AuditEvent, Budget, BudgetAlert, Run
 from runs.pipeline.budgets import BudgetExceeded, budget_statuses, enforce_budget, estimate_run
 from runs.pipeline.start import launch
-from tests.conftest import PASSWORD
+from tests.helpers import login
 from tests.reporting import finished_run, set_price
 
 USAGE = {"inputTokens": 1_000_000, "outputTokens": 0}  # $3 at the default test price
-
-
-def login(client, user):
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 def budget(team, limit, agent="", **fields) -> Budget:

@@ -11,17 +11,12 @@ from django.utils import timezone
 
 from runs.models import AuditEvent, Budget
 from runs.reports.overview import overview
-from tests.conftest import PASSWORD
+from tests.helpers import login
 from tests.reporting import finished_run, set_price
 
 pytestmark = pytest.mark.django_db
 
 USAGE = {"inputTokens": 1_000_000, "outputTokens": 0}  # $3 at the test default price
-
-
-def login(client, user):
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 @pytest.fixture

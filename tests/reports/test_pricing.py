@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from runs.models import DailyUsage, Run
 from runs.pipeline.pricing import PriceBook, Usage, cost_of, price_run
+from tests.helpers import login
 from tests.reporting import finished_run, set_price
 
 pytestmark = pytest.mark.django_db
@@ -235,13 +236,6 @@ def test_it_prices_by_utc_start_day(acme):
 
 
 # --- The prices page --------------------------------------------------------------------------
-
-
-def login(client, user):
-    from tests.conftest import PASSWORD
-
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 PRICE_FORM = {

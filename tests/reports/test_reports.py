@@ -18,17 +18,12 @@ from runs.models import DailyRunStats, DailyUsage, Run, RunStatus
 from runs.pipeline.recording import rebuild_usage
 from runs.pipeline.stats import GAMMA, bucket_of, bucket_value, rebuild_run_stats, record_run_stats
 from runs.reports.queries import GROUPS, make_period, top_threads, usage_report
-from tests.conftest import PASSWORD
+from tests.helpers import login
 from tests.reporting import finished_run, set_price
 
 pytestmark = pytest.mark.django_db
 
 FAILED = (RunStatus.FAILED, RunStatus.INTERRUPTED)
-
-
-def login(client, user):
-    assert client.login(username=user.username, password=PASSWORD)
-    return client
 
 
 @pytest.fixture

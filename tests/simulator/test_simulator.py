@@ -13,13 +13,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
 from simulator.testing import SimulatorServer
+from tests.streams import Stream, parse_sse
 
 DEMO = "rt_test_demo"
 OTHER = "rt_test_other"
@@ -87,50 +87,6 @@ def fresh(sim: SimulatorServer) -> Iterator[httpx.Client]:
         yield client
 
 
-@dataclass
-class Frame:
-    event: str
-    data: str
-    has_event_line: bool
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-@dataclass
-class Stream:
-    frames: list[Frame] = field(default_factory=list)
-    comments: list[str] = field(default_factory=list)
-    leftover: str = ""  # bytes after the last blank line: an incomplete frame
-
-
-def parse_sse(text: str) -> Stream:
-    """A generic SSE parser, as the HTML spec defines it, that also keeps comments."""
-    stream = Stream()
-    event, data, has_event = "", [], False
-    lines = re.split(r"\r\n|\r|\n", text)
-    # The last element is whatever followed the final newline; "" for a well-ended stream.
-    *complete, stream.leftover = lines
-    for line in complete:
-        if line == "":
-            if data:
-                stream.frames.append(Frame(event or "message", "\n".join(data), has_event))
-            event, data, has_event = "", [], False
-        elif line.startswith(":"):
-            stream.comments.append(line[1:].strip())
-        else:
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "event":
-                event, has_event = value, True
-            elif name == "data":
-                data.append(value)
-    if data or event:
-        stream.leftover = "\n".join(data) or event
-    return stream
-
-
 def names(stream: Stream) -> list[str]:
     return [frame.event for frame in stream.frames]
 
@@ -177,16 +133,6 @@ def thread_events(client: httpx.Client, thread_id: str) -> list[dict[str, Any]]:
     response = client.get(f"/threads/{thread_id}")
     assert response.status_code == 200, response.text
     return response.json()["data"]["events"]
-
-
-# --- the parser itself ------------------------------------------------------------------------
-
-
-def test_parser_reads_frames_comments_and_multiline_data() -> None:
-    stream = parse_sse(': ping\n\nevent: a\ndata: {"x":\ndata: 1}\n\ndata: plain\r\n\r\nevent: b\n')
-    assert [(f.event, f.data) for f in stream.frames] == [("a", '{"x":\n1}'), ("message", "plain")]
-    assert stream.comments == ["ping"]
-    assert stream.leftover == "b"
 
 
 # --- health, auth, envelopes ------------------------------------------------------------------
@@ -518,8 +464,9 @@ def test_support_chat_streams_deltas(api: httpx.Client) -> None:
         "assistant_message",
         "run_completed",
     ]
+    # Every frame names itself on an `event:` line (a frame without one would read as "message").
+    assert all(block.startswith("event: ") for block in response.text.split("\n\n") if block)
     for frame in stream.frames:
-        assert frame.has_event_line
         assert frame.json["type"] == frame.event
     started, *deltas, message, completed = (frame.json for frame in stream.frames)
     run_id, thread_id = response.headers["x-run-id"], response.headers["x-thread-id"]

@@ -11,7 +11,7 @@ from django.utils import timezone
 from runs.core.audit import record, team_log
 from runs.models import AuditEvent, Membership, Role
 
-pytestmark = pytest.mark.usefixtures("fast_passwords", "clear_cache")
+pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 

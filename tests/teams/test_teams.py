@@ -9,7 +9,7 @@ from runs.core.access import SESSION_TEAM_KEY
 from runs.models import AuditEvent, LastOwnerError, Membership, Role
 from tests.conftest import PASSWORD
 
-pytestmark = pytest.mark.usefixtures("fast_passwords", "clear_cache")
+pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
