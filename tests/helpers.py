@@ -7,6 +7,7 @@ from another test module.
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 from asgiref.sync import async_to_sync
@@ -62,3 +63,8 @@ def gateway_run(token: str, body: dict) -> Run:
 
     response = async_to_sync(call)()
     return Run.objects.get(pk=response["X-Rtdash-Run-Id"])
+
+
+def shown_run_ids(response) -> list[int]:
+    """The run ids a runs-list page shows, in order."""
+    return [int(pk) for pk in re.findall(r'data-run="(\d+)"', response.content.decode())]

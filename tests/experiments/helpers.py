@@ -6,7 +6,7 @@ import json
 import time
 
 from runs.models import Experiment
-from tests.history.test_history_runs import gateway_run
+from tests.helpers import gateway_run
 
 
 def recorded_thread(token: str, agent: str = "code-assistant") -> tuple[str, list]:

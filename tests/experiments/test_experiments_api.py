@@ -11,7 +11,7 @@ from django.utils import timezone
 from runs.experiments.runner import reap_stale_experiments
 from runs.models import Budget, Experiment, Run, Trial
 from tests.experiments.helpers import post, recorded_thread, wait_until_ended
-from tests.history.test_history_runs import gateway_run
+from tests.helpers import gateway_run
 from tests.reporting import set_price
 
 pytestmark = [pytest.mark.usefixtures("fast_passwords"), pytest.mark.django_db(transaction=True)]

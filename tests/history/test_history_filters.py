@@ -14,7 +14,7 @@ from django.urls import reverse
 from runs.core.access import for_team
 from runs.history.filters import RunFilters
 from runs.models import Run
-from tests.history.test_history_runs import make_run, shown_run_ids
+from tests.helpers import make_run, shown_run_ids
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 

@@ -16,7 +16,7 @@ from runs.history import filters
 from runs.models import GatewayToken, RunEvent, RunToolsKey
 from runs.pipeline.recording import rebuild_usage
 from tests.conftest import ACME_KEY
-from tests.helpers import NOW, gateway_run, make_run
+from tests.helpers import NOW, gateway_run, make_run, shown_run_ids
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 
@@ -24,10 +24,6 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 # --- Helpers ----------------------------------------------------------------------------
-
-
-def shown_run_ids(response) -> list[int]:
-    return [int(pk) for pk in re.findall(r'data-run="(\d+)"', response.content.decode())]
 
 
 def page_url(**params) -> str:
