@@ -14,8 +14,14 @@ from django.utils.safestring import SafeString, mark_safe
 
 from runs.reports.queries import SpendSeries
 
-PALETTE = ["#3b5bdb", "#f08c00", "#2f9e44", "#c2255c", "#7048e8", "#1098ad", "#868e96"]
-FONT = 'font-family="system-ui, sans-serif" font-size="12" fill="#475467"'
+# Colours come from the page's stylesheet (static/rtdash.css, `svg.chart …`), so a chart
+# follows the light or dark theme; the parts are named by class, one class per series.
+SERIES_COUNT = 7
+FONT = 'class="chart-text"'
+
+
+def _series(position: int) -> str:
+    return f"series-{position % SERIES_COUNT}"
 
 
 def _nice_ceiling(value: float) -> tuple[float, float]:
@@ -57,7 +63,7 @@ def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280
         y = top + plot_h - plot_h * value / ceiling
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
-            f'stroke="#e3e6ec"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
+            f'class="chart-grid"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
             f"{FONT}>{escape(dollars(value, step))}</text>"
         )
     label_every = max(1, math.ceil(count / 12))
@@ -70,10 +76,9 @@ def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280
                 continue
             h = plot_h * float(amount) / ceiling
             y -= h
-            colour = PALETTE[position % len(PALETTE)]
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 0.5):.1f}" '
-                f'fill="{colour}"><title>{escape(agent)} on {day:%Y-%m-%d}: '
+                f'class="{_series(position)}"><title>{escape(agent)} on {day:%Y-%m-%d}: '
                 f"{escape(dollars(amount, 0.001))}</title></rect>"
             )
         if index % label_every == 0:
@@ -83,9 +88,8 @@ def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280
             )
     x = left
     for position, agent in enumerate(series.agents):
-        colour = PALETTE[position % len(PALETTE)]
         parts.append(
-            f'<rect x="{x}" y="6" width="12" height="12" fill="{colour}"/>'
+            f'<rect x="{x}" y="6" width="12" height="12" class="{_series(position)}"/>'
             f'<text x="{x + 16}" y="16" {FONT}>{escape(agent)}</text>'
         )
         x += 28 + 7 * len(agent)
@@ -117,7 +121,7 @@ def bar_chart(
         parts.append(
             f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" {FONT}>{escape(shown)}</text>'
             f'<rect x="{left}" y="{y + 3}" width="{max(w, 0.5):.1f}" height="{row_h - 8}" '
-            f'fill="{PALETTE[0]}"><title>{escape(name)}: {escape(dollars(value, 0.001))}</title>'
+            f'class="{_series(0)}"><title>{escape(name)}: {escape(dollars(value, 0.001))}</title>'
             f'</rect><text x="{left + w + 6:.1f}" y="{y + 16}" {FONT}>'
             f"{escape(dollars(value, 0.001 if value < 1 else None))}</text>"
         )
