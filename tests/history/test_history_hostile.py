@@ -122,7 +122,8 @@ def test_the_run_page_escapes_everything(client, alice, hostile_run):
 def test_the_code_snippets_escape_the_request(client, alice, hostile_run):
     client.force_login(alice)
     html = client.get(reverse("run_detail", args=[hostile_run.pk])).content.decode()
-    snippets = html[html.index('class="code-curl"') : html.index("</details>")]
+    start = html.index('class="code-curl"')
+    snippets = html[start : html.index("</details>", start)]
     assert "&lt;script&gt;" in snippets
     assert SCRIPT not in snippets
 
