@@ -19,4 +19,6 @@ urlpatterns = [
     path("", include("runs.playground.urls")),
     # Usage and cost reports, prices, budgets, /api/usage.
     path("", include("runs.reports.urls")),
+    # Alert rules and destinations (/settings/alerts/) and the alerts page (/alerts/).
+    path("", include("runs.operations.urls")),
 ]

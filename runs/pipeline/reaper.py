@@ -20,6 +20,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from runs.models import Run, RunEvent, RunStatus
+from runs.operations.delivery import start_alert_loop
 from runs.pipeline.recording import RunOutcome, finish_run
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ _started: Maintenance | None = None
 def start_maintenance() -> Maintenance | None:
     """Start this worker's maintenance thread once (no-op when the interval is 0)."""
     global _started
+    start_alert_loop()  # alert rules are evaluated on their own thread (runs.operations)
     if _started is not None or settings.RTDASH_REAPER_INTERVAL <= 0:
         return _started
     from runs.pipeline.reader import IN_FLIGHT

@@ -35,6 +35,7 @@ from runs.models import (
     Thread,
     usage_dimensions,
 )
+from runs.operations.metrics import observe_finished_run
 from runs.pipeline.pricing import price_run
 from runs.pipeline.stats import record_run_stats
 
@@ -416,6 +417,7 @@ def finish_run(run_id: int, outcome: RunOutcome) -> Run:
         record_usage(run)
         # Duration and iteration histograms for the reports' percentiles (runs.pipeline.stats).
         record_run_stats(run)
+    observe_finished_run(run)  # this process's latency histograms (runs.operations.metrics)
     return run
 
 
