@@ -110,11 +110,11 @@ _started: Maintenance | None = None
 def start_maintenance() -> Maintenance | None:
     """Start this worker's maintenance thread once (no-op when the interval is 0)."""
     global _started
-    start_alert_loop()  # alert rules are evaluated on their own thread (runs.operations)
     if _started is not None or settings.RTDASH_REAPER_INTERVAL <= 0:
         return _started
     from runs.pipeline.reader import IN_FLIGHT
 
+    start_alert_loop()  # alert rules are evaluated on a thread of their own (runs.operations)
     _started = Maintenance(lambda: tuple(IN_FLIGHT), settings.RTDASH_REAPER_INTERVAL)
     _started.start()
     return _started
