@@ -37,16 +37,23 @@ class Reading:
     value: str
 
 
+def _number(value: Decimal | None) -> str:
+    """80.00 as "80", 12.50 as "12.5"."""
+    return f"{(value or Decimal(0)).normalize():f}"
+
+
 def describe(rule: AlertRule) -> str:
     """What the rule watches, in words (for the settings page and the alerts)."""
     scope = f"agent {rule.agent}" if rule.agent else "all agents"
     if rule.kind in (AlertKind.BUDGET_PERCENT, AlertKind.BUDGET_HARD) and rule.budget:
         budget = f"agent {rule.budget.agent}'s budget" if rule.budget.agent else "the team budget"
+        limit = money(rule.budget.monthly_limit)
         if rule.kind == AlertKind.BUDGET_PERCENT:
-            return f"{budget} reached {rule.percent:g}% of {money(rule.budget.monthly_limit)}"
-        return f"{budget} hit its hard limit of {money(rule.budget.monthly_limit)}"
+            return f"{budget} reached {_number(rule.percent)}% of {limit}"
+        return f"{budget} hit its hard limit of {limit}"
     if rule.kind == AlertKind.ERROR_RATE:
-        return f"error rate of {scope} over {rule.percent:g}% in the last {rule.window_minutes} min"
+        window = f"the last {rule.window_minutes} min"
+        return f"error rate of {scope} over {_number(rule.percent)}% in {window}"
     if rule.kind == AlertKind.HOURLY_COST:
         return f"cost in the last hour over {money(rule.amount)}"
     return rule.kind
