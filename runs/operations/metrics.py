@@ -21,11 +21,13 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 
 import prometheus_client
 from django.conf import settings
 from django.db.models import Count, Sum
-from prometheus_client import REGISTRY, Counter, Histogram
+from django.utils import timezone
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -95,18 +97,34 @@ process_agent = _BoundedLabels(MAX_PROCESS_AGENTS)
 error_code = _BoundedLabels(MAX_ERROR_CODES)
 
 
+# The histograms' children for each (agent, source), so a run's hook skips the label lookups.
+_children: dict[tuple[str, str], tuple] = {}
+
+
+def _histograms_for(agent: str, source: str) -> tuple:
+    key = (agent, source)
+    children = _children.get(key)
+    if children is None:
+        label = process_agent(agent)
+        children = (RUN_DURATION.labels(label, source), RUN_FIRST_TOKEN.labels(label, source))
+        if label != OTHER:
+            _children[key] = children
+    return children
+
+
 def observe_finished_run(run: Run) -> None:
     """Record a run this process just finished (called once per run by `finish_run`)."""
-    agent, source = process_agent(run.agent), run.source
+    duration, first_token = _histograms_for(run.agent, run.source)
     if run.duration_ms is not None:
-        RUN_DURATION.labels(agent, source).observe(run.duration_ms / 1000)
+        duration.observe(run.duration_ms / 1000)
     if run.first_byte_ms is not None:
-        RUN_FIRST_TOKEN.labels(agent, source).observe(run.first_byte_ms / 1000)
-    if run.overhead_ms is not None and source == "gateway":
+        first_token.observe(run.first_byte_ms / 1000)
+    if run.overhead_ms is not None and run.source == "gateway":
         GATEWAY_OVERHEAD.observe(run.overhead_ms / 1000)
+    code = run.error_code
     failed = run.status in (RunStatus.FAILED, RunStatus.INTERRUPTED)
-    if failed and run.error_code and run.error_code not in RTDASH_CODES:
-        UPSTREAM_ERRORS.labels(error_code(run.error_code)).inc()
+    if code and failed and code not in RTDASH_CODES:
+        UPSTREAM_ERRORS.labels(error_code(code)).inc()
 
 
 def count_relayed_frames(count: int) -> None:
@@ -132,51 +150,61 @@ class Totals:
     cost: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
 
 
-def deployment_totals(max_agents: int) -> Totals:
-    """Every team's runs, tokens and cost since the start, from one grouped rollup query.
+Group = tuple[str, str, str]  # (team slug, agent, source)
+GroupSums = dict[Group, dict[str, float]]
+SUMMED = ("runs", "completed", "failed", "cost", *TOKEN_KINDS.values())
 
-    A team's `max_agents` busiest agents keep their name; the others are summed as "other".
-    """
-    rows = list(
-        DailyUsage.objects.values("team__slug", "agent", "source")
-        .annotate(
-            runs_sum=Sum("runs"),
-            completed_sum=Sum("completed"),
-            failed_sum=Sum("failed"),
-            cost_sum=Sum("cost"),
-            **{f"{kind}_sum": Sum(column) for kind, column in TOKEN_KINDS.items()},
-            groups=Count("pk"),
-        )
+
+def rollup_sums(rows) -> GroupSums:
+    """The rollup rows' sums per (team, agent, source), in one grouped query."""
+    grouped = (
+        rows.values("team__slug", "agent", "source")
+        .annotate(**{f"sum_{column}": Sum(column) for column in SUMMED})
         .order_by()
     )
-    agent_runs: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in rows:
-        agent_runs[row["team__slug"]][row["agent"]] += row["runs_sum"] or 0
+    return {
+        (row["team__slug"], row["agent"], row["source"]): {
+            column: float(row[f"sum_{column}"] or 0) for column in SUMMED
+        }
+        for row in grouped
+    }
+
+
+def add_sums(*parts: GroupSums) -> GroupSums:
+    combined: GroupSums = defaultdict(lambda: dict.fromkeys(SUMMED, 0.0))
+    for part in parts:
+        for group, sums in part.items():
+            into = combined[group]
+            for column, amount in sums.items():
+                into[column] += amount
+    return combined
+
+
+def totals_from(sums: GroupSums, max_agents: int) -> Totals:
+    """Counter values from the sums; a team's `max_agents` busiest agents keep their name,
+    the others are summed as "other"."""
+    agent_runs: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for (team, agent, _source), group in sums.items():
+        agent_runs[team][agent] += group["runs"]
     named = {
         team: {
-            agent
-            for agent, _ in sorted(agents.items(), key=lambda kv: (-kv[1], kv[0]))[:max_agents]
+            name for name, _ in sorted(agents.items(), key=lambda kv: (-kv[1], kv[0]))[:max_agents]
         }
         for team, agents in agent_runs.items()
     }
     totals = Totals()
-    for row in rows:
-        team = row["team__slug"]
-        agent = row["agent"] if row["agent"] in named[team] else OTHER
-        runs, completed, failed = (
-            row["runs_sum"] or 0,
-            row["completed_sum"] or 0,
-            row["failed_sum"] or 0,
-        )
-        for status, value in (
+    for (team, agent, source), group in sums.items():
+        agent = agent if agent in named[team] else OTHER
+        runs, completed, failed = group["runs"], group["completed"], group["failed"]
+        for status, count in (
             ("completed", completed),
             ("failed", failed),
             (OTHER, runs - completed - failed),
         ):
-            totals.runs[(team, agent, row["source"], status)] += value
-        for kind in TOKEN_KINDS:
-            totals.tokens[(team, agent, kind)] += row[f"{kind}_sum"] or 0
-        totals.cost[(team, agent)] += float(row["cost_sum"] or 0)
+            totals.runs[(team, agent, source, status)] += count
+        for kind, column in TOKEN_KINDS.items():
+            totals.tokens[(team, agent, kind)] += group[column]
+        totals.cost[(team, agent)] += group["cost"]
     return totals
 
 
@@ -193,32 +221,58 @@ def in_flight_by_source() -> dict[str, int]:
     return {row["source"]: row["n"] for row in rows}
 
 
-class RtdashCollector(Collector):
-    """The rollup counters (cached briefly) and the in-flight gauge, read at scrape time."""
+# Days before yesterday rarely change (a rebuild, a run that started then and finished late),
+# so their sums are reread this many times less often than the recent days'.
+HISTORY_REFRESH_FACTOR = 60
+
+
+class DeploymentCounters:
+    """The rollup counters, rendered once per RTDASH_METRICS_CACHE_SECONDS.
+
+    Kept out of prometheus-client's registry: with hundreds of series, rendering them was most
+    of a scrape, and here a cached scrape reuses the text. The sums of days before yesterday
+    are kept HISTORY_REFRESH_FACTOR times longer; only the recent days are reread each time.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._totals: Totals | None = None
+        self._text = b""
         self._read_at = 0.0
-
-    def totals(self) -> Totals:
-        with self._lock:
-            age = time.monotonic() - self._read_at
-            if self._totals is None or age >= settings.RTDASH_METRICS_CACHE_SECONDS:
-                self._totals = deployment_totals(settings.RTDASH_METRICS_MAX_AGENTS)
-                self._read_at = time.monotonic()
-            return self._totals
+        self._history: GroupSums = {}
+        self._history_before: date | None = None
+        self._history_at = 0.0
 
     def forget(self) -> None:
         with self._lock:
-            self._totals = None
+            self._read_at, self._history_before = 0.0, None
 
-    def describe(self) -> list:
-        # Without it, registering would call collect(), a database query at import time.
-        return []
+    def _sums(self, now: float, keep: float) -> GroupSums:
+        cutoff = timezone.now().date() - timedelta(days=1)
+        stale = now - self._history_at >= keep * HISTORY_REFRESH_FACTOR
+        if self._history_before != cutoff or stale:
+            self._history = rollup_sums(DailyUsage.objects.filter(day__lt=cutoff))
+            self._history_before, self._history_at = cutoff, now
+        return add_sums(self._history, rollup_sums(DailyUsage.objects.filter(day__gte=cutoff)))
+
+    def text(self) -> bytes:
+        keep = settings.RTDASH_METRICS_CACHE_SECONDS
+        with self._lock:
+            now = time.monotonic()
+            if not self._text or now - self._read_at >= keep:
+                totals = totals_from(self._sums(now, keep), settings.RTDASH_METRICS_MAX_AGENTS)
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(_Families(totals))
+                self._text = prometheus_client.generate_latest(registry)
+                self._read_at = now
+            return self._text
+
+
+class _Families(Collector):
+    def __init__(self, totals: Totals) -> None:
+        self.totals = totals
 
     def collect(self) -> Iterator:
-        totals = self.totals()
+        totals = self.totals
         yield _counter(
             "rtdash_runs",
             "Finished runs, the whole deployment's.",
@@ -237,15 +291,21 @@ class RtdashCollector(Collector):
             ["team", "agent"],
             totals.cost.items(),
         )
+
+
+class InFlight(Collector):
+    """This process's runs in flight, read at scrape time."""
+
+    def describe(self) -> list:
+        # Without it, registering would call collect(), a database query at import time.
+        return []
+
+    def collect(self) -> Iterator:
         gauge = GaugeMetricFamily(
             "rtdash_runs_in_flight", "Runs this process is working on.", labels=["source"]
         )
         in_flight = in_flight_by_source()
-        for source in (
-            "gateway",
-            "playground",
-            *sorted(set(in_flight) - {"gateway", "playground"}),
-        ):
+        for source in sorted({"gateway", "playground", *in_flight}):
             gauge.add_metric([source], in_flight.get(source, 0))
         yield gauge
 
@@ -259,10 +319,11 @@ def _counter(
     return family
 
 
-COLLECTOR = RtdashCollector()
-REGISTRY.register(COLLECTOR)
+DEPLOYMENT = DeploymentCounters()
+REGISTRY.register(InFlight())
 
 
 def exposition() -> tuple[bytes, str]:
-    """The metrics page and its content type."""
-    return prometheus_client.generate_latest(REGISTRY), prometheus_client.CONTENT_TYPE_LATEST
+    """The metrics page and its content type: the deployment's counters, then this process's."""
+    body = DEPLOYMENT.text() + prometheus_client.generate_latest(REGISTRY)
+    return body, prometheus_client.CONTENT_TYPE_LATEST
