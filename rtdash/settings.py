@@ -246,6 +246,9 @@ RTDASH_METRICS_TOKEN = envstr("RTDASH_METRICS_TOKEN", "")
 RTDASH_METRICS_CACHE_SECONDS = envfloat("RTDASH_METRICS_CACHE_SECONDS", 5.0)
 # Beyond this many agents per team, the rest are counted under agent="other".
 RTDASH_METRICS_MAX_AGENTS = envint("RTDASH_METRICS_MAX_AGENTS", 20, minimum=1)
+# Prometheus scrapes each worker on its own address, on a private network, where there is no
+# TLS to redirect to: the bearer token guards /metrics, not the scheme.
+SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 # Alert e-mail: SMTP from the environment (Django's e-mail framework).
 EMAIL_HOST = envstr("RTDASH_EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("RTDASH_EMAIL_PORT", 25, minimum=1)

@@ -227,3 +227,14 @@ async def test_relayed_frames_are_counted(async_client, application, bob):
         before, "rtdash_run_duration_seconds_count", agent="support-chat", source="playground"
     )
     assert moved == 1
+
+
+@pytest.mark.usefixtures("metrics_on")
+def test_it_is_not_redirected_to_https(settings):
+    """Prometheus scrapes each worker's own address, where there is no TLS to redirect to."""
+    from django.test import Client
+
+    settings.SECURE_SSL_REDIRECT = True
+    client = Client()
+    assert client.get("/metrics", headers=AUTH).status_code == 200
+    assert client.get("/login/").status_code == 301
