@@ -19,10 +19,10 @@ from datetime import datetime, timedelta
 import httpx
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from runs.core.crypto import SealedKey, encrypt
+from runs.core.crypto import KeyDecryptionError, SealedKey, encrypt
 from runs.models import (
     AlertAttempt,
     AlertDelivery,
@@ -72,12 +72,15 @@ def webhook_body(event: AlertEvent) -> bytes:
 
 def _send_webhook(destination: AlertDestination, event: AlertEvent) -> tuple[bool, int | None, str]:
     body = webhook_body(event)
-    secret = SealedKey(destination.secret_ciphertext).reveal()
+    try:
+        secret = SealedKey(destination.secret_ciphertext).reveal()
+    except KeyDecryptionError:
+        return False, None, "the signing secret cannot be decrypted with the configured keys"
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body)}
     try:
         with httpx.Client(timeout=WEBHOOK_TIMEOUT_SECONDS, follow_redirects=False) as client:
             response = client.post(destination.url, content=body, headers=headers)
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL) as error:
         return False, None, f"{type(error).__name__}"
     ok = 200 <= response.status_code < 300
     return ok, response.status_code, "" if ok else f"answered {response.status_code}"
@@ -170,6 +173,7 @@ class AlertLoop(threading.Thread):
             except Exception:
                 # A database hiccup must not end the thread; the next round tries again.
                 logger.exception("rtdash alert round failed")
+        connections.close_all()  # this thread's connections, when it is stopped
 
 
 _loop: AlertLoop | None = None

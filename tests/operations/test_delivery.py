@@ -295,3 +295,66 @@ def test_outsiders_cannot_touch_a_teams_rules_or_destinations(acme, alice, charl
 )
 def test_it_rejects_the_wrong_method(alice, method, path):
     assert getattr(logged_in(alice), method)(path).status_code == 405
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kind": "error_rate", "percent": "NaN", "window_minutes": "5"},
+        {"kind": "error_rate", "percent": "Infinity", "window_minutes": "5"},
+        {"kind": "error_rate", "percent": "10", "window_minutes": "1e9"},
+        {"kind": "budget_percent", "budget": "1 OR 1=1", "percent": "10"},
+        {"kind": "hourly_cost", "amount": "-5"},
+        {"kind": "hourly_cost", "amount": "9" * 40},
+        {"kind": ["hourly_cost", "error_rate"], "amount": "\x00"},
+    ],
+)
+def test_hostile_rule_forms_are_form_errors(alice, data):
+    response = logged_in(alice).post("/settings/alerts/rules/", data)
+    assert response.status_code == 400
+    assert not AlertRule.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"kind": "email", "name": "x", "roles": ["superuser"]},
+        {"kind": "email", "name": "x"},
+        {"kind": "webhook", "name": "x"},
+        {"kind": "webhook", "name": "x", "url": "http://[::1"},
+        {"kind": "webhook", "name": "x", "url": "http://example.com:99999/"},
+        {"kind": "pigeon", "name": "x", "url": "https://example.com/"},
+        {"kind": "webhook", "name": "", "url": "https://example.com/"},
+    ],
+)
+def test_hostile_destination_forms_are_form_errors(alice, data):
+    response = logged_in(alice).post("/settings/alerts/destinations/", data)
+    assert response.status_code == 400
+    assert not AlertDestination.objects.exists()
+
+
+def test_a_secret_that_cannot_be_decrypted_is_a_failed_attempt(acme, alice, settings):
+    from cryptography.fernet import Fernet
+
+    add_webhook(logged_in(alice), f"http://{HOST}:{free_port()}/hook")
+    firing_rule(acme)
+    settings.RTDASH_ENCRYPTION_KEYS = Fernet.generate_key().decode()  # the old key is gone
+    alerts_round()
+    attempt = AlertAttempt.objects.get()
+    assert not attempt.ok and "cannot be decrypted" in attempt.error
+
+
+def test_each_worker_runs_alert_rounds_on_its_own_thread(acme):
+    from runs.operations.delivery import AlertLoop
+
+    rule = firing_rule(acme)
+    loop = AlertLoop(0.05)
+    loop.start()
+    try:
+        deadline = timezone.now() + timedelta(seconds=10)
+        while not rule.events.exists() and timezone.now() < deadline:
+            loop.stopping.wait(0.05)
+    finally:
+        loop.stopping.set()
+        loop.join(5)
+    assert list(rule.events.values_list("state", flat=True)) == ["firing"]
