@@ -259,3 +259,28 @@ LOGGING = {
         "runs.pipeline.reaper": {"filters": ["database_outage"]},
     },
 }
+
+# --- Operations: Prometheus metrics and alerts (runs/operations, docs/operations.md) --------
+# GET /metrics is off (404) unless a token is set; then it needs `Authorization: Bearer <it>`.
+RTDASH_METRICS_TOKEN = envstr("RTDASH_METRICS_TOKEN", "")
+# How long a scrape's deployment-wide counters (read from the rollups) are reused.
+RTDASH_METRICS_CACHE_SECONDS = envfloat("RTDASH_METRICS_CACHE_SECONDS", 5.0)
+# Beyond this many agents per team, the rest are counted under agent="other".
+RTDASH_METRICS_MAX_AGENTS = envint("RTDASH_METRICS_MAX_AGENTS", 20, minimum=1)
+# Prometheus scrapes each worker on its own address, on a private network, where there is no
+# TLS to redirect to: the bearer token guards /metrics, not the scheme.
+SECURE_REDIRECT_EXEMPT = [*SECURE_REDIRECT_EXEMPT, r"^metrics$"]
+# Alert e-mail: SMTP from the environment (Django's e-mail framework).
+EMAIL_HOST = envstr("RTDASH_EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("RTDASH_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = envstr("RTDASH_EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = envstr("RTDASH_EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("RTDASH_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = envint("RTDASH_EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = envstr("RTDASH_DEFAULT_FROM_EMAIL", "rtdash@localhost")
+# How often each worker evaluates the alert rules and sends what is due (0: never; then run
+# `manage.py alerts` from cron). Failed deliveries are retried after RETRY, twice that, four times…
+# seconds, at most ATTEMPTS times in all.
+RTDASH_ALERT_INTERVAL = envint("RTDASH_ALERT_INTERVAL", 60, minimum=0)
+RTDASH_ALERT_RETRY_SECONDS = envfloat("RTDASH_ALERT_RETRY_SECONDS", 30.0)
+RTDASH_ALERT_ATTEMPTS = envint("RTDASH_ALERT_ATTEMPTS", 5, minimum=1)

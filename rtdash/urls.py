@@ -5,10 +5,14 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from runs.operations.views import metrics_page
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # The drop-in RunTools API (token-authenticated, JSON envelopes).
     path("v1/", include("runs.gateway.urls")),
+    # Prometheus metrics, off unless RTDASH_METRICS_TOKEN is set (docs/operations.md).
+    path("metrics", metrics_page, name="metrics"),
     # Pages for people (session-authenticated).
     path("", include("runs.urls")),
 ]

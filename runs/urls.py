@@ -23,4 +23,6 @@ urlpatterns = [
     path("", include("runs.experiments.urls")),
     # Reconciliation with RunTools' usage and billing: /accounting/reconciliation, the API.
     path("", include("runs.accounting.urls")),
+    # Alert rules and destinations (/settings/alerts/) and the alerts page (/alerts/).
+    path("", include("runs.operations.urls")),
 ]

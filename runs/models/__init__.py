@@ -19,6 +19,15 @@ from runs.models.experiments import (
     TrialStatus,
     Variant,
 )
+from runs.models.operations import (
+    AlertAttempt,
+    AlertDelivery,
+    AlertDestination,
+    AlertEvent,
+    AlertKind,
+    AlertRule,
+    DestinationKind,
+)
 from runs.models.runs import (
     FINISHED_STATUSES,
     CostStatus,
@@ -51,6 +60,12 @@ __all__ = [
     "FINISHED_STATUSES",
     "PRICE_DIGITS",
     "TOKEN_PREFIX",
+    "AlertAttempt",
+    "AlertDelivery",
+    "AlertDestination",
+    "AlertEvent",
+    "AlertKind",
+    "AlertRule",
     "AuditEvent",
     "Budget",
     "BudgetAlert",
@@ -58,6 +73,7 @@ __all__ = [
     "CostStatus",
     "DailyRunStats",
     "DailyUsage",
+    "DestinationKind",
     "Experiment",
     "ExperimentStatus",
     "GatewayToken",

@@ -20,6 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from runs.models import Run, RunEvent, RunStatus
+from runs.operations.delivery import start_alert_loop
 from runs.pipeline.follow import follow_due_runs
 from runs.pipeline.recording import RunOutcome, finish_run
 
@@ -121,6 +122,7 @@ def start_maintenance() -> Maintenance | None:
         return _started
     from runs.pipeline.reader import IN_FLIGHT
 
+    start_alert_loop()  # alert rules are evaluated on a thread of their own (runs.operations)
     _started = Maintenance(lambda: tuple(IN_FLIGHT), settings.RTDASH_REAPER_INTERVAL)
     _started.start()
     return _started

@@ -36,6 +36,7 @@ from runs.models import (
     Thread,
     usage_dimensions,
 )
+from runs.operations.metrics import observe_finished_run
 from runs.pipeline.pricing import price_run
 from runs.pipeline.stats import record_run_stats
 
@@ -425,6 +426,7 @@ def finish_run(
         record_run_stats(run)
         if take_back is None:
             _follow_later_if_unfinished(run, now)
+    observe_finished_run(run)  # this process's latency histograms (runs.operations.metrics)
     return run
 
 

@@ -48,6 +48,7 @@ from redis.exceptions import RedisError
 from runs.core.loops import PerLoop
 from runs.core.sse import Frame
 from runs.models import Run, RunStatus
+from runs.operations.metrics import count_relayed_frames
 from runs.pipeline.reader import READERS, RunReader, Sink
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ class RelaySink(Sink):
         if self.first_token_at is None and any(f.event in FIRST_TOKEN_EVENTS for _, f in frames):
             self.first_token_at = time.time()
         self.unstored.extend(wire)
+        count_relayed_frames(len(wire))
         self.relayed = wire[-1][0]
         message = {"type": "run.frames", "run": self.run_id, "frames": wire}
         self._hand_out(message)
