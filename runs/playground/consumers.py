@@ -11,7 +11,7 @@ Closes with 4401 (not logged in), 4403 (no team, or not the team's run), 4413 (a
 64 KiB), 4429 (too many messages), 4503 (the channel layer is down: come back later with
 ?after=). To the browser, JSON:
     {"type": "started", "run", "url"}                    this socket's start made run `run`
-    {"type": "run", ...}                                  the run followed (playground.summary)
+    {"type": "run", ...}                                  the run followed (run_summary.summary)
     {"type": "frames", "frames": [[seq, event, data]]}    every frame exactly once, in order
     {"type": "finished", ...}                             the recorded outcome (summary)
     {"type": "invalid", "errors": {field: [message]}}     the form needs fixing
@@ -58,6 +58,7 @@ from runs.core.validation import InvalidRequest, loads_strict
 from runs.models import Source
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey, launch
+from runs.playground.forms import InvalidRun, build_run_request
 from runs.playground.relay import (
     LAYER_ERRORS,
     RelaySink,
@@ -66,14 +67,7 @@ from runs.playground.relay import (
     request_stop,
     run_group,
 )
-from runs.playground.views import (
-    InvalidRun,
-    build_run_request,
-    refusal,
-    run_url,
-    summary,
-    watch_url,
-)
+from runs.playground.run_summary import refusal, run_url, summary, watch_url
 from runs.playground.watching import (
     REPLAY_BATCH,
     elapsed_ms,
