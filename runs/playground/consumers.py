@@ -160,10 +160,12 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.in_group = False  # in the followed run's channel-layer group
 
     async def __call__(self, scope, receive, send) -> None:
-        # AsyncConsumer.__call__, except that a channel layer that cannot make this socket's
-        # channel (Redis down) does not kill the socket before it is accepted: the socket
-        # opens without a channel, serves what the database has and says live streaming is
-        # unavailable. Keep in step with channels.consumer.AsyncConsumer.__call__.
+        # AsyncConsumer.__call__ (Channels offers no hook for either change), with two
+        # differences that matter: the socket also reads its inbox, where a relay in this
+        # process hands it messages without the channel layer; and a layer that cannot make
+        # this socket's channel (Redis down) does not kill the socket before it is accepted:
+        # it opens without a channel, serves what the database has and says live streaming is
+        # unavailable (tests/deploy/test_redis_down.py). Keep in step with Channels' own.
         self.scope = scope
         self.base_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
@@ -179,8 +181,10 @@ class RunConsumer(AsyncWebsocketConsumer):
             await await_many_dispatch(receivers, self.dispatch)
 
     async def dispatch(self, message) -> None:
-        # Channels closes stale database connections before every message: a trip to the
-        # sync thread, which the database writes of every run share. Live frames never touch
+        # Channels closes stale database connections before every message: a turn on the one
+        # sync thread that the database writes of every run share, so live frames would wait
+        # behind them (test_live_frames_do_not_wait_for_the_database_thread), and it costs
+        # worker CPU on every frame (measured in docs/performance.md). Live frames never touch
         # the database, and every helper here is a database_sync_to_async (which closes stale
         # connections itself), so messages go straight to their handlers.
         handler = getattr(self, get_handler_name(message), None)
