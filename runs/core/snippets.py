@@ -54,7 +54,7 @@ def _python(body: dict[str, Any], url: str, stream: bool) -> str:
     literal = pprint.pformat(body, indent=1, width=88, sort_dicts=False)
     if stream:
         send = (
-            f'with httpx.stream("POST", {url!r}, headers=headers, json=body, timeout=None)'
+            'with httpx.stream("POST", url, headers=headers, json=body, timeout=None)'
             " as response:\n"
             "    response.raise_for_status()\n"
             "    for line in response.iter_lines():\n"
@@ -62,7 +62,7 @@ def _python(body: dict[str, Any], url: str, stream: bool) -> str:
         )
     else:
         send = (
-            f"response = httpx.post({url!r}, headers=headers, json=body, timeout=None)\n"
+            "response = httpx.post(url, headers=headers, json=body, timeout=None)\n"
             "response.raise_for_status()\n"
             'print(response.json()["data"]["result"])'
         )
@@ -73,6 +73,7 @@ def _python(body: dict[str, Any], url: str, stream: bool) -> str:
             "import httpx",
             "",
             f"body = {literal}",
+            f"url = {json.dumps(url)}",
             f'headers = {{"X-API-Key": os.environ["{TOKEN_VARIABLE}"]}}',
             send,
         ]
