@@ -156,9 +156,12 @@ if REDIS_URL:
         }
     }
 else:
+    # One worker: Channels' own in-memory layer. The relay hands frames to the sockets of its
+    # own worker directly, so this layer carries only a few messages per run (see the
+    # playground docs, Channel layers). Capacity: 5000 messages per channel, as before.
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "rtdash.layers.LocalChannelLayer",
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": 5000, "expiry": 60},
         }
     }

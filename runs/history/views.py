@@ -8,9 +8,6 @@ templates as text, which Django escapes; nothing here marks anything safe.
 from __future__ import annotations
 
 import json
-import pprint
-import shlex
-from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
@@ -22,6 +19,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from runs.core.access import TeamRequest, for_team, get_for_team_or_404, team_view
+from runs.core.snippets import Snippets, request_snippets
 from runs.history import filters as filters_module
 from runs.history.filters import Cursor, RunFilterForm, page_of, scan_floor
 from runs.history.fragments import template_for
@@ -95,16 +93,14 @@ def run_list(request: TeamRequest) -> HttpResponse:
 # --- One run ------------------------------------------------------------------------------
 
 
-@dataclass
-class Code:
-    curl: str
-    python: str
+# The run's request as code: the snippets of runs.core.snippets, one generator for every panel.
+Code = Snippets
 
 
 def request_code(run: Run, gateway_url: str, continues_thread: bool) -> Code:
     """The run's request, to send again through rtdash's gateway with $RTDASH_TOKEN.
 
-    Never a real key: the token is read from the environment in both versions.
+    Never a real key: the token is read from the environment in every version.
     """
     body: dict[str, Any] = {"agent": run.agent}
     if run.messages is not None:
@@ -118,41 +114,7 @@ def request_code(run: Run, gateway_url: str, continues_thread: bool) -> Code:
         body["config"] = run.config
     if run.metadata:
         body["metadata"] = run.metadata
-    data = json.dumps(body, indent=2, ensure_ascii=False)
-    curl = "\n".join(
-        [
-            f"curl {'-N ' if run.stream else ''}-sS -X POST {shlex.quote(gateway_url)} \\",
-            '  -H "X-API-Key: $RTDASH_TOKEN" \\',
-            "  -H 'Content-Type: application/json' \\",
-            f"  --data-binary {shlex.quote(data)}",
-        ]
-    )
-    literal = pprint.pformat(body, indent=4, width=88, sort_dicts=False)
-    if run.stream:
-        send = (
-            f'with httpx.stream("POST", {gateway_url!r}, headers=headers, json=body, '
-            "timeout=None) as response:\n"
-            "    for line in response.iter_lines():\n"
-            "        print(line)"
-        )
-    else:
-        send = (
-            f"response = httpx.post({gateway_url!r}, headers=headers, json=body, timeout=300)\n"
-            "response.raise_for_status()\n"
-            'print(response.json()["data"]["result"])'
-        )
-    python = "\n".join(
-        [
-            "import os",
-            "",
-            "import httpx",
-            "",
-            'headers = {"X-API-Key": os.environ["RTDASH_TOKEN"]}',
-            f"body = {literal}",
-            send,
-        ]
-    )
-    return Code(curl=curl, python=python)
+    return request_snippets(body, gateway_url)
 
 
 def _events_context(run: Run, request: TeamRequest) -> dict[str, Any]:

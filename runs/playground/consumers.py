@@ -11,7 +11,7 @@ Closes with 4401 (not logged in), 4403 (no team, or not the team's run), 4413 (a
 64 KiB), 4429 (too many messages), 4503 (the channel layer is down: come back later with
 ?after=). To the browser, JSON:
     {"type": "started", "run", "url"}                    this socket's start made run `run`
-    {"type": "run", ...}                                  the run followed (playground.summary)
+    {"type": "run", ...}                                  the run followed (run_summary.summary)
     {"type": "frames", "frames": [[seq, event, data]]}    every frame exactly once, in order
     {"type": "finished", ...}                             the recorded outcome (summary)
     {"type": "invalid", "errors": {field: [message]}}     the form needs fixing
@@ -58,6 +58,7 @@ from runs.core.validation import InvalidRequest, loads_strict
 from runs.models import Source
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey, launch
+from runs.playground.forms import InvalidRun, build_run_request
 from runs.playground.relay import (
     LAYER_ERRORS,
     RelaySink,
@@ -66,14 +67,7 @@ from runs.playground.relay import (
     request_stop,
     run_group,
 )
-from runs.playground.views import (
-    InvalidRun,
-    build_run_request,
-    refusal,
-    run_url,
-    summary,
-    watch_url,
-)
+from runs.playground.run_summary import refusal, run_url, summary, watch_url
 from runs.playground.watching import (
     REPLAY_BATCH,
     elapsed_ms,
@@ -166,10 +160,12 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.in_group = False  # in the followed run's channel-layer group
 
     async def __call__(self, scope, receive, send) -> None:
-        # AsyncConsumer.__call__, except that a channel layer that cannot make this socket's
-        # channel (Redis down) does not kill the socket before it is accepted: the socket
-        # opens without a channel, serves what the database has and says live streaming is
-        # unavailable. Keep in step with channels.consumer.AsyncConsumer.__call__.
+        # AsyncConsumer.__call__ (Channels offers no hook for either change), with two
+        # differences that matter: the socket also reads its inbox, where a relay in this
+        # process hands it messages without the channel layer; and a layer that cannot make
+        # this socket's channel (Redis down) does not kill the socket before it is accepted:
+        # it opens without a channel, serves what the database has and says live streaming is
+        # unavailable (tests/deploy/test_redis_down.py). Keep in step with Channels' own.
         self.scope = scope
         self.base_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
@@ -185,8 +181,10 @@ class RunConsumer(AsyncWebsocketConsumer):
             await await_many_dispatch(receivers, self.dispatch)
 
     async def dispatch(self, message) -> None:
-        # Channels closes stale database connections before every message: a trip to the
-        # sync thread, which the database writes of every run share. Live frames never touch
+        # Channels closes stale database connections before every message: a turn on the one
+        # sync thread that the database writes of every run share, so live frames would wait
+        # behind them (test_live_frames_do_not_wait_for_the_database_thread), and it costs
+        # worker CPU on every frame (measured in docs/performance.md). Live frames never touch
         # the database, and every helper here is a database_sync_to_async (which closes stale
         # connections itself), so messages go straight to their handlers.
         handler = getattr(self, get_handler_name(message), None)

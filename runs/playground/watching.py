@@ -13,7 +13,7 @@ from django.utils import timezone
 from runs.core.access import current_membership
 from runs.models import Membership, Run, RunEvent
 from runs.playground.relay import FIRST_TOKEN_EVENTS
-from runs.playground.views import summary
+from runs.playground.run_summary import summary
 
 # Stored frames go to the browser at most this many per message.
 REPLAY_BATCH = 1000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -402,6 +403,28 @@ async def test_frames_dropped_from_a_full_inbox_are_caught_up(application, bob, 
     assert len(socket.frames) == run.frame_count > 80
     # While the run went on, not all at once from the database at the end.
     assert len(socket.of_type("frames")) >= 3
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_live_frames_do_not_wait_for_the_database_thread(application, bob, monkeypatch):
+    # Every database write of every run goes through one sync thread, busy under load. Live
+    # frames must not queue behind it: Channels' own dispatch takes a turn on that thread
+    # before every message (to close stale connections), which RunConsumer.dispatch skips.
+    monkeypatch.setattr(consumers, "CHECK_SECONDS", 60)  # no row check while the thread is held
+    release = threading.Event()
+    async with Socket(application, "/ws/playground/", bob) as socket:
+        await socket.start(with_simulate(SLOW, deltas=80))  # 4 s
+        await socket.until_frames(2)
+        held = asyncio.ensure_future(sync_to_async(release.wait)())
+        try:
+            await asyncio.sleep(0.05)  # the thread is taken
+            assert not held.done()
+            before = len(socket.frames)
+            await socket.until_frames(before + 5, timeout=2)
+        finally:
+            release.set()
+            await held
+        await socket.until("finished")
 
 
 @pytest.mark.parametrize("where", ["on the reader's worker", "on another worker"])

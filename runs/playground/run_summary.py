@@ -1,0 +1,88 @@
+"""A run as the playground shows it, on the page and over its socket: its summary, the
+sentence for a run that did not complete, why a run could not start, and its links."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.urls import reverse
+
+from runs.models import Run, RunStatus
+from runs.pipeline.budgets import BudgetExceeded
+from runs.pipeline.start import NoRunToolsKey
+
+
+def run_url(run_id: int) -> str:
+    return reverse("run_detail", args=[run_id])
+
+
+def thread_url(upstream_id: str) -> str:
+    return reverse("thread_detail", args=[upstream_id])
+
+
+def continue_url(upstream_id: str, agent: str) -> str:
+    return f"{reverse('playground')}?{urlencode({'thread': upstream_id, 'agent': agent})}"
+
+
+def watch_url(run_id: int) -> str:
+    return f"{reverse('playground')}?{urlencode({'run': run_id})}"
+
+
+def summary(run: Run) -> dict[str, Any]:
+    """A finished (or running) run for the page: status, usage, timings and links."""
+    usage = {
+        "input": run.input_tokens,
+        "output": run.output_tokens,
+        "cached": run.cached_input_tokens,
+        "reasoning": run.reasoning_tokens,
+        "total": run.total_tokens,
+    }
+    thread = run.upstream_thread_id
+    return {
+        "run": run.pk,
+        "agent": run.agent,
+        "status": run.status,
+        "statusLabel": run.get_status_display(),
+        "finished": run.is_finished,
+        "errorCode": run.error_code,
+        "errorMessage": run.error_message,
+        "httpStatus": run.http_status,
+        "usage": {name: value for name, value in usage.items() if value is not None},
+        "iterations": run.iterations,
+        "durationMs": run.duration_ms,
+        "firstByteMs": run.first_byte_ms,
+        "runUrl": run_url(run.pk),
+        "cardUrl": reverse("playground_card", args=[run.pk]),
+        "threadId": thread,
+        "threadUrl": thread_url(thread) if thread else "",
+        "continueUrl": continue_url(thread, run.agent) if thread else "",
+    }
+
+
+def error_text(run: Run) -> str:
+    """One clear sentence for a run that did not complete."""
+    if run.status in (RunStatus.COMPLETED, RunStatus.RUNNING):
+        return ""
+    parts = []
+    if run.http_status and run.http_status >= 400:
+        parts.append(f"RunTools answered {run.http_status}")
+    if run.error_code:
+        parts.append(f"({run.error_code})" if parts else run.error_code)
+    head = " ".join(parts)
+    message = run.error_message or ""
+    if head and message:
+        return f"{head}: {message}"
+    return head or message or f"The run ended {run.get_status_display().lower()}."
+
+
+def refusal(error: Exception) -> tuple[str, str]:
+    """(code, message) for what stops a run from starting; never includes a key."""
+    if isinstance(error, BudgetExceeded):
+        return error.code, error.message
+    if isinstance(error, NoRunToolsKey):
+        return "no_runtools_key", str(error)
+    return (
+        "runtools_key_unreadable",
+        "The team's RunTools key cannot be decrypted; an owner can replace it in Settings.",
+    )
