@@ -34,10 +34,8 @@ def check_production_safety(app_configs=None, **kwargs) -> list[Error]:
                 id="rtdash.E002",
             )
         )
-    # Both live in one process's memory: Channels' own and rtdash's faster subclass.
-    if settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith(
-        ("InMemoryChannelLayer", "LocalChannelLayer")
-    ):
+    # It lives in one process's memory.
+    if settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("InMemoryChannelLayer"):
         errors.append(
             Error(
                 "The in-memory channel layer cannot reach across workers.",

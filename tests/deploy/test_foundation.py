@@ -20,9 +20,7 @@ def test_it_allows_debug_defaults(settings):
     assert _check_ids(settings) == set()
 
 
-@pytest.mark.parametrize(
-    "layer", ["channels.layers.InMemoryChannelLayer", "rtdash.layers.LocalChannelLayer"]
-)
+@pytest.mark.parametrize("layer", ["channels.layers.InMemoryChannelLayer"])
 def test_it_refuses_unsafe_production_settings(settings, layer):
     settings.DEBUG = False
     settings.SECRET_KEY = settings.INSECURE_DEV_SECRET_KEY

@@ -6,6 +6,7 @@ auth, routing); every run goes to the simulator and is recorded in the test data
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
