@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from runs.experiments.runner import reap_stale_experiments
 from runs.models import Run, RunEvent, RunStatus
 from runs.pipeline.recording import RunOutcome, finish_run
 
@@ -96,6 +97,7 @@ class Maintenance(threading.Thread):
                 stamp_heartbeats(list(self.live_run_ids()))
                 if time.monotonic() >= next_reap:
                     reap_stale_runs()
+                    reap_stale_experiments()
                     next_reap = time.monotonic() + self.interval
             except Exception:
                 # A database hiccup must not kill the thread; it tries again next round.
