@@ -52,7 +52,10 @@ def experiment_new(request: TeamRequest) -> HttpResponse:
         initial["variants"] = f"agent={agent}" if agent else ""
         form = ExperimentForm(initial=initial)
     source = form["thread"].value() or form["runs"].value()
-    return render(request, "runs/experiments/new.html", {"form": form, "source": source})
+    # "Replay selected" on the runs list (it sends `picked`) with no row ticked.
+    nothing_ticked = request.method == "GET" and "picked" in request.GET and not source
+    context = {"form": form, "source": source, "nothing_ticked": nothing_ticked}
+    return render(request, "runs/experiments/new.html", context)
 
 
 @require_GET

@@ -87,6 +87,7 @@ def test_runs_ticked_on_the_runs_list_become_the_cases(client, bob, token):
     table = html[html.index('<form id="replay-selected"') :]
     table = table[: table.index("</form>")]
     assert f'action="{reverse("experiment_new")}"' in table and "Replay selected" in table
+    assert '<input type="hidden" name="picked" value="1">' in table
     for run in runs:
         assert f'<input type="checkbox" name="runs" value="{run.pk}"' in table
     assert "at most 100" in html and "(at most 50)" in html  # the caps, said on the page
@@ -107,6 +108,10 @@ def test_runs_ticked_on_the_runs_list_become_the_cases(client, bob, token):
 
 def test_more_runs_than_the_cap_is_a_form_error(client, bob, token):
     client.force_login(bob)
+    # The runs list's form with no row ticked sends only its `picked` marker.
+    nothing = client.get(reverse("experiment_new") + "?picked=1").content.decode()
+    assert "No run was ticked" in nothing
+    assert "No run was ticked" not in client.get(reverse("experiment_new")).content.decode()
     ids = ",".join(str(n) for n in range(1, 102))
     response = client.post(reverse("experiment_new"), {"runs": ids, "variants": "agent=a"})
     assert response.status_code == 200
