@@ -16,6 +16,7 @@ from runs.core.access import current_membership, get_for_team_or_404
 from runs.core.validation import InvalidRequest, parse_body
 from runs.experiments.create import create_experiment
 from runs.experiments.results import experiment_data
+from runs.experiments.resume import resume_experiment
 from runs.experiments.runner import reap_stale_experiments, request_cancel, start_in_background
 from runs.experiments.spec import parse_spec
 from runs.gateway.views import GatewayError, _check_rate, _credential, error_response
@@ -110,3 +111,31 @@ def api_experiment_cancel(request: HttpRequest, experiment_id: int) -> HttpRespo
         return error_response(404, "not_found", "No such experiment.")
     request_cancel(experiment)
     return JsonResponse({"data": {"id": experiment.pk, "cancelRequested": True}}, status=202)
+
+
+@csrf_exempt
+@require_POST
+def api_experiment_resume(request: HttpRequest, experiment_id: int) -> HttpResponse:
+    """`POST /api/experiments/<id>/resume`: run again the cases an ended experiment did not
+    finish (a dead worker, Stop, a budget); 409 when it is running, complete or has none."""
+    try:
+        caller = _caller(request, changes=True)
+        reap_stale_experiments()
+        experiment = get_for_team_or_404(Experiment, caller.team, pk=experiment_id)
+    except GatewayError as problem:
+        return _problem(problem)
+    except Http404:
+        return error_response(404, "not_found", "No such experiment.")
+    if not resume_experiment(experiment.pk):
+        experiment.refresh_from_db(fields=["status"])
+        return error_response(
+            409,
+            "conflict",
+            f"The experiment is {experiment.status}; only a failed or cancelled experiment "
+            "with unfinished cases can be resumed.",
+        )
+    start_in_background(experiment.pk)
+    body = {
+        "data": {"id": experiment.pk, "status": "running", "url": f"/experiments/{experiment.pk}/"}
+    }
+    return JsonResponse(body, status=202)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from runs.experiments.spec import last_user_text
 from runs.models import Experiment, Run, Trial, TrialStatus
 
 PASSED = frozenset({"completed"})
@@ -98,12 +99,7 @@ def experiment_data(experiment: Experiment) -> dict[str, Any]:
 
 
 def _case_prompt(case) -> str:
-    if case.prompt:
-        return case.prompt
-    for message in reversed(case.messages or []):
-        if isinstance(message, dict) and message.get("role") == "user":
-            return str(message.get("content") or "")
-    return ""
+    return case.prompt or last_user_text(case.messages)
 
 
 @dataclass
@@ -124,11 +120,13 @@ def _compare(cell: dict, reference: dict | None) -> None:
         and cell["runId"]
         and cell["status"] not in PASSED
     )
-    cell["costChange"] = ""
+    cell["costChange"] = cell["costChangePercent"] = ""
     cell["costValue"] = Decimal(cell["cost"]) if cell["cost"] is not None else None
     if reference and reference["cost"] is not None and cell["cost"] is not None:
         mine, theirs = Decimal(cell["cost"]), Decimal(reference["cost"])
         cell["costChange"] = "up" if mine > theirs else "down" if mine < theirs else ""
+        if theirs and cell["costChange"]:
+            cell["costChangePercent"] = f"{(mine - theirs) / theirs * 100:+.1f}%"
 
 
 def page_rows(data: dict) -> list[Row]:

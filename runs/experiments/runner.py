@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from runs.core.loops import PerLoop
 from runs.core.validation import validate_run
+from runs.experiments.spec import last_user_text
 from runs.models import (
     Experiment,
     ExperimentStatus,
@@ -73,10 +74,15 @@ class Stop:
             self.code, self.message = code, message
 
 
-def _run_body(trial: Trial, variant: Variant) -> dict:
+def _run_body(trial: Trial, variant: Variant, source_kind: str) -> dict:
     case = trial.case
     body: dict = {"agent": variant.agent, "stream": True}
-    if case.messages:
+    if case.messages and source_kind == SourceKind.THREAD:
+        # A turn recorded with caller-managed `messages` carries the original conversation,
+        # answers included; in the variant's own thread only the new user turn is asked, so
+        # the variant sees its own earlier answers.
+        body["prompt"] = last_user_text(case.messages)
+    elif case.messages:
         body["messages"] = case.messages
     else:
         body["prompt"] = case.prompt
@@ -105,7 +111,7 @@ async def _run_trial(experiment: Experiment, trial: Trial, variant: Variant, sto
     if stop.code:
         await _skip(trial, stop.code, stop.message)
         return
-    body = _run_body(trial, variant)
+    body = _run_body(trial, variant, experiment.source_kind)
     raw = json.dumps(body).encode()
     trial.status = TrialStatus.RUNNING
     await trial.asave(update_fields=["status"])

@@ -179,3 +179,23 @@ def parse_prompt_lines(text: str) -> list[Any]:
         else:
             cases.append(line)
     return cases
+
+
+def last_user_text(messages: list | None) -> str:
+    """The newest user message's text: `content`, or its text `parts` when content is empty."""
+    for message in reversed(messages or []):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            return content
+        parts = content if isinstance(content, list) else message.get("parts")
+        texts = [
+            part["text"]
+            for part in parts or []
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        ]
+        return "".join(texts)
+    return ""

@@ -14,6 +14,7 @@ from runs.core.access import TeamRequest, for_team, get_for_team_or_404, team_vi
 from runs.experiments.create import create_experiment
 from runs.experiments.forms import ExperimentForm
 from runs.experiments.results import experiment_data, page_rows
+from runs.experiments.resume import is_resumable, resume_experiment
 from runs.experiments.runner import reap_stale_experiments, request_cancel, start_in_background
 from runs.models import Experiment
 
@@ -44,12 +45,17 @@ def experiment_new(request: TeamRequest) -> HttpResponse:
                 start_in_background(experiment.pk)
                 return redirect("experiment_detail", experiment.pk)
     else:
-        initial = {key: request.GET.get(key, "") for key in ("thread", "runs")}
+        initial = {"thread": request.GET.get("thread", "")}
+        # Ticked rows of the runs list send one `runs` each; the filter's button one list.
+        initial["runs"] = ",".join(request.GET.getlist("runs"))
         agent = request.GET.get("agent", "")
         initial["variants"] = f"agent={agent}" if agent else ""
         form = ExperimentForm(initial=initial)
     source = form["thread"].value() or form["runs"].value()
-    return render(request, "runs/experiments/new.html", {"form": form, "source": source})
+    # "Replay selected" on the runs list (it sends `picked`) with no row ticked.
+    nothing_ticked = request.method == "GET" and "picked" in request.GET and not source
+    context = {"form": form, "source": source, "nothing_ticked": nothing_ticked}
+    return render(request, "runs/experiments/new.html", context)
 
 
 @require_GET
@@ -63,6 +69,7 @@ def experiment_detail(request: TeamRequest, experiment_id: int) -> HttpResponse:
         "data": data,
         "rows": page_rows(data),
         "can_run": request.membership.can_run,
+        "resumable": is_resumable(experiment),
     }
     if request.htmx:
         return render(request, "runs/experiments/_results.html", context)
@@ -74,4 +81,14 @@ def experiment_detail(request: TeamRequest, experiment_id: int) -> HttpResponse:
 def experiment_stop(request: TeamRequest, experiment_id: int) -> HttpResponse:
     experiment = get_for_team_or_404(Experiment, request.team, pk=experiment_id)
     request_cancel(experiment)
+    return redirect("experiment_detail", experiment.pk)
+
+
+@require_POST
+@team_view(run=True)
+def experiment_resume(request: TeamRequest, experiment_id: int) -> HttpResponse:
+    reap_stale_experiments()
+    experiment = get_for_team_or_404(Experiment, request.team, pk=experiment_id)
+    if resume_experiment(experiment.pk):
+        start_in_background(experiment.pk)
     return redirect("experiment_detail", experiment.pk)

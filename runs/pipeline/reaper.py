@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from runs.experiments.runner import reap_stale_experiments
 from runs.models import Run, RunEvent, RunStatus
 from runs.operations.delivery import start_alert_loop
 from runs.pipeline.follow import follow_due_runs
@@ -101,6 +102,7 @@ class Maintenance(threading.Thread):
             stamp_heartbeats(list(self.live_run_ids()))
             if time.monotonic() >= self.next_reap:
                 reap_stale_runs()
+                reap_stale_experiments()
                 follow_due_runs(seconds=HEARTBEAT_SECONDS * 2)
                 self.next_reap = time.monotonic() + self.interval
         except Exception:

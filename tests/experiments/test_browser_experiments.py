@@ -94,3 +94,31 @@ def screenshot_path() -> Path:
     folder = Path(__file__).resolve().parents[2] / "var"
     folder.mkdir(exist_ok=True)
     return folder / "experiment-screenshot.png"
+
+
+def test_tick_runs_on_the_runs_list_and_replay_them_without_javascript(live, thread_id, browser):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{live.url}/login/")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live.url}/")
+
+    page.goto(f"{live.url}/runs/")
+    excerpt = page.locator(".excerpt", has_text="Where is parcel 42?")
+    first_turn = page.locator("tr.run").filter(has=excerpt)
+    run_id = first_turn.get_attribute("data-run")
+    first_turn.locator("input[type=checkbox]").check()
+    page.click("text=Replay selected as experiment")
+    page.wait_for_url("**/experiments/new/**")
+    assert f"runs {run_id}." in page.locator("main").inner_text()
+    page.fill("#id_variants", "agent=support-chat,maxTurns=2")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/experiments/*/")
+    # One case, the ticked run: its prompt, and the run itself as the baseline.
+    assert page.locator("tr.case").count() == 1
+    assert page.locator("tr.case td.prompt").inner_text() == "Where is parcel 42?"
+    assert page.locator(f"tr.case a[href='/runs/{run_id}/']").count() == 1
+    context.close()
