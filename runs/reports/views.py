@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from runs.core.access import current_membership, for_team, get_for_team_or_404, team_view
 from runs.core.audit import record
+from runs.core.errors import GatewayError, error_response
 from runs.core.spreadsheet import csv_cell
 from runs.core.validation import (
     MAX_TOKENS_RANGE,
@@ -29,7 +30,7 @@ from runs.core.validation import (
     InvalidRequest,
     parse_query_int,
 )
-from runs.gateway.views import GatewayError, _check_rate, _credential, error_response
+from runs.gateway.auth import check_rate, credential
 from runs.models import Budget, DailyUsage, GatewayToken, Price, Team, hash_token
 from runs.pipeline.budgets import budget_statuses, estimate_run, money, note_alerts
 from runs.reports.charts import bar_chart, stacked_spend_chart
@@ -145,7 +146,7 @@ def _token_team(request: HttpRequest) -> Team | None:
     Uses the gateway's own credential parsing (X-API-Key or Authorization: Bearer) and rate
     limit. Unlike a gateway call, reading usage needs no RunTools key.
     """
-    plaintext = _credential(request)
+    plaintext = credential(request)
     if not plaintext:
         return None
     token = (
@@ -153,7 +154,7 @@ def _token_team(request: HttpRequest) -> Team | None:
     )
     if token is None or not token.is_usable():
         raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
-    _check_rate(token)
+    check_rate(token.pk, token.requests_per_minute)
     return token.team
 
 
