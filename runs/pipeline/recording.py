@@ -28,6 +28,7 @@ from runs.core.validation import RunRequest
 from runs.models import (
     FINISHED_STATUSES,
     DailyUsage,
+    GatewayToken,
     Run,
     RunStatus,
     Team,
@@ -179,17 +180,20 @@ def start_run(
     request: RunRequest,
     *,
     source: str,
+    token: GatewayToken | None = None,
     token_id: int | None = None,
     user=None,
     legacy_path: bool = False,
     started_at: datetime | None = None,
 ) -> Run:
-    """Record a new run, `running`, started at its receipt (`started_at`, default now)."""
+    """Record a new run, `running`, started at its receipt (`started_at`, default now).
+
+    The token is given as a model or, from the gateway's token query, by id."""
     now = timezone.now()
     run = Run(
         team=team,
         source=source,
-        token_id=token_id,
+        token_id=token.pk if token is not None else token_id,
         user=user,
         agent=storable(request.agent),
         prompt=storable(request.prompt),
