@@ -2,7 +2,7 @@
 
 A run through the gateway inserts its row, then finishes it: the row, its thread, the daily
 rollup and two statistics rows. Profiled on the gateway's path, the ORM spent most of that
-time compiling the same queries again for every run (about 1 ms a query on a 2-core machine),
+time compiling the same queries again for every run,
 far more than the database spent running them. The helpers here build each statement once per
 model and column list and bind values with the fields' own `get_db_prep_save`, so the database
 receives exactly what the ORM would have sent it.
