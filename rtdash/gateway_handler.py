@@ -40,6 +40,7 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
 from rtdash.unavailable import answer_database_unavailable
+from runs.core.errors import error_response as envelope
 
 GATEWAY_PREFIX = "/v1/"
 # Set on a request whose `request_started` signal is still to be sent.
@@ -151,10 +152,7 @@ def _protected(get_response):
             request.get_host()
         except DisallowedHost as refused:
             _host_logger.warning("%s", refused)
-            # Imported here: runs.gateway.views imports this module.
-            from runs.gateway.views import error_response
-
-            return error_response(400, "bad_request", "Invalid Host header.")
+            return envelope(400, "bad_request", "Invalid Host header.")
         response = security.process_request(request)  # the HTTPS redirect, if any
         if response is None:
             response = await get_response(request)

@@ -17,6 +17,8 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
+from runs.core.errors import error_response
+
 logger = logging.getLogger("rtdash.unavailable")
 
 # Paths whose callers are programs that parse the RunTools error envelope.
@@ -38,10 +40,6 @@ def is_database_unavailable(error: BaseException) -> bool:
 
 def unavailable_response(request: HttpRequest) -> HttpResponse:
     if request.path.startswith(API_PREFIXES):
-        # Imported here: runs.gateway.views imports rtdash.gateway_handler, which imports
-        # this module.
-        from runs.gateway.views import error_response
-
         response = error_response(503, "unavailable", UNAVAILABLE_MESSAGE)
     else:
         response = HttpResponse(UNAVAILABLE_PAGE, status=503, content_type="text/html")

@@ -7,6 +7,7 @@ globex — the outsider who must never see anything of acme's.
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 from cryptography.fernet import Fernet
@@ -242,3 +243,24 @@ def browser():
         )
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def gateway(async_client, upstream, acme_key, acme_token):
+    """Call rtdash's gateway as a script would: same body, an rtdash token as the key."""
+    _token, plaintext = acme_token
+
+    async def call(method: str, path: str, body=None, headers=None, raw: bytes | None = None):
+        sent_headers = {"X-API-Key": plaintext, **(headers or {})}
+        if raw is None and body is not None:
+            raw = json.dumps(body).encode()
+        response = await async_client.generic(
+            method, path, raw or b"", content_type="application/json", headers=sent_headers
+        )
+        if not response.streaming:
+            from runs.pipeline.start import settle
+
+            await settle()
+        return response
+
+    return call

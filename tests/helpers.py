@@ -68,3 +68,7 @@ def gateway_run(token: str, body: dict) -> Run:
 def shown_run_ids(response) -> list[int]:
     """The run ids a runs-list page shows, in order."""
     return [int(pk) for pk in re.findall(r'data-run="(\d+)"', response.content.decode())]
+
+
+async def stream_body(response) -> bytes:
+    return b"".join([chunk async for chunk in response.streaming_content])

@@ -8,23 +8,9 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from runs.accounting.reconcile import PERIODS, InvalidPeriod, reconcile
-from runs.core.access import TeamRequest, current_membership, team_view
-from runs.gateway.views import GatewayError, _check_rate, _credential, error_response
-from runs.models import GatewayToken, Team, hash_token
-
-
-def _token_team(request: HttpRequest) -> Team | None:
-    """The team of the rtdash token on the request (as /api/usage reads it); None without one."""
-    plaintext = _credential(request)
-    if not plaintext:
-        return None
-    token = (
-        GatewayToken.objects.select_related("team").filter(token_hash=hash_token(plaintext)).first()
-    )
-    if token is None or not token.is_usable():
-        raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
-    _check_rate(token)
-    return token.team
+from runs.core.access import TeamRequest, team_view
+from runs.core.errors import GatewayError, error_response, refused_response
+from runs.gateway.auth import api_caller
 
 
 @require_GET
@@ -45,23 +31,12 @@ def api_reconciliation(request: HttpRequest) -> HttpResponse:
     a 502 in the error envelope, in plain words; other upstream failures are listed in
     `problems` beside what could be read."""
     try:
-        team = _token_team(request)
+        caller = api_caller(request)
     except GatewayError as problem:
-        response = error_response(problem.status, problem.code, problem.message)
-        for name, value in problem.headers.items():
-            response[name] = value
-        return response
-    if team is None:
-        membership = current_membership(request)
-        if membership is None:
-            if request.user.is_authenticated:
-                return error_response(404, "not_found", "You are not a member of any team.")
-            return error_response(
-                401, "unauthorized", "Log in, or send an rtdash token in X-API-Key."
-            )
-        if not membership.can_manage:
-            return error_response(404, "not_found", "Not available to your role.")
-        team = membership.team
+        return refused_response(problem)
+    if caller.membership is not None and not caller.membership.can_manage:
+        return error_response(404, "not_found", "Not available to your role.")
+    team = caller.team
     try:
         result = reconcile(team, request.GET.get("period") or "current")
     except InvalidPeriod as problem:

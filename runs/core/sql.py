@@ -1,23 +1,27 @@
-"""Statements built once, for the few writes every run makes.
+"""rtdash's raw SQL, all of it: statements built once, for what every run does.
 
 A run through the gateway inserts its row, then finishes it: the row, its thread, the daily
 rollup and two statistics rows. Profiled on the gateway's path, the ORM spent most of that
-time compiling the same queries again for every run (about 1 ms a query on a 2-core machine),
+time compiling the same queries again for every run,
 far more than the database spent running them. The helpers here build each statement once per
 model and column list and bind values with the fields' own `get_db_prep_save`, so the database
 receives exactly what the ORM would have sent it.
 
-Everything else keeps using the ORM: these are for the hot path only.
+Everything else keeps using the ORM: these are for the hot path only (docs/performance.md,
+"Prepared statements", says which pay and by how much), plus one INSERT … SELECT the ORM
+cannot express.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import DEFERRED, Field, Model
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Field, Model, QuerySet
 
 
 def _connection():
@@ -173,32 +177,158 @@ def _columns(model: type[Model], names: tuple[str, ...], vendor: str) -> tuple[t
     return tuple(result)
 
 
-def select_one(model: type[Model], sql: str, params: Sequence, names: Sequence[str]):
-    """The first row of `sql` as an instance: its first len(names) columns are those fields,
-    any further columns become extra attributes, in a tuple on `instance.extra`. None when
-    there is no row. (A raw queryset costs ~40 µs a row more, resolving its columns anew.)"""
+def _converted(model: type[Model], names: tuple[str, ...], row: Sequence) -> list[Any]:
+    """A raw row's values for these fields, as a queryset would have read them."""
     connection = _connection()
-    names = tuple(names)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    by_attname = {}
-    columns = _columns(model, names, connection.vendor)
-    for (field, converters), value in zip(columns, row[: len(names)], strict=True):
+    values = []
+    for (_field, converters), value in zip(
+        _columns(model, names, connection.vendor), row, strict=True
+    ):
         for convert in converters:
             value = convert(value, None, connection)
-        by_attname[field.attname] = value
-    # from_db takes values in the model's field order; the rest are left deferred.
-    fields = model._meta.concrete_fields
-    values = [by_attname.get(f.attname, DEFERRED) for f in fields]
-    instance = model.from_db(connection.alias, [f.attname for f in fields], values)
-    instance.extra = row[len(names) :]
-    return instance
+        values.append(value)
+    return values
 
 
 def for_update() -> str:
     """The row-locking suffix for a SELECT, where the database has one (SQLite locks the whole
     database for a write transaction instead: rtdash opens them IMMEDIATE)."""
     return " FOR UPDATE" if _connection().features.has_select_for_update else ""
+
+
+# --- the gateway's token lookup ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """A gateway token as its request needs it, with its team's default key (still sealed:
+    the ciphertext) and whether the team has any budget, all from one query."""
+
+    id: int
+    team_id: int
+    prefix: str
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    requests_per_minute: int | None
+    default_key_ciphertext: bytes | None
+    has_budget: bool
+
+    def is_usable(self, now: datetime) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > now
+
+
+TOKEN_FIELDS = (
+    "id", "team", "prefix", "last_used_at", "expires_at", "revoked_at", "requests_per_minute",
+)  # fmt: skip
+
+
+@functools.cache
+def _token_sql(vendor: str) -> str:
+    from runs.models import Budget, GatewayToken, RunToolsKey
+
+    token, key, budget = (_quote(m._meta.db_table) for m in (GatewayToken, RunToolsKey, Budget))
+    columns = ", ".join(f"t.{_quote(f.column)}" for f in _fields(GatewayToken, TOKEN_FIELDS))
+    return (
+        f"SELECT {columns}, "  # noqa: S608 - names from the models, the value is bound
+        f"(SELECT k.ciphertext FROM {key} k WHERE k.team_id = t.team_id AND k.is_default "
+        "AND k.revoked_at IS NULL LIMIT 1), "
+        f"EXISTS (SELECT 1 FROM {budget} b WHERE b.team_id = t.team_id) "
+        f"FROM {token} t WHERE t.token_hash = %s"
+    )
+
+
+def find_token(token_hash: str) -> TokenRow | None:
+    """The token with this hash, its team's default key and budget flag, in one query."""
+    from runs.models import GatewayToken
+
+    connection = _connection()
+    with connection.cursor() as cursor:
+        cursor.execute(_token_sql(connection.vendor), [token_hash])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    fields = _converted(GatewayToken, TOKEN_FIELDS, row[: len(TOKEN_FIELDS)])
+    ciphertext, has_budget = row[len(TOKEN_FIELDS) :]
+    return TokenRow(*fields, default_key_ciphertext=ciphertext, has_budget=bool(has_budget))
+
+
+# --- a run's frames and its finish -----------------------------------------------------------
+
+
+FrameRow = tuple[int, int, str, str, Any]  # (run id, sequence, event, data, received at)
+
+
+@functools.cache
+def _frame_sql(vendor: str) -> tuple[str, str]:
+    from runs.models import Run, RunEvent
+
+    insert = (
+        f"INSERT INTO {_quote(RunEvent._meta.db_table)} "  # noqa: S608 - names from the model, values bound
+        "(run_id, sequence, event, data, created_at) VALUES (%s, %s, %s, %s, %s)"
+    )
+    heartbeat = f"UPDATE {_quote(Run._meta.db_table)} SET heartbeat_at = %s WHERE id IN "  # noqa: S608 - names from the model, values bound
+    return insert, heartbeat
+
+
+def insert_frames(rows: list[FrameRow], run_ids: Sequence[int], heartbeat_at: Any) -> None:
+    """Insert frames (values already adapted for the database) in one executemany, and stamp
+    their runs' heartbeats, in one transaction."""
+    connection = _connection()
+    insert, heartbeat = _frame_sql(connection.vendor)
+    marks = ", ".join(["%s"] * len(run_ids))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(insert, rows)
+        cursor.execute(f"{heartbeat}({marks})", [heartbeat_at, *run_ids])
+
+
+@functools.cache
+def _run_read_sql(names: tuple[str, ...], vendor: str) -> str:
+    from runs.models import Run
+
+    columns = ", ".join(_quote(f.column) for f in _fields(Run, ("id", *names)))
+    return f"SELECT {columns} FROM {_quote(Run._meta.db_table)} WHERE id = %s" + for_update()  # noqa: S608 - names from the model, the value bound
+
+
+def run_for_update(run_id: int, names: Sequence[str]):
+    """The run, locked, with only the named columns (the others stay deferred)."""
+    from runs.models import Run
+
+    sql = _run_read_sql(tuple(names), _connection().vendor)
+    for run in Run.objects.raw(sql, [run_id]):
+        return run
+    raise Run.DoesNotExist(f"run {run_id} does not exist")
+
+
+@functools.cache
+def _stats_row_sql(vendor: str) -> str:
+    from runs.models import DailyRunStats
+
+    return (
+        "SELECT id, duration_buckets, first_byte_buckets "  # noqa: S608 - names from the model, values bound
+        f"FROM {_quote(DailyRunStats._meta.db_table)} "
+        "WHERE team_id = %s AND day = %s AND dimensions = %s" + for_update()
+    )
+
+
+def stats_row_for_update(team_id: int, day: date, dimensions: str) -> tuple | None:
+    """A DailyRunStats row's id and bucket texts, locked; None when there is none yet."""
+    connection = _connection()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _stats_row_sql(connection.vendor),
+            [team_id, connection.ops.adapt_datefield_value(day), dimensions],
+        )
+        return cursor.fetchone()
+
+
+def insert_from_select(model: type[Model], names: Sequence[str], select: QuerySet) -> int:
+    """INSERT INTO the model's table (these columns) the rows of a values_list queryset, in the
+    database; returns the rows inserted. Only the model's own names go into the text."""
+    sql, params = select.query.sql_with_params()
+    columns = ", ".join(_quote(f.column) for f in _fields(model, names))
+    with _connection().cursor() as cursor:
+        cursor.execute(f"INSERT INTO {_quote(model._meta.db_table)} ({columns}) {sql}", params)
+        return cursor.rowcount

@@ -12,57 +12,31 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from runs.core.access import current_membership, get_for_team_or_404
+from runs.core.access import get_for_team_or_404
+from runs.core.errors import GatewayError, error_response, refused_response
 from runs.core.validation import InvalidRequest, parse_body
 from runs.experiments.create import create_experiment
 from runs.experiments.results import experiment_data
 from runs.experiments.resume import resume_experiment
 from runs.experiments.runner import reap_stale_experiments, request_cancel, start_in_background
 from runs.experiments.spec import parse_spec
-from runs.gateway.views import GatewayError, _check_rate, _credential, error_response
-from runs.models import Experiment, GatewayToken, Team, hash_token
+from runs.gateway.auth import ApiCaller, api_caller
+from runs.models import Experiment
 
 MAX_BODY_BYTES = 1024 * 1024
 
 
-class _Caller:
-    def __init__(self, team: Team, token: GatewayToken | None = None, user=None) -> None:
-        self.team, self.token, self.user = team, token, user
-
-
-def _caller(request: HttpRequest, *, changes: bool) -> _Caller:
+def _caller(request: HttpRequest, *, changes: bool) -> ApiCaller:
     """The team of the token on the request, else of the session; GatewayError otherwise."""
-    plaintext = _credential(request)
-    if plaintext:
-        token = (
-            GatewayToken.objects.select_related("team")
-            .filter(token_hash=hash_token(plaintext))
-            .first()
-        )
-        if token is None or not token.is_usable():
-            raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
-        _check_rate(token)
-        return _Caller(token.team, token=token)
-    membership = current_membership(request)
-    if membership is None:
-        if request.user.is_authenticated:
-            raise GatewayError(404, "not_found", "You are not a member of any team.")
-        raise GatewayError(401, "unauthorized", "Log in, or send an rtdash token in X-API-Key.")
-    if changes:
+    caller = api_caller(request)
+    if changes and caller.membership is not None:
         # Exempt from the middleware for tokens (no cookie, no CSRF); a session still needs it.
         refused = CsrfViewMiddleware(lambda r: HttpResponse()).process_view(request, None, (), {})
         if refused is not None:
             raise GatewayError(403, "forbidden", "CSRF check failed.")
-        if not membership.can_run:
+        if not caller.membership.can_run:
             raise GatewayError(404, "not_found", "Not available to your role.")
-    return _Caller(membership.team, user=request.user)
-
-
-def _problem(problem: GatewayError) -> JsonResponse:
-    response = error_response(problem.status, problem.code, problem.message)
-    for name, value in problem.headers.items():
-        response[name] = value
-    return response
+    return caller
 
 
 @csrf_exempt
@@ -74,7 +48,7 @@ def api_experiments(request: HttpRequest) -> HttpResponse:
         spec = parse_spec(parse_body(request.body, MAX_BODY_BYTES))
         experiment = create_experiment(caller.team, spec, user=caller.user, token=caller.token)
     except GatewayError as problem:
-        return _problem(problem)
+        return refused_response(problem)
     except InvalidRequest as problem:
         return error_response(problem.status, "bad_request", problem.message, field=problem.field)
     except Http404 as missing:
@@ -92,7 +66,7 @@ def api_experiment(request: HttpRequest, experiment_id: int) -> HttpResponse:
         reap_stale_experiments()
         experiment = get_for_team_or_404(Experiment, caller.team, pk=experiment_id)
     except GatewayError as problem:
-        return _problem(problem)
+        return refused_response(problem)
     except Http404:
         return error_response(404, "not_found", "No such experiment.")
     return JsonResponse({"data": experiment_data(experiment), "meta": {"currency": "USD"}})
@@ -106,7 +80,7 @@ def api_experiment_cancel(request: HttpRequest, experiment_id: int) -> HttpRespo
         caller = _caller(request, changes=True)
         experiment = get_for_team_or_404(Experiment, caller.team, pk=experiment_id)
     except GatewayError as problem:
-        return _problem(problem)
+        return refused_response(problem)
     except Http404:
         return error_response(404, "not_found", "No such experiment.")
     request_cancel(experiment)
@@ -123,7 +97,7 @@ def api_experiment_resume(request: HttpRequest, experiment_id: int) -> HttpRespo
         reap_stale_experiments()
         experiment = get_for_team_or_404(Experiment, caller.team, pk=experiment_id)
     except GatewayError as problem:
-        return _problem(problem)
+        return refused_response(problem)
     except Http404:
         return error_response(404, "not_found", "No such experiment.")
     if not resume_experiment(experiment.pk):

@@ -9,29 +9,19 @@ settings.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import timedelta
 
-import httpx
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from rtdash.gateway_handler import send_deferred_request_started
-from runs.core import sql as fastsql
 from runs.core import upstream
 from runs.core.audit import record
-from runs.core.crypto import KeyDecryptionError, SealedKey
-from runs.core.ratelimit import CacheUnavailable
+from runs.core.errors import GatewayError, error_response, refused_response
 from runs.core.validation import (
     DOT_SEGMENTS,
     InvalidRequest,
@@ -40,27 +30,15 @@ from runs.core.validation import (
     parse_body,
     validate_run,
 )
+from runs.gateway.auth import Caller, authenticate, credential
 from runs.history.threads import forget_thread_content
-from runs.models import (
-    Budget,
-    GatewayToken,
-    Run,
-    RunToolsKey,
-    Source,
-    Team,
-    Thread,
-    hash_token,
-)
-from runs.pipeline.budgets import BudgetExceeded, enforce_budget
-from runs.pipeline.reader import IN_FLIGHT, READERS, RunReader, Sink
-from runs.pipeline.recording import (
-    RunOutcome,
-    error_outcome,
-    finish_run,
-    json_outcome,
-    start_run,
-    storable,
-)
+from runs.models import Source, Team, Thread
+from runs.pipeline.budgets import BudgetExceeded
+from runs.pipeline.reader import RunReader, Sink
+from runs.pipeline.recording import RunOutcome, storable
+from runs.pipeline.start import Prepared, Receipt, prepare, send, settle
+
+__all__ = ["error_response", "settle"]  # imported from here by rtdash's handler and tests
 
 logger = logging.getLogger(__name__)
 
@@ -82,149 +60,40 @@ HOP_HEADERS = frozenset(
 # A client that stops reading without hanging up is cut loose past this much queued data, so
 # the run keeps being read and recorded without rtdash holding an unbounded backlog.
 MAX_CLIENT_BACKLOG_BYTES = 16 * 1024 * 1024
-TOKEN_TOUCH_INTERVAL = timedelta(seconds=60)
 
 
-class GatewayError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-
-
-def error_response(status: int, code: str, message: str, **extra) -> JsonResponse:
-    """An error in RunTools' own envelope, so SDKs handle rtdash's errors like upstream's."""
-    body = {"error": {"code": code, "message": message, "requestId": _request_id(), **extra}}
-    return JsonResponse(body, status=status)
-
-
-def _request_id() -> str:
-    return "req_rtd_" + secrets.token_hex(8)
-
-
-def _credential(request: HttpRequest) -> str:
-    key = request.headers.get("X-API-Key", "").strip()
-    if key:
-        return key
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" else ""
-
-
-@dataclass
-class Caller:
-    token: GatewayToken
-    team: Team
-    # Still encrypted: opened only inside runs.core.upstream, on the outbound request.
-    runtools_key: SealedKey
-    run: Run | None = None
-
-
-def _check_rate(token: GatewayToken) -> None:
-    if not token.requests_per_minute:
-        return
-    window = int(time.time() // 60)
-    counter = f"rtdash:gateway-rate:{token.pk}:{window}"
-    try:
-        cache.add(counter, 0, timeout=120)
-        used = cache.incr(counter)
-    except CacheUnavailable:
-        # Redis is down: serving the run unmetered beats refusing every request.
-        logger.warning("Cache unavailable: token %s is not rate limited", token.prefix)
-        return
-    if used > token.requests_per_minute:
-        retry_after = 60 - int(time.time() % 60)
-        raise GatewayError(
-            429,
-            "rate_limited",
-            f"This token allows {token.requests_per_minute} requests per minute.",
-            {"Retry-After": str(retry_after)},
-        )
-
-
-TOKEN_FIELDS = (
-    "id",
-    "team",
-    "prefix",
-    "last_used_at",
-    "expires_at",
-    "revoked_at",
-    "requests_per_minute",
-)
-
-
-@functools.cache
-def _token_sql() -> str:
-    token, key, budget = (m._meta.db_table for m in (GatewayToken, RunToolsKey, Budget))
-    return (
-        "SELECT t.id, t.team_id, t.prefix, t.last_used_at, t.expires_at, t.revoked_at, "  # noqa: S608 - table names from models, the value is bound
-        "t.requests_per_minute, "
-        f"(SELECT k.ciphertext FROM {key} k WHERE k.team_id = t.team_id AND k.is_default "
-        "AND k.revoked_at IS NULL LIMIT 1), "
-        f"EXISTS (SELECT 1 FROM {budget} b WHERE b.team_id = t.team_id) "
-        f"FROM {token} t WHERE t.token_hash = %s"
-    )
-
-
-def _find_token(token_hash: str) -> GatewayToken | None:
-    """The token, its team's default key and whether the team has budgets, in one query.
-
-    Every gateway request starts here, so it is written in SQL: the ORM spent ~1 ms compiling
-    the equivalent queryset (select_related, a subquery and an EXISTS) on every request.
-    """
-    token = fastsql.select_one(GatewayToken, _token_sql(), [token_hash], TOKEN_FIELDS)
-    if token is not None:
-        token.default_key_ciphertext, has_budget = token.extra
-        token.has_budget = bool(has_budget)
-    return token
-
-
-def _authorize(
-    plaintext: str, run_request: RunRequest | None = None, legacy: bool = False
-) -> Caller:
-    """Token → team → the team's default key, sealed (and the Run row, for run requests)."""
-    if not plaintext:
-        raise GatewayError(401, "unauthorized", "Send an rtdash token in X-API-Key.")
-    token = _find_token(hash_token(plaintext))
-    if token is None or not token.is_usable():
-        raise GatewayError(401, "invalid_token", "The token is unknown, revoked or expired.")
-    _check_rate(token)
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at > TOKEN_TOUCH_INTERVAL:
-        # At most one write a minute per token, not one per request.
-        GatewayToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    if token.default_key_ciphertext is None:
-        raise GatewayError(
-            503, "no_runtools_key", "The team has no RunTools key; an owner can add one."
-        )
-    runtools_key = SealedKey(token.default_key_ciphertext)
-    try:
-        # Checked now so an unreadable key refuses the request before a run is recorded.
-        runtools_key.check()
-    except KeyDecryptionError:
-        raise GatewayError(
-            503, "runtools_key_unreadable", "The team's RunTools key cannot be decrypted."
-        ) from None
-    team = Team(pk=token.team_id)
-    caller = Caller(token=token, team=team, runtools_key=runtools_key)
-    if run_request is not None:
-        if token.has_budget:
-            try:
-                enforce_budget(Team.objects.get(pk=token.team_id), run_request.agent)
-            except BudgetExceeded as exceeded:
-                raise GatewayError(402, exceeded.code, exceeded.message) from None
-        caller.run = start_run(
-            team, run_request, source=Source.GATEWAY, token=token, legacy_path=legacy
-        )
-    return caller
-
-
-def _authorize_request(
-    request: HttpRequest, run_request: RunRequest | None = None, legacy: bool = False
-) -> Caller:
+def _prepare_run(
+    request: HttpRequest, run_request: RunRequest | None, legacy: bool, receipt: Receipt
+) -> tuple[Caller, Prepared | None]:
     """The gateway view's first step in the sync thread: the request's start (deferred to
-    here, see rtdash.gateway_handler), then its token."""
+    here, see rtdash.gateway_handler), its token and, for a valid run, the run's shared
+    prepare step, given what the token query found (key and budget flag) so that the whole
+    step is one trip to the database thread."""
     send_deferred_request_started(request)
-    return _authorize(_credential(request), run_request, legacy)
+    caller = authenticate(credential(request))
+    if run_request is None:
+        return caller, None
+    token = caller.token
+    team = Team.objects.get(pk=token.team_id) if token.has_budget else Team(pk=token.team_id)
+    try:
+        prepared = prepare(
+            team,
+            run_request,
+            source=Source.GATEWAY,
+            receipt=receipt,
+            token_id=token.id,
+            legacy_path=legacy,
+            runtools_key=caller.runtools_key,
+            has_budget=token.has_budget,
+        )
+    except BudgetExceeded as exceeded:
+        raise GatewayError(402, exceeded.code, exceeded.message) from None
+    return caller, prepared
+
+
+def _authenticate_request(request: HttpRequest) -> Caller:
+    send_deferred_request_started(request)
+    return authenticate(credential(request))
 
 
 def _read_body(request: HttpRequest) -> bytes:
@@ -298,43 +167,13 @@ class ClientSink(Sink):
                     reader.stop()
 
 
-# Finishing tasks still running, held so they are not garbage-collected mid-write.
-_FINISHING: set[asyncio.Task] = set()
-
-
-async def settle() -> None:
-    """Wait until every run this process is reading or finishing has its final record."""
-    while _FINISHING or READERS:
-        await asyncio.gather(*_FINISHING, *(reader.finished.wait() for reader in READERS.values()))
-
-
-def _finish_after_response(run_id: int, outcome: RunOutcome) -> None:
-    """Complete the run's record just after the response leaves.
-
-    The Run row was committed before the request went upstream, so the run is in the history
-    whatever happens; its completion (usage, thread, rollup: about 2.5 ms of ORM work on
-    SQLite) need not delay the caller. A crash in between leaves it `running` for the reaper.
-    """
-    task = asyncio.ensure_future(sync_to_async(finish_run)(run_id, outcome))
-    _FINISHING.add(task)
-    task.add_done_callback(_FINISHING.discard)
-    task.add_done_callback(lambda _task: IN_FLIGHT.discard(run_id))
-
-
 def _invalid(problem: InvalidRequest) -> JsonResponse:
     code = "payload_too_large" if problem.status == 413 else "bad_request"
     return error_response(problem.status, code, problem.message, field=problem.field)
 
 
-def _refused(problem: GatewayError) -> JsonResponse:
-    response = error_response(problem.status, problem.code, problem.message)
-    for name, value in problem.headers.items():
-        response[name] = value
-    return response
-
-
 async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
-    received = time.perf_counter()
+    receipt = Receipt.now()
     try:
         # An oversized body is refused before anything else, unread.
         raw = _read_body(request)
@@ -350,71 +189,40 @@ async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpRespons
         problem = invalid
     legacy = agent_from_path is not None
     try:
-        caller = await sync_to_async(_authorize_request)(request, run_request, legacy)
+        _caller, prepared = await sync_to_async(_prepare_run)(request, run_request, legacy, receipt)
     except GatewayError as refused:
-        return _refused(refused)
+        return refused_response(refused)
     if problem is not None:
         return _invalid(problem)
-    run = caller.run
+    assert prepared is not None and run_request is not None
     path = upstream.endpoint("agents", agent_from_path, "run") if legacy else "/run"
     # Shielded: if the client hangs up, the run is still read to its end and recorded.
-    return await asyncio.shield(
-        asyncio.ensure_future(_forward_run(caller, run, path, run_request, received))
-    )
+    return await asyncio.shield(asyncio.ensure_future(_forward_run(prepared, run_request, path)))
 
 
-async def _forward_run(
-    caller: Caller, run: Run, path: str, run_request: RunRequest, received: float
-) -> HttpResponse:
-    IN_FLIGHT.add(run.pk)
-    sent = time.perf_counter()
-    # rtdash's own share of the run's time: the request's receipt to its send upstream.
-    overhead_ms = (sent - received) * 1000
-    accept = "text/event-stream" if run_request.stream else "application/json"
-    try:
-        response = await upstream.open_stream(
-            caller.runtools_key, "POST", path, content=run_request.body, accept=accept
-        )
-    except upstream.UpstreamError as problem:
-        outcome = RunOutcome(overhead_ms=overhead_ms)
-        outcome.fail(problem.code, problem.message)
-        _finish_after_response(run.pk, outcome)
-        return error_response(problem.status, problem.code, problem.message)
-    is_stream = response.headers.get("content-type", "").startswith("text/event-stream")
-    if response.status_code == 200 and is_stream:
-        return _stream(run, response, overhead_ms)
-    try:
-        body = await response.aread()
-    except httpx.HTTPError as error:
-        problem = upstream.translate(error)
-        outcome = RunOutcome(http_status=response.status_code, overhead_ms=overhead_ms)
-        outcome.fail(problem.code, problem.message)
-        _finish_after_response(run.pk, outcome)
-        return error_response(problem.status, problem.code, problem.message)
-    finally:
-        await response.aclose()
-    returned = time.perf_counter()
-    if response.status_code >= 400:
-        outcome = error_outcome(response, body)
-    else:
-        outcome = json_outcome(response, body)
-    outcome.upstream_ms = (returned - sent) * 1000
-    outcome.overhead_ms = overhead_ms
-    _finish_after_response(run.pk, outcome)
-    return _passthrough(response, body, run.pk)
-
-
-def _stream(run: Run, response, overhead_ms: float) -> StreamingHttpResponse:
+async def _forward_run(prepared: Prepared, run_request: RunRequest, path: str) -> HttpResponse:
+    """The run's one path (runs.pipeline.start.send), answered as RunTools would."""
     sink = ClientSink()
-    reader = RunReader(run.pk, response, [sink])
-    reader.outcome.overhead_ms = overhead_ms
-    reader.start()
+    launched = await send(
+        prepared, run_request, path=path, sinks=[sink], finish_after_response=True
+    )
+    run_id = launched.run.pk
+    if launched.reader is not None:
+        return _stream(run_id, launched.reader, sink)
+    if launched.error is not None:
+        problem = launched.error
+        return error_response(problem.status, problem.code, problem.message)
+    assert launched.response is not None
+    return _passthrough(launched.response, launched.body, run_id)
+
+
+def _stream(run_id: int, reader: RunReader, sink: ClientSink) -> StreamingHttpResponse:
     streamed = StreamingHttpResponse(sink.body(reader), status=200)
-    _copy_headers(response, streamed)
+    _copy_headers(reader.response, streamed)
     streamed["Cache-Control"] = "no-cache"
     # Tell proxies such as nginx not to buffer the stream.
     streamed["X-Accel-Buffering"] = "no"
-    streamed["X-Rtdash-Run-Id"] = str(run.pk)
+    streamed["X-Rtdash-Run-Id"] = str(run_id)
     return streamed
 
 
@@ -448,9 +256,9 @@ async def _proxy(
     if request.method not in allowed:
         return error_response(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
     try:
-        caller = await sync_to_async(_authorize_request)(request)
+        caller = await sync_to_async(_authenticate_request)(request)
     except GatewayError as refused:
-        return _refused(refused)
+        return refused_response(refused)
     if any(segment in DOT_SEGMENTS for segment in segments):
         # `.` and `..` are path steps, not ids: sent on, they would reach another endpoint.
         return error_response(400, "bad_request", "An id cannot be '.' or '..'.")

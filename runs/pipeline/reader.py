@@ -156,6 +156,9 @@ class RunReader:
         self.outcome.take_ids(
             {"runId": headers.get("x-run-id", ""), "threadId": headers.get("x-thread-id", "")}
         )
+        # When the request went upstream (time.perf_counter), set by runs.pipeline.start: a
+        # stream's upstream time runs from there, as a JSON run's does, not from its headers.
+        self.sent: float | None = None
         self.writer = EventWriter(run_id)
         self.parser = SSEParser()
         self.saw_final_frame = False
@@ -192,7 +195,7 @@ class RunReader:
     # --- reading --------------------------------------------------------------------------
 
     async def _read(self) -> None:
-        started = time.perf_counter()
+        started = self.sent if self.sent is not None else time.perf_counter()
         injected: bytes | None = None
         try:
             async with asyncio.timeout(settings.RTDASH_MAX_RUN_SECONDS):

@@ -7,10 +7,11 @@ together in one transaction.
 
 from __future__ import annotations
 
-import functools
 import json
+import math
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,6 @@ from runs.models import (
     DailyUsage,
     GatewayToken,
     Run,
-    RunEvent,
     RunStatus,
     Team,
     Thread,
@@ -81,6 +81,10 @@ class RunOutcome:
     first_byte_at: datetime | None = None
     upstream_ms: float | None = None
     overhead_ms: float | None = None
+    # The run's receipt on the monotonic clock (time.perf_counter) of the process that took
+    # it: its duration is measured from here, like its overhead. None for a run finished
+    # elsewhere (the reaper), whose duration comes from its wall-clock start.
+    received: float | None = None
     frame_count: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -179,14 +183,19 @@ def start_run(
     *,
     source: str,
     token: GatewayToken | None = None,
+    token_id: int | None = None,
     user=None,
     legacy_path: bool = False,
+    started_at: datetime | None = None,
 ) -> Run:
+    """Record a new run, `running`, started at its receipt (`started_at`, default now).
+
+    The token is given as a model or, from the gateway's token query, by id."""
     now = timezone.now()
     run = Run(
         team=team,
         source=source,
-        token=token,
+        token_id=token.pk if token is not None else token_id,
         user=user,
         agent=storable(request.agent),
         prompt=storable(request.prompt),
@@ -196,7 +205,7 @@ def start_run(
         stream=request.stream,
         legacy_path=legacy_path,
         upstream_thread_id=storable(request.thread_id),
-        started_at=now,
+        started_at=started_at or now,
         reader=READER_ID,
         heartbeat_at=now,
     )
@@ -206,11 +215,6 @@ def start_run(
 
 
 FrameRows = list[tuple[int, str, str, datetime]]  # (sequence, event, data, received at)
-
-
-def save_events(run_id: int, events: FrameRows) -> None:
-    """Store one run's batch of frames (see save_frames)."""
-    save_frames([(run_id, events)])
 
 
 def save_frames(batches: list[tuple[int, FrameRows]]) -> None:
@@ -229,13 +233,7 @@ def save_frames(batches: list[tuple[int, FrameRows]]) -> None:
         for seq, event, data, at in events
     ]
     run_ids = sorted({run_id for run_id, _ in batches})
-    marks = ", ".join(["%s"] * len(run_ids))
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(_frame_insert_sql(connection.vendor), rows)
-        cursor.execute(
-            f"UPDATE {Run._meta.db_table} SET heartbeat_at = %s WHERE id IN ({marks})",  # noqa: S608 - table name from the model, values bound
-            [adapt(timezone.now()), *run_ids],
-        )
+    fastsql.insert_frames(rows, run_ids, adapt(timezone.now()))
 
 
 def _once_per_value(convert: Callable[[datetime], Any]) -> Callable[[datetime], Any]:
@@ -257,14 +255,6 @@ def _once_per_value(convert: Callable[[datetime], Any]) -> Callable[[datetime], 
     return convert_once
 
 
-@functools.cache
-def _frame_insert_sql(vendor: str) -> str:
-    return (
-        f"INSERT INTO {RunEvent._meta.db_table} (run_id, sequence, event, data, created_at) "  # noqa: S608 - table name from the model, values bound
-        "VALUES (%s, %s, %s, %s, %s)"
-    )
-
-
 def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
     # Every field in FINISH_WRITES is assigned here, even to its start value: a deferred field
     # left unassigned would cost a query of its own when the run is saved.
@@ -284,14 +274,21 @@ def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
     run.error_message = storable(outcome.error_message)
     run.frame_count = outcome.frame_count
     run.finished_at = now
-    run.duration_ms = max(0, round((now - run.started_at).total_seconds() * 1000))
+    # Measured on the clock the overhead was measured on, from the same receipt, and rounded
+    # up while the parts are rounded down: overhead + upstream time never exceed the duration.
+    if outcome.received is not None:
+        elapsed_ms = (time.perf_counter() - outcome.received) * 1000
+    else:
+        elapsed_ms = (now - run.started_at).total_seconds() * 1000
+    run.duration_ms = max(0, math.ceil(elapsed_ms))
     run.first_byte_at = outcome.first_byte_at
     run.first_byte_ms = None
     if outcome.first_byte_at is not None:
         run.first_byte_ms = max(
             0, round((outcome.first_byte_at - run.started_at).total_seconds() * 1000)
         )
-    run.upstream_ms = round(outcome.upstream_ms) if outcome.upstream_ms is not None else None
+    upstream_ms = outcome.upstream_ms
+    run.upstream_ms = math.floor(upstream_ms) if upstream_ms is not None else None
     run.overhead_ms = outcome.overhead_ms
     run.reader = ""
     run.thread_id = None
@@ -383,22 +380,6 @@ FINISH_WRITES = [
 ]  # fmt: skip
 
 
-@functools.cache
-def _finish_read_sql(vendor: str) -> str:
-    columns = ", ".join(Run._meta.get_field(name).column for name in ("id", *FINISH_READS))
-    return (
-        f"SELECT {columns} FROM {Run._meta.db_table} WHERE id = %s"  # noqa: S608 - names from the model, the value bound
-        + fastsql.for_update()
-    )
-
-
-def _run_to_finish(run_id: int) -> Run:
-    """The run, locked, with only the columns finishing reads (the others stay deferred)."""
-    for run in Run.objects.raw(_finish_read_sql(connection.vendor), [run_id]):
-        return run
-    raise Run.DoesNotExist(f"run {run_id} does not exist")
-
-
 def finish_run(
     run_id: int, outcome: RunOutcome, *, take_back: Callable[[Run], bool] | None = None
 ) -> Run:
@@ -413,7 +394,8 @@ def finish_run(
     """
     now = timezone.now()
     with transaction.atomic():
-        run = _run_to_finish(run_id)
+        # Locked, with only the columns finishing reads (the others stay deferred).
+        run = fastsql.run_for_update(run_id, FINISH_READS)
         if run.status in FINISHED_STATUSES and (take_back is None or not take_back(run)):
             return run  # already ended (for instance by the reaper); never count it twice
         _apply(run, outcome, now)

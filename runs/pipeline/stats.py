@@ -17,14 +17,13 @@ that day on the next report.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from operator import add
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import BigIntegerField, Count, DecimalField, Max, Min, Q, Sum, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce
@@ -213,27 +212,14 @@ def record_run_stats(run: Run) -> None:
         _add_to_row({"team_id": run.team_id, "day": day, "dimensions": key}, group)
 
 
-@functools.cache
-def _stats_row_sql(vendor: str) -> str:
-    table = connection.ops.quote_name(DailyRunStats._meta.db_table)
-    return (
-        f"SELECT id, duration_buckets, first_byte_buckets FROM {table} "  # noqa: S608 - table name from the model, values bound
-        "WHERE team_id = %s AND day = %s AND dimensions = %s" + fastsql.for_update()
-    )
-
-
 def _add_to_row(key: dict, group: _Group) -> None:
     """Add a group to its statistics row (created on first use), in prepared SQL: this runs
     twice for every finished run (see runs.core.sql)."""
-    day = connection.ops.adapt_datefield_value(key["day"])
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic():
         # Twice at most: a row inserted by a concurrent run between our read and our insert
         # is read and added to on the second pass.
         for _attempt in range(2):
-            cursor.execute(
-                _stats_row_sql(connection.vendor), [key["team_id"], day, key["dimensions"]]
-            )
-            row = cursor.fetchone()
+            row = fastsql.stats_row_for_update(key["team_id"], key["day"], key["dimensions"])
             if row is None:
                 created = DailyRunStats(**key, **group.fields())
                 if fastsql.insert_if_absent(created, ("team", "day", "dimensions")) is not None:
@@ -397,18 +383,9 @@ def rebuild_thread_usage(team: Team) -> int:
         .values_list("team_ref", "thread_id", "n", "total", "unpriced", "first", "last")
         .order_by()
     )
-    select, params = groups.query.sql_with_params()
-    quote = connection.ops.quote_name
-    columns = ", ".join(
-        quote(ThreadUsage._meta.get_field(name).column) for name in THREAD_USAGE_COLUMNS
-    )
-    table = quote(ThreadUsage._meta.db_table)
     with transaction.atomic():
         ThreadUsage.objects.filter(team=team).delete()
-        with connection.cursor() as cursor:
-            # Only the model's own table and column names go into the text; values are bound.
-            cursor.execute(f"INSERT INTO {table} ({columns}) {select}", params)
-            inserted = cursor.rowcount
+        inserted = fastsql.insert_from_select(ThreadUsage, THREAD_USAGE_COLUMNS, groups)
         ThreadUsageSync.objects.update_or_create(team=team, defaults={"synced_at": started})
     return inserted
 

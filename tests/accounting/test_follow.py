@@ -17,7 +17,6 @@ from runs.pipeline.budgets import month_spend
 from runs.pipeline.follow import follow_due_runs
 from runs.pipeline.recording import rebuild_usage
 from runs.pipeline.stats import rebuild_run_stats
-from tests.gateway.test_gateway import gateway  # noqa: F401 - the fixture
 from tests.reporting import set_price
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +29,7 @@ def _follow_at_once(settings):
     settings.RTDASH_FOLLOW_FIRST_DELAY = 0
 
 
-async def pending_run(gateway, lookups: int = 1, status: str = "registered") -> Run:  # noqa: F811
+async def pending_run(gateway, lookups: int = 1, status: str = "registered") -> Run:
     simulate = {"runStatus": status, "pendingLookups": lookups}
     response = await gateway("POST", "/v1/run", {**BODY, "metadata": {"simulate": simulate}})
     assert response.json()["data"]["status"] == status
@@ -60,7 +59,7 @@ def rebuilt(team):
 
 
 @pytest.mark.parametrize("status", ["registered", "dispatched"])
-async def test_a_pending_run_is_followed_to_completed_and_counted_once(gateway, acme, status):  # noqa: F811
+async def test_a_pending_run_is_followed_to_completed_and_counted_once(gateway, acme, status):
     await sync_to_async(set_price)(acme, since=timezone.now().date() - timedelta(days=1))
     run = await pending_run(gateway, lookups=1, status=status)
     assert run.follow_next_at is not None
@@ -89,7 +88,7 @@ async def test_a_pending_run_is_followed_to_completed_and_counted_once(gateway, 
     assert await sync_to_async(rollup_rows)(acme) == rows
 
 
-async def test_a_run_upstream_does_not_know_is_marked_unfollowable_not_zero(gateway, acme):  # noqa: F811
+async def test_a_run_upstream_does_not_know_is_marked_unfollowable_not_zero(gateway, acme):
     await sync_to_async(set_price)(acme, since=timezone.now().date() - timedelta(days=1))
     run = await pending_run(gateway)
     await Run.objects.filter(pk=run.pk).aupdate(upstream_run_id="run_nobody_knows")
@@ -103,7 +102,7 @@ async def test_a_run_upstream_does_not_know_is_marked_unfollowable_not_zero(gate
     assert await sync_to_async(rollup_rows)(acme) == before
 
 
-async def test_a_run_too_old_is_given_up(gateway, acme, settings):  # noqa: F811
+async def test_a_run_too_old_is_given_up(gateway, acme, settings):
     run = await pending_run(gateway)
     old = timezone.now() - timedelta(seconds=settings.RTDASH_FOLLOW_MAX_AGE_SECONDS + 60)
     await Run.objects.filter(pk=run.pk).aupdate(started_at=old)
@@ -114,7 +113,7 @@ async def test_a_run_too_old_is_given_up(gateway, acme, settings):  # noqa: F811
     assert run.cost_status == "unpriced" and run.cost is None
 
 
-async def test_it_gives_up_after_the_most_lookups(gateway, acme, settings):  # noqa: F811
+async def test_it_gives_up_after_the_most_lookups(gateway, acme, settings):
     settings.RTDASH_FOLLOW_MAX_ATTEMPTS = 2
     run = await pending_run(gateway, lookups=10)
     rounds = [await sync_to_async(follow_due_runs)() for _ in range(3)]
@@ -123,7 +122,7 @@ async def test_it_gives_up_after_the_most_lookups(gateway, acme, settings):  # n
     assert rounds[2].unfollowable == rounds[2].waiting == []
 
 
-async def test_backoff_waits_before_the_next_lookup(gateway, settings):  # noqa: F811
+async def test_backoff_waits_before_the_next_lookup(gateway, settings):
     settings.RTDASH_FOLLOW_FIRST_DELAY = 30
     run = await pending_run(gateway)
     assert (await sync_to_async(follow_due_runs)()).waiting == []  # not due yet
@@ -133,7 +132,7 @@ async def test_backoff_waits_before_the_next_lookup(gateway, settings):  # noqa:
     assert run.follow_next_at >= later + timedelta(seconds=29)
 
 
-async def test_the_command_follows_runs(gateway, acme):  # noqa: F811
+async def test_the_command_follows_runs(gateway, acme):
     import io
 
     run = await pending_run(gateway, lookups=0)
@@ -143,7 +142,7 @@ async def test_the_command_follows_runs(gateway, acme):  # noqa: F811
     assert (await Run.objects.aget(pk=run.pk)).status == "completed"
 
 
-async def test_two_workers_do_not_both_follow_a_run(gateway, acme):  # noqa: F811
+async def test_two_workers_do_not_both_follow_a_run(gateway, acme):
     if connection.vendor != "postgresql":
         pytest.skip("the lease is about concurrent workers on PostgreSQL")
     run = await pending_run(gateway, lookups=0)
@@ -171,7 +170,7 @@ async def test_two_workers_do_not_both_follow_a_run(gateway, acme):  # noqa: F81
 
 
 async def test_a_cut_off_run_keeps_what_its_client_saw_and_gains_the_lookups_usage(
-    gateway,  # noqa: F811
+    gateway,
     acme,
 ):
     """The simulator records a cut stream as failed without usage, so the lookup that has
@@ -179,7 +178,7 @@ async def test_a_cut_off_run_keeps_what_its_client_saw_and_gains_the_lookups_usa
     import httpx
 
     from runs.core import upstream
-    from tests.gateway.test_gateway import stream_body
+    from tests.helpers import stream_body
 
     body = {"agent": "support-chat", "prompt": "Say hi", "metadata": {"simulate": {"cutAfter": 3}}}
     await stream_body(await gateway("POST", "/v1/run", body))
@@ -212,7 +211,7 @@ async def test_a_cut_off_run_keeps_what_its_client_saw_and_gains_the_lookups_usa
     assert [(r[2], r[4], r[5], r[6]) for r in incremental[0]] == [(1, 1, 120, 45)]
 
 
-async def test_the_workers_maintenance_thread_follows_runs(gateway, acme):  # noqa: F811
+async def test_the_workers_maintenance_thread_follows_runs(gateway, acme):
     import asyncio
 
     from runs.pipeline.reaper import Maintenance

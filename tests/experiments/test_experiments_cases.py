@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from runs.models import Experiment, Run, Trial
 from tests.experiments.helpers import post, wait_until_ended
-from tests.history.test_history_runs import gateway_run
+from tests.helpers import gateway_run
 from tests.reporting import set_price
 
 pytestmark = [pytest.mark.usefixtures("fast_passwords"), pytest.mark.django_db(transaction=True)]

@@ -13,6 +13,7 @@ from django.utils import timezone
 from runs.gateway.views import settle
 from runs.models import DailyUsage, Run, RunEvent, Thread
 from tests.conftest import ACME_KEY
+from tests.helpers import stream_body
 from tests.streams import frames, normalise_ids, payloads
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,32 +26,9 @@ SEED_EXAMPLE = {
 }
 
 
-@pytest.fixture
-def gateway(async_client, upstream, acme_key, acme_token):
-    """Call rtdash's gateway as a script would: same body, an rtdash token as the key."""
-    _token, plaintext = acme_token
-
-    async def call(method: str, path: str, body=None, headers=None, raw: bytes | None = None):
-        sent_headers = {"X-API-Key": plaintext, **(headers or {})}
-        if raw is None and body is not None:
-            raw = json.dumps(body).encode()
-        response = await async_client.generic(
-            method, path, raw or b"", content_type="application/json", headers=sent_headers
-        )
-        if not response.streaming:
-            await settle()
-        return response
-
-    return call
-
-
 async def direct(upstream, method: str, path: str, body=None) -> httpx.Response:
     async with httpx.AsyncClient(base_url=upstream.url, timeout=30) as client:
         return await client.request(method, path, json=body, headers={"X-API-Key": ACME_KEY})
-
-
-async def stream_body(response) -> bytes:
-    return b"".join([chunk async for chunk in response.streaming_content])
 
 
 def latest_run() -> Run:

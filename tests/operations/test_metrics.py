@@ -208,7 +208,7 @@ def application(settings):
 
 @pytest.mark.usefixtures("metrics_on", "upstream", "acme_key")
 async def test_relayed_frames_are_counted(async_client, application, bob):
-    from tests.playground.test_consumers import HELLO, Socket
+    from tests.sockets import HELLO, Socket
 
     before = await scrape(async_client)
     async with Socket(application, "/ws/playground/", bob) as socket:

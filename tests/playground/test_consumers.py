@@ -15,10 +15,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import BaseChannelLayer, get_channel_layer
 
+from runs.core.sse import Frame
 from runs.gateway.views import settle
 from runs.models import Run, RunEvent, RunStatus
 from runs.pipeline import reader as runner
-from runs.pipeline.recording import RunOutcome, finish_run, save_events
+from runs.pipeline.recording import RunOutcome, finish_run
 from runs.playground import consumers, relay
 from runs.playground.relay import control_group
 from tests.conftest import ACME_KEY
@@ -501,12 +502,14 @@ async def test_a_watcher_sees_the_end_of_a_run_whose_reader_died(application, bo
     run = await sync_to_async(running_run)(acme, bob)
     from django.utils import timezone
 
+    # Stored the way a reader stores them, then left: nobody reads this run any more.
+    writer = runner.EventWriter(run.pk)
     now = timezone.now()
-    rows = [
-        (1, "run_started", '{"type":"run_started"}', now),
-        (2, "assistant_message_delta", '{"type":"assistant_message_delta","delta":"Hel"}', now),
-    ]
-    await sync_to_async(save_events)(run.pk, rows)
+    writer.add(Frame("run_started", '{"type":"run_started"}'), now)
+    writer.add(
+        Frame("assistant_message_delta", '{"type":"assistant_message_delta","delta":"Hel"}'), now
+    )
+    await writer.close()
     async with Socket(application, f"/ws/runs/{run.pk}/", bob) as socket:
         await socket.until_frames(2)
         # Nobody answers the catch-up; the reaper ends the run meanwhile.

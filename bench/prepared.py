@@ -1,0 +1,106 @@
+"""What the prepared statements of runs.core.sql save, in-process, against the ORM.
+
+Each hot-path statement is timed (best of 5 repeats of N calls, timeit) as rtdash runs it and
+as the plain ORM would, in this process's CPU time: what the worker spends. The database's own
+time is left out, as it does not depend on who built the statement. It runs on the database
+DATABASE_URL names (SQLite by default) and writes to it: point it at a scratch one.
+
+    .venv/bin/python -m bench.prepared
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/scratch .venv/bin/python -m bench.prepared
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import timeit
+
+import django
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rtdash.settings")
+N = 300
+
+
+def _best_us(statement) -> float:
+    return min(timeit.repeat(statement, timer=time.process_time, number=N, repeat=5)) / N * 1e6
+
+
+def main() -> None:
+    django.setup()
+    from django.core.management import call_command
+    from django.db import transaction
+    from django.db.models import Exists, OuterRef, Subquery
+
+    from runs.core import sql as fastsql
+    from runs.core.validation import validate_run
+    from runs.models import Budget, GatewayToken, Run, RunToolsKey, Team, hash_token
+    from runs.pipeline.recording import FINISH_READS, FINISH_WRITES, RunOutcome, _apply, start_run
+
+    call_command("migrate", verbosity=0)
+    team, _ = Team.objects.get_or_create(slug="bench-prepared", defaults={"name": "bench"})
+    GatewayToken.objects.filter(team=team).delete()
+    _token, plaintext = GatewayToken.issue(team, "bench")
+    token_hash = hash_token(plaintext)
+    request = validate_run({"agent": "a", "prompt": "p"}, b'{"agent":"a","prompt":"p"}')
+
+    def orm_token():
+        keys = RunToolsKey.objects.filter(
+            team=OuterRef("team"), is_default=True, revoked_at__isnull=True
+        )
+        return (
+            GatewayToken.objects.filter(token_hash=token_hash)
+            .only(*(f for f in fastsql.TOKEN_FIELDS if f != "team"), "team_id")
+            .annotate(
+                key=Subquery(keys.values("ciphertext")[:1]),
+                has_budget=Exists(Budget.objects.filter(team=OuterRef("team"))),
+            )
+            .first()
+        )
+
+    run = start_run(team, request, source="gateway")
+    outcome = RunOutcome(status="completed", usage={"inputTokens": 3}, http_status=200)
+
+    def orm_read():
+        with transaction.atomic():
+            Run.objects.select_for_update().only(*FINISH_READS).get(pk=run.pk)
+
+    def raw_read():
+        with transaction.atomic():
+            fastsql.run_for_update(run.pk, FINISH_READS)
+
+    def orm_update():
+        _apply(run, outcome, run.started_at)
+        run.save(update_fields=[*FINISH_WRITES])
+
+    def raw_update():
+        _apply(run, outcome, run.started_at)
+        fastsql.update(run, FINISH_WRITES)
+
+    def orm_insert():
+        Run.objects.create(team=team, source="gateway", agent="a", prompt="p")
+
+    def raw_insert():
+        start_run(team, request, source="gateway")
+
+    cases = [
+        ("token lookup", orm_token, lambda: fastsql.find_token(token_hash)),
+        ("Run insert", orm_insert, raw_insert),
+        ("finish: read the run, locked", orm_read, raw_read),
+        ("finish: update the run", orm_update, raw_update),
+    ]
+    vendor = django.db.connection.vendor
+    print(f"{vendor}, best of 5 x {N} calls, µs of CPU per call")
+    print("| statement | ORM | prepared | saved |")
+    print("|---|---:|---:|---:|")
+    for name, orm, raw in cases:
+        orm(), raw()  # warm the caches of both
+        orm_us, raw_us = _best_us(orm), _best_us(raw)
+        print(f"| {name} | {orm_us:.0f} | {raw_us:.0f} | {orm_us - raw_us:.0f} |")
+    Run.objects.filter(team=team).delete()
+    GatewayToken.objects.filter(team=team).delete()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
