@@ -11,12 +11,12 @@ per request.
 from __future__ import annotations
 
 import logging
-import time
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
+from rtdash.logs import RepeatedOutageErrors
 from runs.core.errors import error_response
 
 logger = logging.getLogger("rtdash.unavailable")
@@ -69,29 +69,10 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         return answer_database_unavailable(request, exception)
 
 
-class RepeatedDatabaseErrors(logging.Filter):
-    """One line a minute instead of a traceback a round while the database is unreachable
-    (the maintenance thread retries every few seconds). Other records pass unchanged."""
+class RepeatedDatabaseErrors(RepeatedOutageErrors):
+    """The maintenance thread retries every few seconds while the database is unreachable."""
 
-    def __init__(self, interval: float = 60.0) -> None:
-        super().__init__()
-        self.interval = interval
-        self._next_at = 0.0
+    what = "the database is unavailable"
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if error is None or not is_database_unavailable(error):
-            return True
-        now = time.monotonic()
-        if now < self._next_at:
-            return False
-        self._next_at = now + self.interval
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        record.msg = (
-            f"{record.getMessage()}: the database is unavailable ({type(error).__name__}: "
-            f"{reason}); the same error is logged at most once every {self.interval:g} s"
-        )
-        record.args = ()
-        record.exc_info = record.exc_text = None
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
+    def is_outage(self, error: BaseException) -> bool:
+        return is_database_unavailable(error)
