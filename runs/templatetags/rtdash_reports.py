@@ -8,8 +8,9 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from runs.core import formatting
+from runs.core.formatting import money as _money
 from runs.models import CostStatus
-from runs.pipeline.budgets import money as _money
 
 register = template.Library()
 
@@ -59,24 +60,13 @@ def group_cost(row) -> SafeString:
 
 @register.filter
 def tokens(value) -> str:
-    if value is None:
-        return "—"
-    return f"{int(value):,}"
+    return formatting.token_count(value)
 
 
 @register.filter
 def ms(value) -> str:
-    """Milliseconds for people: 850 ms, 12.4 s, 3.5 min, 2.0 h."""
-    if value is None:
-        return "—"
-    value = float(value)
-    if value < 1000:
-        return f"{value:.0f} ms"
-    if value < 60_000:
-        return f"{value / 1000:.1f} s"
-    if value < 3_600_000:
-        return f"{value / 60_000:.1f} min"
-    return f"{value / 3_600_000:.1f} h"
+    """Milliseconds in the one style of runs.core.formatting.duration."""
+    return formatting.duration(value)
 
 
 @register.filter
