@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET
 
 from runs.core.access import team_view
+from runs.core.formatting import money_number
 from runs.core.spreadsheet import csv_cell
 from runs.core.validation import (
     MAX_TOKENS_RANGE,
@@ -115,6 +116,8 @@ def report_export(request: HttpRequest) -> HttpResponse:
         values = row.as_dict()
         if row is report.totals:
             values["key"], values["label"] = "", "TOTAL"
+        # The same rounding as the page (runs.core.formatting); the JSON API keeps it exact.
+        values["cost"] = None if row.fully_unpriced else money_number(row.cost)
         writer.writerow([csv_cell(values[column]) for column in CSV_COLUMNS])
     return response
 
