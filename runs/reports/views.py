@@ -28,7 +28,15 @@ from runs.core.validation import (
 from runs.models import Team
 from runs.pipeline.budgets import budget_statuses, estimate_run, note_alerts
 from runs.reports.charts import bar_chart, stacked_spend_chart
-from runs.reports.queries import GROUPS, PERIODS, InvalidPeriod, Report, make_period, usage_report
+from runs.reports.queries import (
+    GROUPS,
+    PERIODS,
+    InvalidPeriod,
+    Report,
+    make_period,
+    period_change,
+    usage_report,
+)
 
 CSV_COLUMNS = (
     "key", "label", "runs", "completed", "failed", "inputTokens", "outputTokens",
@@ -82,6 +90,7 @@ def reports(request: HttpRequest) -> HttpResponse:
     }
     if report is not None:
         context["spend_chart"] = stacked_spend_chart(report.spend)
+        context["change"] = period_change(request.team, report.period, report.totals)
         bars = [(row.label, row.cost) for row in report.rows if row.cost > 0][:15]
         context["group_chart"] = bar_chart(bars, label=f"Spend by {report.group_by}")
         context["run_list_url"] = reverse("run_list")

@@ -77,6 +77,22 @@ def percent(value) -> str:
 
 
 @register.filter
+def change(value: float | None) -> SafeString:
+    """A relative change against the previous period: "+12%", "-3%", or "new" from nothing."""
+    if value is None:
+        return mark_safe(
+            '<span class="change muted" title="Nothing in the previous period">new</span>'
+        )
+    percent = value * 100
+    if round(percent) == 0:
+        return mark_safe('<span class="change same">±0%</span>')
+    sign, direction = ("+", "up") if percent > 0 else ("-", "down")
+    return format_html(
+        '<span class="change {}">{}{}%</span>', direction, sign, f"{abs(percent):,.0f}"
+    )
+
+
+@register.filter
 def decimal1(value) -> str:
     return "—" if value is None else f"{float(value):.1f}"
 
