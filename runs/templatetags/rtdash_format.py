@@ -53,3 +53,10 @@ def label(value: str | None) -> str:
 def times_note() -> SafeString:
     """Says which time zone the page's times are in; static/times.js updates it."""
     return format_html('<span class="times-note" data-times-note>{}</span>', "Times in UTC.")
+
+
+@register.filter
+def get_field_label(form, name: str) -> str:
+    """A form field's label by name, for listing a form's errors."""
+    field = form.fields.get(name)
+    return str(field.label) if field is not None and field.label else name
