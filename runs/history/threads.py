@@ -21,7 +21,8 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce, Substr
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -188,6 +189,16 @@ class ThreadRow:
     output_tokens: int | None = None
     cost: Decimal | None = None
     unpriced_runs: int = 0
+    # From the thread's runs: how it began (to tell apart threads with the same title) and
+    # when its latest run last did something.
+    first_prompt: str = ""
+    first_run_at: datetime | None = None
+    last_run_at: datetime | None = None
+
+    @property
+    def shown_activity(self) -> datetime | None:
+        """The latest run's end (or start, while it runs); the thread's own stamp without runs."""
+        return self.last_run_at or self.last_activity
 
     @property
     def sort_key(self) -> tuple[datetime, str]:
@@ -263,7 +274,9 @@ def thread_page(
     # (they can be changed outside rtdash); the filtering uses rtdash's record.
     local_rows = [
         _local_row(thread, by_id.get(thread.upstream_id))
-        for thread in local.order_by("-last_activity_at", "-upstream_id")[: size + 1]
+        for thread in _with_run_facts(local).order_by("-last_activity_at", "-upstream_id")[
+            : size + 1
+        ]
     ]
 
     known = set(
@@ -305,6 +318,24 @@ def thread_page(
     return ThreadPage(rows, None, listed.problems)
 
 
+FIRST_PROMPT_CHARS = 160
+
+
+def _with_run_facts(threads: QuerySet[Thread]) -> QuerySet[Thread]:
+    """Each thread with its first prompt and first and latest run times, in the same query:
+    subqueries on the runs' (team, upstream thread, started_at) index, one row each."""
+    runs = Run.objects.filter(
+        team_id=OuterRef("team_id"), upstream_thread_id=OuterRef("upstream_id")
+    )
+    first = runs.order_by("started_at", "pk")
+    latest = runs.order_by("-started_at", "-pk")
+    return threads.annotate(
+        first_prompt=Subquery(first.values(head=Substr("prompt", 1, FIRST_PROMPT_CHARS))[:1]),
+        first_run_at=Subquery(first.values("started_at")[:1]),
+        last_run_at=Subquery(latest.values(at=Coalesce("finished_at", "started_at"))[:1]),
+    )
+
+
 def _local_row(thread: Thread, listed: UpstreamThread | None) -> ThreadRow:
     return ThreadRow(
         upstream_id=thread.upstream_id,
@@ -317,6 +348,9 @@ def _local_row(thread: Thread, listed: UpstreamThread | None) -> ThreadRow:
         turns=thread.turns,
         input_tokens=thread.input_tokens,
         output_tokens=thread.output_tokens,
+        first_prompt=getattr(thread, "first_prompt", None) or "",
+        first_run_at=getattr(thread, "first_run_at", None) or thread.created_at,
+        last_run_at=getattr(thread, "last_run_at", None),
     )
 
 
