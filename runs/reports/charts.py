@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from runs.core.formatting import money
 from runs.reports.queries import SpendSeries
 
 PALETTE = ["#3b5bdb", "#f08c00", "#2f9e44", "#c2255c", "#7048e8", "#1098ad", "#868e96"]
@@ -45,12 +46,8 @@ def _nice_ceiling(value: float) -> tuple[float, float]:
 
 
 def dollars(value: float | Decimal, step: float | None = None) -> str:
-    value = float(value)
-    if step is not None and step < 0.01:
-        return f"${value:.4f}".rstrip("0").rstrip(".")
-    if value >= 1000:
-        return f"${value:,.0f}"
-    return f"${value:,.2f}"
+    """A bar's amount, as every page writes money (runs.core.formatting.money)."""
+    return money(value if isinstance(value, Decimal) else Decimal(str(value)))
 
 
 def tick_label(value: float, step: float) -> str:

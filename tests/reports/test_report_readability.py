@@ -56,6 +56,8 @@ def test_the_chart_draws_every_day_and_round_ticks(client, alice, acme):
     ticks = re.findall(r'text-anchor="end"[^>]*>\$([0-9,.]+)</text>', chart)
     amounts = [float(tick.replace(",", "")) for tick in ticks]
     assert amounts == [0, 2, 4, 6, 8, 10]
+    # Bars say their amount as every page writes money.
+    assert f"code-assistant on {now.date() - timedelta(days=4):%Y-%m-%d}: $6.00</title>" in chart
     assert chart.count("data-day=") == 30
     week = spend_chart(page(client, alice, "period=7d"))
     assert week.count("data-day=") == 7
