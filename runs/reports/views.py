@@ -28,13 +28,13 @@ from runs.core.validation import (
 from runs.models import Team
 from runs.pipeline.budgets import budget_statuses, estimate_run, note_alerts
 from runs.reports.charts import bar_chart, stacked_spend_chart
+from runs.reports.comparison import period_change
 from runs.reports.queries import (
     GROUPS,
     PERIODS,
     InvalidPeriod,
     Report,
     make_period,
-    period_change,
     usage_report,
 )
 
