@@ -106,9 +106,25 @@ async def seed(team: Team, users: list, tokens: list[GatewayToken], count: int, 
         made.append((run, now - age + timedelta(seconds=rng.randint(0, 3600))))
     for run, when in made:
         await sync_to_async(_spread_back)(await Run.objects.aget(pk=run.pk), min(when, now))
+    await sync_to_async(_restamp_threads)(team)
     await sync_to_async(rebuild_usage)(team)
     await sync_to_async(_touch_tokens)(tokens)
     return len(made)
+
+
+def _restamp_threads(team: Team) -> None:
+    """A thread began with its first run and was last active at its latest run's end, as the
+    recording path would have stamped it had the runs happened when they are dated."""
+    for thread in Thread.objects.filter(team=team):
+        runs = Run.objects.filter(team=team, upstream_thread_id=thread.upstream_id)
+        first = runs.order_by("started_at", "pk").first()
+        latest = runs.order_by("-started_at", "-pk").first()
+        if first is None or latest is None:
+            continue
+        Thread.objects.filter(pk=thread.pk).update(
+            created_at=first.started_at,
+            last_activity_at=latest.finished_at or latest.started_at,
+        )
 
 
 def _touch_tokens(tokens: list[GatewayToken]) -> None:

@@ -1,6 +1,9 @@
 """The runs list as a file: CSV or JSON lines, with the list's filters, streamed.
 
-The CSV goes through runs.core.spreadsheet's escaper, so no cell can be read as a formula.
+The CSV goes through runs.core.spreadsheet's escaper, so no cell can be read as a formula,
+and through runs.core.formatting, so it reads like the pages: times in UTC to the second
+("2026-01-31T14:05:09Z"), costs to the same significant digits as on screen, booleans as
+true/false, measured milliseconds rounded to what they mean. JSON Lines keeps exact values.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from django.views.decorators.http import require_GET
 
 from runs.core.access import TeamRequest, for_team, team_view
 from runs.core.audit import record
+from runs.core.formatting import csv_number, csv_value, money_number, utc_iso
 from runs.core.spreadsheet import csv_cell
 from runs.history.filters import NEWEST_FIRST, RunFilterForm
 from runs.models import Run
@@ -89,6 +93,16 @@ def export_record(run: Run) -> dict[str, Any]:
     }
 
 
+def csv_record(run: Run) -> dict[str, Any]:
+    """The export record as a spreadsheet shows it (see the module's docstring)."""
+    row = export_record(run)
+    row["started_at"] = utc_iso(run.started_at)
+    row["finished_at"] = utc_iso(run.finished_at) or None
+    row["cost"] = money_number(run.cost) or None
+    row["overhead_ms"] = csv_number(run.overhead_ms, 1)
+    return {name: csv_value(value) for name, value in row.items()}
+
+
 class _Line:
     """csv.writer's file: hands back each written line instead of storing it."""
 
@@ -101,7 +115,7 @@ async def _csv_lines(runs: QuerySet[Run]) -> AsyncIterator[str]:
     yield writer.writerow(EXPORT_COLUMNS)
     lines = []
     async for run in runs.aiterator(chunk_size=EXPORT_CHUNK):
-        row = export_record(run)
+        row = csv_record(run)
         lines.append(writer.writerow([csv_cell(row[name]) for name in EXPORT_COLUMNS]))
         if len(lines) >= 500:
             yield "".join(lines)

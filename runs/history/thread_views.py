@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from runs.core import upstream
 from runs.core.access import TeamRequest, for_team, team_view
 from runs.core.audit import record
+from runs.history import thread_list as listing
 from runs.history import threads as conversation
 from runs.history.filters import team_agents
 from runs.history.fragments import template_for
@@ -34,10 +35,10 @@ TITLE_MAX = 200
 def thread_list(request: TeamRequest) -> HttpResponse:
     search = request.GET.get("q", "").strip()[:200]
     show = request.GET.get("show", "active")
-    if show not in conversation.SHOW_CHOICES:
+    if show not in listing.SHOW_CHOICES:
         show = "active"
-    cursor = conversation.ThreadCursor.decode(request.GET.get("before"))
-    page = conversation.thread_page(
+    cursor = listing.ThreadCursor.decode(request.GET.get("before"))
+    page = listing.thread_page(
         request.team,
         search=search,
         show=show,

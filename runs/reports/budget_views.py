@@ -9,14 +9,30 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from runs.core.access import get_for_team_or_404, team_view
+from runs.core.access import for_team, get_for_team_or_404, team_view
 from runs.core.audit import record
-from runs.models import Budget, Team
+from runs.models import Budget, DailyUsage, Run, Team
 from runs.pipeline.budgets import budget_statuses, money, note_alerts
+from runs.playground.views import team_agents as runtools_agents
 from runs.reports.sections import changed_section, known_agents
 
 
+def agent_is_known(team: Team, agent: str) -> bool:
+    """Whether a run of the team or RunTools' list of agents (the playground's, cached) has
+    `agent`: a budget for any other name would never be spent against."""
+    # The daily rollup holds every finished run's agent; a first run still going is in Run.
+    if for_team(DailyUsage, team).filter(agent=agent).exists():
+        return True
+    if for_team(Run, team).filter(agent=agent).exists():
+        return True
+    agents, _from_upstream = runtools_agents(team)
+    return any(listed.slug == agent for listed in agents)
+
+
 class BudgetForm(forms.ModelForm):
+    # Set by the warning about an agent nobody knows: saving again with it confirms the name.
+    confirm_agent = forms.CharField(required=False, max_length=200, widget=forms.HiddenInput)
+
     class Meta:
         model = Budget
         fields = ["agent", "monthly_limit", "warn_percent", "hard_stop"]
@@ -85,6 +101,23 @@ def budget_set(request: HttpRequest) -> HttpResponse:
         template = "runs/reports/_budgets.html" if request.htmx else "runs/reports/budgets.html"
         return render(request, template, context, status=400)
     data = form.cleaned_data
+    if (
+        data["agent"]
+        and data["confirm_agent"] != data["agent"]
+        and not agent_is_known(request.team, data["agent"])
+    ):
+        # Warn before saving: a mistyped name would make a budget that never counts a run.
+        confirming = BudgetForm(
+            {**request.POST.dict(), "confirm_agent": data["agent"]}, team=request.team
+        )
+        confirming.is_valid()
+        context = _budgets_context(request, confirming)
+        context["agent_warning"] = (
+            f"No run of this team and no RunTools agent is named “{data['agent']}”: a budget "
+            "for it would count nothing. Check the name, or save again to keep it."
+        )
+        template = "runs/reports/_budgets.html" if request.htmx else "runs/reports/budgets.html"
+        return render(request, template, context)
     budget, _created = Budget.objects.update_or_create(
         team=request.team,
         agent=data["agent"],
@@ -103,7 +136,7 @@ def budget_set(request: HttpRequest) -> HttpResponse:
     limit = f"{money(budget.monthly_limit)}/month, warn at {budget.warn_percent}%{stop}"
     record(request, "budget_set", request.team, target=f"{scope}: {limit}")
     context = _budgets_context(request)
-    context["notice"] = "Budget saved."
+    context["notice"] = f"Saved the {scope} budget: {limit}."
     return changed_section(request, "runs/reports/_budgets.html", context, "budgets")
 
 
@@ -115,5 +148,5 @@ def budget_delete(request: HttpRequest, budget_id: int) -> HttpResponse:
     record(request, "budget_deleted", request.team, target=f"{scope} budget")
     budget.delete()
     context = _budgets_context(request)
-    context["notice"] = "Budget deleted."
+    context["notice"] = f"Deleted the {scope} budget."
     return changed_section(request, "runs/reports/_budgets.html", context, "budgets")

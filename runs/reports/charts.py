@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from runs.core.formatting import money
 from runs.reports.queries import SpendSeries
 
 # Colours come from the page's stylesheet (static/rtdash.css, `svg.chart …`), so a chart
@@ -24,25 +25,43 @@ def _series(position: int) -> str:
     return f"series-{position % SERIES_COUNT}"
 
 
+MAX_TICK_INTERVALS = 5
+
+
+def nice_step(value: float, intervals: int = MAX_TICK_INTERVALS) -> float:
+    """The smallest 1-2-5 step (…, 0.1, 0.2, 0.5, 1, 2, 5, 10, …) that covers `value` in at
+    most `intervals` steps, so every tick lands on a round amount."""
+    if value <= 0:
+        return 1.0
+    exponent = math.floor(math.log10(value / intervals))
+    while True:
+        for multiple in (1, 2, 5):
+            step = multiple * 10.0**exponent
+            if step * intervals >= value * (1 - 1e-12):
+                return step
+        exponent += 1
+
+
 def _nice_ceiling(value: float) -> tuple[float, float]:
-    """A round axis maximum at or above `value`, and the step between its ticks."""
+    """A round axis maximum at or above `value`, and the 1-2-5 step between its ticks."""
     if value <= 0:
         return 1.0, 0.25
-    exponent = math.floor(math.log10(value))
-    for multiple in (1, 2, 2.5, 5, 10):
-        step = multiple * 10**exponent / 4
-        if step * 4 >= value:
-            return step * 4, step
-    return 10 ** (exponent + 1), 10 ** (exponent + 1) / 4
+    step = nice_step(value)
+    intervals = max(1, math.ceil(value / step - 1e-9))
+    return step * intervals, step
 
 
 def dollars(value: float | Decimal, step: float | None = None) -> str:
-    value = float(value)
-    if step is not None and step < 0.01:
-        return f"${value:.4f}".rstrip("0").rstrip(".")
-    if value >= 1000:
-        return f"${value:,.0f}"
-    return f"${value:,.2f}"
+    """A bar's amount, as every page writes money (runs.core.formatting.money)."""
+    return money(value if isinstance(value, Decimal) else Decimal(str(value)))
+
+
+def tick_label(value: float, step: float) -> str:
+    """An axis amount with as many decimals as its step needs: $0.0005, $0.25, $20, $1,000."""
+    places = max(0, -math.floor(math.log10(step) + 1e-9)) if step < 1 else 0
+    if step < 1 and places < 2:
+        places = 2
+    return f"${value:,.{places}f}"
 
 
 def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280) -> SafeString:
@@ -58,18 +77,25 @@ def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280
         f'<svg class="chart" viewBox="0 0 {width} {height}" width="100%" role="img" '
         f'aria-label="Spend per day, stacked by agent" xmlns="http://www.w3.org/2000/svg">'
     ]
-    for tick in range(5):
+    for tick in range(round(ceiling / step) + 1):
         value = step * tick
         y = top + plot_h - plot_h * value / ceiling
         parts.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
             f'class="chart-grid"/><text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
-            f"{FONT}>{escape(dollars(value, step))}</text>"
+            f"{FONT}>{escape(tick_label(value, step))}</text>"
         )
     label_every = max(1, math.ceil(count / 12))
     for index, day in enumerate(series.days):
         x = left + index * slot + (slot - bar) / 2
         y = top + plot_h
+        # Every day of the period has its slot and its tooltip, a day without spend too.
+        parts.append(f'<g class="day" data-day="{day:%Y-%m-%d}">')
+        if totals[index] <= 0:
+            parts.append(
+                f'<rect class="empty-day" x="{x:.1f}" y="{y - 1:.1f}" width="{bar:.1f}" '
+                f'height="1" fill="#d0d5dd"><title>{day:%Y-%m-%d}: no priced spend</title></rect>'
+            )
         for position, agent in enumerate(series.agents):
             amount = series.cost[agent][index]
             if amount <= 0:
@@ -81,6 +107,7 @@ def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280
                 f'class="{_series(position)}"><title>{escape(agent)} on {day:%Y-%m-%d}: '
                 f"{escape(dollars(amount, 0.001))}</title></rect>"
             )
+        parts.append("</g>")
         if index % label_every == 0:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" '

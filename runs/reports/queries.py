@@ -87,6 +87,12 @@ class Period:
         return datetime.combine(self.since, time.min, tzinfo=UTC)
 
     @property
+    def previous(self) -> Period:
+        """The period of the same length just before this one, to compare against."""
+        length = (self.until - self.since).days + 1
+        return Period("custom", self.since - timedelta(days=length), self.since - timedelta(days=1))
+
+    @property
     def end(self) -> datetime:
         """The first moment after the period."""
         return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)

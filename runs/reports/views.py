@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_GET
 
 from runs.core.access import team_view
+from runs.core.formatting import money_number
 from runs.core.spreadsheet import csv_cell
 from runs.core.validation import (
     MAX_TOKENS_RANGE,
@@ -27,7 +28,15 @@ from runs.core.validation import (
 from runs.models import Team
 from runs.pipeline.budgets import budget_statuses, estimate_run, note_alerts
 from runs.reports.charts import bar_chart, stacked_spend_chart
-from runs.reports.queries import GROUPS, PERIODS, InvalidPeriod, Report, make_period, usage_report
+from runs.reports.comparison import period_change
+from runs.reports.queries import (
+    GROUPS,
+    PERIODS,
+    InvalidPeriod,
+    Report,
+    make_period,
+    usage_report,
+)
 
 CSV_COLUMNS = (
     "key", "label", "runs", "completed", "failed", "inputTokens", "outputTokens",
@@ -81,6 +90,7 @@ def reports(request: HttpRequest) -> HttpResponse:
     }
     if report is not None:
         context["spend_chart"] = stacked_spend_chart(report.spend)
+        context["change"] = period_change(request.team, report.period, report.totals)
         bars = [(row.label, row.cost) for row in report.rows if row.cost > 0][:15]
         context["group_chart"] = bar_chart(bars, label=f"Spend by {report.group_by}")
         context["run_list_url"] = reverse("run_list")
@@ -115,6 +125,8 @@ def report_export(request: HttpRequest) -> HttpResponse:
         values = row.as_dict()
         if row is report.totals:
             values["key"], values["label"] = "", "TOTAL"
+        # The same rounding as the page (runs.core.formatting); the JSON API keeps it exact.
+        values["cost"] = None if row.fully_unpriced else money_number(row.cost)
         writer.writerow([csv_cell(values[column]) for column in CSV_COLUMNS])
     return response
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -154,3 +155,67 @@ class TokenForm(forms.Form):
     def expires_at(self) -> datetime | None:
         days = self.cleaned_data.get("expires_in")
         return timezone.now() + timedelta(days=days) if days else None
+
+
+class AuditFilterForm(forms.Form):
+    """The audit log's filters, from the query string: what was done, by whom, on which days
+    (UTC). A value that does not fit is a form error and that filter is not applied."""
+
+    action = forms.ChoiceField(label="Action", required=False)
+    actor = forms.CharField(label="Who", required=False, max_length=150)
+    since = forms.DateField(
+        label="From (UTC)", required=False, widget=forms.DateInput({"type": "date"})
+    )
+    until = forms.DateField(
+        label="To (UTC)", required=False, widget=forms.DateInput({"type": "date"})
+    )
+
+    def __init__(self, *args, actors: list[str], **kwargs) -> None:
+        kwargs.setdefault("auto_id", "audit_%s")
+        super().__init__(*args, **kwargs)
+        self.fields["action"].choices = [
+            ("", "Any action"),
+            *sorted(audit.ACTIONS.items(), key=lambda item: item[1]),
+        ]
+        self.fields["actor"].widget.attrs["list"] = "audit-actors"
+        self.actors = actors
+
+    def clean_actor(self) -> str:
+        return self.cleaned_data["actor"].strip()
+
+    def clean(self):
+        cleaned = super().clean()
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and until < since:
+            self.add_error("until", "The end is before the start.")
+        return cleaned
+
+    def apply(self, events):
+        """`events` narrowed by every filter that is valid (all of them when the form is)."""
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        if data.get("action"):
+            events = events.filter(action=data["action"])
+        if data.get("actor"):
+            events = events.filter(actor_label__iexact=data["actor"])
+        if data.get("since"):
+            start = datetime.combine(data["since"], datetime.min.time(), tzinfo=UTC)
+            events = events.filter(created_at__gte=start)
+        if data.get("until") and "until" not in self.errors:
+            end = datetime.combine(data["until"], datetime.min.time(), tzinfo=UTC)
+            events = events.filter(created_at__lt=end + timedelta(days=1))
+        return events
+
+    def query_string(self) -> str:
+        """The valid filters as a query string, for the "older events" link."""
+        data = getattr(self, "cleaned_data", {})
+        pairs = {
+            name: (value.isoformat() if hasattr(value, "isoformat") else value)
+            for name, value in data.items()
+            if value and name not in self.errors
+        }
+        return urlencode(pairs)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.query_string())

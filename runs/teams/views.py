@@ -40,7 +40,14 @@ from runs.core.access import (
 from runs.core.audit import ACTIONS, record, team_log
 from runs.core.crypto import KeyDecryptionError, SealedKey
 from runs.models import GatewayToken, LastOwnerError, Membership, Role, RunToolsKey
-from runs.teams.forms import KeyForm, LoginForm, MemberAddForm, RoleForm, TokenForm
+from runs.teams.forms import (
+    AuditFilterForm,
+    KeyForm,
+    LoginForm,
+    MemberAddForm,
+    RoleForm,
+    TokenForm,
+)
 
 AUDIT_PAGE_SIZE = 50
 ROLE_ORDER = {role: position for position, role in enumerate(Role)}
@@ -394,12 +401,15 @@ def token_revoke(request: TeamRequest, token_id: int) -> HttpResponse:
 @require_GET
 @team_view(manage=True)
 def team_audit(request: TeamRequest) -> HttpResponse:
-    """The team's audit log, newest first, in pages that continue before a given event."""
-    events = team_log(request.team)
+    """The team's audit log, newest first, in pages that continue before a given event;
+    filtered by action, actor and days (`?action=&actor=&since=&until=`)."""
+    actors = sorted(for_team(Membership, request.team).values_list("user__username", flat=True))
+    form = AuditFilterForm(request.GET, actors=actors)
+    events = form.apply(team_log(request.team))
     before = request.GET.get("before")
     if before:
         # The cursor must itself be in this team's log: any other id is unknown here.
-        cursor = _get_from(events, before)
+        cursor = _get_from(team_log(request.team), before)
         events = events.filter(
             Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=cursor.id)
         )
@@ -408,9 +418,16 @@ def team_audit(request: TeamRequest) -> HttpResponse:
     page = page[:AUDIT_PAGE_SIZE]
     for event in page:
         event.label = ACTIONS.get(event.action, event.action)
-    context = {"events": page, "next_before": page[-1].id if more else None}
+    query = form.query_string()
+    context = {
+        "events": page,
+        "next_before": page[-1].id if more else None,
+        "form": form,
+        "filter_query": f"{query}&" if query else "",
+        "filtered": bool(query),
+    }
     template = "runs/team/_audit_rows.html" if request.htmx and before else "runs/team/audit.html"
-    return render(request, template, context)
+    return render(request, template, context, status=400 if form.errors else 200)
 
 
 def _get_from(events, pk: str):

@@ -8,8 +8,9 @@ from django import template
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from runs.core import formatting
+from runs.core.formatting import money as _money
 from runs.models import CostStatus
-from runs.pipeline.budgets import money as _money
 
 register = template.Library()
 
@@ -59,24 +60,13 @@ def group_cost(row) -> SafeString:
 
 @register.filter
 def tokens(value) -> str:
-    if value is None:
-        return "—"
-    return f"{int(value):,}"
+    return formatting.token_count(value)
 
 
 @register.filter
 def ms(value) -> str:
-    """Milliseconds for people: 850 ms, 12.4 s, 3.5 min, 2.0 h."""
-    if value is None:
-        return "—"
-    value = float(value)
-    if value < 1000:
-        return f"{value:.0f} ms"
-    if value < 60_000:
-        return f"{value / 1000:.1f} s"
-    if value < 3_600_000:
-        return f"{value / 60_000:.1f} min"
-    return f"{value / 3_600_000:.1f} h"
+    """Milliseconds in the one style of runs.core.formatting.duration."""
+    return formatting.duration(value)
 
 
 @register.filter
@@ -84,6 +74,22 @@ def percent(value) -> str:
     if value is None:
         return "—"
     return f"{float(value) * 100:.1f}%"
+
+
+@register.filter
+def change(value: float | None) -> SafeString:
+    """A relative change against the previous period: "+12%", "-3%", or "new" from nothing."""
+    if value is None:
+        return mark_safe(
+            '<span class="change muted" title="Nothing in the previous period">new</span>'
+        )
+    percent = value * 100
+    if round(percent) == 0:
+        return mark_safe('<span class="change same">±0%</span>')
+    sign, direction = ("+", "up") if percent > 0 else ("-", "down")
+    return format_html(
+        '<span class="change {}">{}{}%</span>', direction, sign, f"{abs(percent):,.0f}"
+    )
 
 
 @register.filter

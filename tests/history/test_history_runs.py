@@ -114,7 +114,8 @@ def test_it_lists_newest_first_with_the_columns(client, alice, acme, acme_token)
     assert "code-assistant" in row
     assert "token ci" in row
     assert "1,480 / 322" in row
-    assert "$0.012345" in row
+    # Three significant digits under a dollar (runs.core.formatting.money).
+    assert "$0.0123<" in row
     assert "1 min 5 s" in row
     assert reverse("thread_detail", args=["thr_1"]) in row
 
@@ -354,11 +355,11 @@ def test_it_shows_everything_about_a_run(client, alice, token_plaintext):
         run.upstream_run_id,
         run.sandbox_id,
         run.upstream_thread_id,
-        "in_sandbox",
+        "In sandbox",
         f"{run.input_tokens:,} / {run.output_tokens:,}",
         "unpriced",
         "Run the tests in app/models.py",
-        "Time to first frame",
+        "First token",
         "rtdash overhead",
         "&quot;maxTurns&quot;: 12",
         "&quot;env&quot;: &quot;prod&quot;",

@@ -49,9 +49,12 @@ def test_the_report_page_has_charts_and_a_table(page, live_reports):
     spend = page.locator('[data-chart="spend-over-time"] svg')
     assert spend.count() == 1
     assert spend.bounding_box()["width"] > 600  # drawn at a readable size
-    # One bar segment per agent and day with priced spend, each with its amount as a tooltip.
-    assert spend.locator("rect title").count() == 4
-    assert "code-assistant on" in spend.locator("rect title").first.text_content()
+    # One bar segment per agent and day with priced spend, each with its amount as a tooltip;
+    # every day of the 30 has its slot, a day without spend a thin mark with its own tooltip.
+    segments = spend.locator("rect:not(.empty-day) title")
+    assert segments.count() == 4
+    assert "code-assistant on" in segments.first.text_content()
+    assert spend.locator("g.day").count() == 30
     by_group = page.locator('[data-chart="spend-by-group"] svg rect')
     assert by_group.count() == 3
     rows = page.locator("table.report-table tbody tr")

@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from runs.core.formatting import money_number
 from runs.models import DailyRunStats, DailyUsage, Run, RunStatus
 from runs.pipeline.recording import rebuild_usage
 from runs.pipeline.stats import GAMMA, bucket_of, bucket_value, rebuild_run_stats, record_run_stats
@@ -328,7 +329,8 @@ def test_the_csv_has_the_same_numbers(client, alice, acme, history):
     assert [r["key"] for r in rows[:-1]] == [row.key for row in report.rows]
     for line, row in zip(rows, report.rows, strict=False):
         assert int(line["runs"]) == row.runs
-        assert line["cost"] == ("" if row.fully_unpriced else str(row.cost))
+        # Rounded as the page shows it (runs.core.formatting.money, without the sign).
+        assert line["cost"] == ("" if row.fully_unpriced else money_number(row.cost))
     assert rows[-1]["label"] == "TOTAL" and int(rows[-1]["runs"]) == report.totals.runs
     unpriced = next(line for line in rows if line["key"] == "unpriced-agent")
     assert unpriced["cost"] == ""  # unknown, not 0
