@@ -22,13 +22,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from runs.core.access import TeamRequest, for_team, get_for_team_or_404, team_view
+from runs.core.agents import team_agents
 from runs.core.crypto import KeyDecryptionError
 from runs.core.snippets import request_snippets
 from runs.core.validation import RunRequest
 from runs.models import Run, Source, Team, Thread
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey, launch
-from runs.playground.agents import team_agents
 from runs.playground.forms import MESSAGE_ROLES, InvalidRun, PlaygroundForm, build_run_request
 from runs.playground.relay import RelaySink, mark_cancel_requested, signal_stop
 from runs.playground.run_summary import error_text, refusal, run_url, summary, watch_url

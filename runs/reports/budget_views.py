@@ -10,10 +10,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from runs.core.access import for_team, get_for_team_or_404, team_view
+from runs.core.agents import team_agents as runtools_agents
 from runs.core.audit import record
 from runs.models import Budget, DailyUsage, Run, Team
 from runs.pipeline.budgets import budget_statuses, money, note_alerts
-from runs.playground.views import team_agents as runtools_agents
 from runs.reports.sections import changed_section, known_agents
 
 

@@ -1,5 +1,5 @@
-"""The agents the playground offers: the upstream's list (cached per team), else the agents
-in the team's history when the upstream cannot say."""
+"""The team's agents: RunTools' list (cached per team), else the agents in the team's history
+when RunTools cannot say. The playground offers them; budgets check names against them."""
 
 from __future__ import annotations
 
