@@ -21,7 +21,7 @@ from runs.pipeline.recording import rebuild_usage
 from runs.pipeline.stats import rebuild_run_stats
 from runs.reports.overview import overview
 from runs.reports.queries import Period, make_period, usage_report
-from tests.helpers import login
+from tests.helpers import login, shown_run_ids
 from tests.reporting import finished_run, set_price
 
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
@@ -302,3 +302,20 @@ def test_the_home_pages_today_is_the_teams_today(acme):
     data = overview(acme)
     assert data.today.until == local
     assert data.month.since == local.replace(day=1)
+
+
+@pytest.mark.django_db
+def test_a_report_days_link_lists_exactly_its_runs(client, acme, alice):
+    Team.objects.filter(pk=acme.pk).update(timezone="America/Los_Angeles")
+    acme.refresh_from_db()
+    set_price(acme, since=date(2026, 1, 1))
+    runs = run_edges(acme, EDGES["los-angeles-spring"][1])
+    report = usage_report(
+        acme, Period("custom", date(2026, 3, 7), date(2026, 3, 9), LOS_ANGELES), "day"
+    )
+    login(client, alice)
+    for row in report.rows:
+        listed = shown_run_ids(client.get(reverse("run_list"), row.filters))
+        day = date.fromisoformat(row.key)
+        wanted = [r.pk for r in runs if r.started_at.astimezone(LOS_ANGELES).date() == day]
+        assert sorted(listed) == sorted(wanted) and len(listed) == row.runs
