@@ -15,6 +15,7 @@ ACTIONS: dict[str, str] = {
     "login_throttled": "Login refused (too many failures)",
     "access_denied": "Access denied",
     "team_created": "Team created",
+    "timezone_changed": "Time zone changed",
     "member_added": "Member added",
     "member_role_changed": "Role changed",
     "member_removed": "Member removed",

@@ -286,14 +286,19 @@ def insert_frames(rows: list[FrameRow], run_ids: Sequence[int], heartbeat_at: An
 
 @functools.cache
 def _run_read_sql(names: tuple[str, ...], vendor: str) -> str:
-    from runs.models import Run
+    from runs.models import Run, Team
 
     columns = ", ".join(_quote(f.column) for f in _fields(Run, ("id", *names)))
-    return f"SELECT {columns} FROM {_quote(Run._meta.db_table)} WHERE id = %s" + for_update()  # noqa: S608 - names from the model, the value bound
+    run, team = _quote(Run._meta.db_table), _quote(Team._meta.db_table)
+    # The team's time zone rides along (a lookup by primary key), so the finish step knows
+    # the run's day without a query of its own (runs.core.days.run_day).
+    zone = f"(SELECT t.timezone FROM {team} t WHERE t.id = {run}.team_id) AS team_timezone"  # noqa: S608 - names from the models
+    return f"SELECT {columns}, {zone} FROM {run} WHERE id = %s" + for_update()  # noqa: S608 - names from the model, the value bound
 
 
 def run_for_update(run_id: int, names: Sequence[str]):
-    """The run, locked, with only the named columns (the others stay deferred)."""
+    """The run, locked, with only the named columns (the others stay deferred), and its
+    team's time zone as `team_timezone`."""
     from runs.models import Run
 
     sql = _run_read_sql(tuple(names), _connection().vendor)

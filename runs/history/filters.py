@@ -8,7 +8,7 @@ page 2,000 costs what page 1 costs; there is never an OFFSET.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from urllib.parse import urlencode
 
 from django import forms
@@ -18,6 +18,7 @@ from django.db.models.functions import Cast
 from django.http import QueryDict
 
 from runs.core.access import for_team
+from runs.core.days import day_start, local_day
 from runs.models import DailyUsage, GatewayToken, Membership, Run, RunStatus, Source, Team
 
 PAGE_SIZE = 50
@@ -104,6 +105,7 @@ class RunFilterForm(forms.Form):
             thread=data.get("thread", "").strip(),
             meta=data.get("meta"),
             q=data.get("q", "").strip(),
+            zone=self.team.zone,
         )
 
 
@@ -118,6 +120,7 @@ class RunFilters:
     thread: str = ""
     meta: tuple[str, str] | None = None
     q: str = ""
+    zone: tzinfo = UTC  # since and until are days of the team's time zone, as in reports
 
     @property
     def active(self) -> bool:
@@ -154,9 +157,10 @@ class RunFilters:
         if self.source:
             runs = runs.filter(source=self.source)
         if self.since:
-            runs = runs.filter(started_at__gte=_day_start(self.since))
+            runs = runs.filter(started_at__gte=day_start(self.since, self.zone))
         if self.until:
-            runs = runs.filter(started_at__lt=_day_start(self.until) + timedelta(days=1))
+            # The next day's start, not 24 hours on: a local day has 23 or 25 across DST.
+            runs = runs.filter(started_at__lt=day_start(self.until + timedelta(days=1), self.zone))
         if self.thread:
             runs = runs.filter(upstream_thread_id=self.thread)
         if self.meta:
@@ -187,11 +191,6 @@ def parse_who(value: str) -> tuple[str, int] | None:
     if kind not in WHO_KINDS or not (pk.isascii() and pk.isdigit()) or len(pk) > WHO_PK_DIGITS:
         return None
     return kind, int(pk)
-
-
-def _day_start(day) -> datetime:
-    # Dates in filters are UTC days, as everywhere in rtdash (TIME_ZONE is UTC).
-    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def _with_metadata(runs: QuerySet[Run], key: str, value: str) -> QuerySet[Run]:
@@ -252,7 +251,7 @@ def scan_floor(team: Team, before: datetime | None, since=None) -> datetime | No
     """
     days = for_team(DailyUsage, team)
     if before is not None:
-        days = days.filter(day__lte=before.date())
+        days = days.filter(day__lte=local_day(before, team.zone))
     if since is not None:
         days = days.filter(day__gte=since)
     counted = 0
@@ -262,7 +261,7 @@ def scan_floor(team: Team, before: datetime | None, since=None) -> datetime | No
             return floor  # there is history before the floor: the search stops there
         counted += runs
         if counted >= SCAN_BUDGET:
-            floor = _day_start(day)
+            floor = day_start(day, team.zone)
     return None
 
 

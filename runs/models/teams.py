@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, tzinfo
 
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+
+from runs.core.days import DEFAULT_TIMEZONE, validate_timezone_name, zone_named
 
 
 class Team(models.Model):
     slug = models.SlugField(max_length=50, unique=True)
     name = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)
+    # Where the team's days begin and end: rollups, reports, budgets and prices count a run
+    # on the date it started here (runs.core.days). Change it with runs.pipeline.rezone.
+    timezone = models.CharField(
+        max_length=64, default=DEFAULT_TIMEZONE, validators=[validate_timezone_name]
+    )
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def zone(self) -> tzinfo:
+        return zone_named(self.timezone)
 
     def default_key(self) -> RunToolsKey | None:
         return self.runtools_keys.filter(is_default=True, revoked_at__isnull=True).first()

@@ -65,7 +65,7 @@ def read(rule: AlertRule, now: datetime) -> Reading:
         budget = rule.budget
         if budget is None:
             return Reading(False, "")
-        spent, _unpriced = month_spend(rule.team, budget.agent, month_start(now))
+        spent, _unpriced = month_spend(rule.team, budget.agent, month_start(now, rule.team.zone))
         limit = budget.monthly_limit
         percent = spent / limit * 100 if limit else Decimal(100)
         value = f"{money(spent)} of {money(limit)} ({percent:.0f}%)"

@@ -1,8 +1,9 @@
 """Budgets: whether a team may start another run, and what the next run is likely to cost.
 
 Called by the gateway and the playground before a run is created, so a hard stop is enforced
-in one place. A budget is a calendar month (UTC) of spend: the sum of the month's run costs in
-the DailyUsage rollup. Partial costs count what is known of them; unpriced runs cannot count
+in one place. A budget is a calendar month of spend in the team's time zone (its months begin
+at the team's midnight): the sum of the month's run costs in the DailyUsage rollup, whose days
+are the team's. Partial costs count what is known of them; unpriced runs cannot count
 (their cost is unknown), which the budgets page says next to each budget.
 """
 
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
+from runs.core.days import local_day, local_today
 from runs.models import Budget, BudgetAlert, CostStatus, DailyUsage, Price, Run, Team
 from runs.pipeline.pricing import Usage, cost_of, price_in_force
 
@@ -36,9 +38,10 @@ class BudgetExceeded(Exception):
         self.message = message
 
 
-def month_start(now: datetime | date | None = None) -> date:
+def month_start(now: datetime | date | None = None, zone: tzinfo = UTC) -> date:
+    """The first day of the month `now` falls in, in `zone` (a date is taken as it is)."""
     now = now or timezone.now()
-    day = now.date() if isinstance(now, datetime) else now
+    day = local_day(now, zone) if isinstance(now, datetime) else now
     return day.replace(day=1)
 
 
@@ -103,7 +106,7 @@ class BudgetStatus:
 
 def month_spend(team: Team, agent: str = "", month: date | None = None) -> tuple[Decimal, int]:
     """(cost, unpriced runs) of `team` (or one agent) in the month starting `month`."""
-    month = month or month_start()
+    month = month or month_start(zone=team.zone)
     rows = DailyUsage.objects.filter(team=team, day__gte=month)
     next_month = (month.replace(day=28) + (date.resolution * 4)).replace(day=1)
     rows = rows.filter(day__lt=next_month)
@@ -115,10 +118,14 @@ def month_spend(team: Team, agent: str = "", month: date | None = None) -> tuple
 
 def budget_statuses(team: Team, *, agent: str | None = None, now=None) -> list[BudgetStatus]:
     """This month's status of the team's budgets: all of them, or those that govern `agent`."""
-    budgets = Budget.objects.filter(team=team).order_by("agent")
+    # With its team: the gateway's Team is only an id, and the month is the team's own.
+    budgets = Budget.objects.filter(team=team).select_related("team").order_by("agent")
     if agent is not None:
         budgets = budgets.filter(agent__in=["", agent])
-    month = month_start(now)
+    budgets = list(budgets)
+    if not budgets:
+        return []
+    month = month_start(now, budgets[0].team.zone)
     statuses = []
     for budget in budgets:
         spent, unpriced = month_spend(team, budget.agent, month)
@@ -205,7 +212,7 @@ def estimate_run(team: Team, agent: str, config: dict | None = None) -> RunEstim
     estimate says so rather than guessing.
     """
     config = config or {}
-    price = price_in_force(team.pk, agent, timezone.now().date())
+    price = price_in_force(team.pk, agent, local_today(team.zone))
     estimate = RunEstimate(agent=agent, price=price)
     recent = list(
         Run.objects.filter(team=team, agent=agent, cost_status=CostStatus.COMPUTED)

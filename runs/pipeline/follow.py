@@ -33,6 +33,7 @@ from django.utils import timezone
 from runs.core import sql as fastsql
 from runs.core import upstream
 from runs.core.crypto import KeyDecryptionError, SealedKey
+from runs.core.days import run_day
 from runs.models import DailyRunStats, DailyUsage, Run, RunStatus, Thread, usage_dimensions
 from runs.pipeline.recording import RunOutcome, finish_run
 from runs.pipeline.stats import ALL_DIMENSIONS, _add_to_row, _Group, _max_turns
@@ -186,7 +187,7 @@ def _take_back(locked: Run) -> bool:
     run = Run.objects.get(pk=locked.pk)
     if run.follow_next_at is None:
         return False
-    day = run.started_at.date()
+    day = run_day(locked)  # the day its first finish counted it on (the team's zone)
     dimensions = usage_dimensions(run.agent, run.user_id, run.token_id, run.source)
     rollup = DailyUsage.objects.filter(team_id=run.team_id, day=day, dimensions=dimensions)
     for pk in rollup.values_list("pk", flat=True):

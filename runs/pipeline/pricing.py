@@ -16,7 +16,8 @@ documented choice, the one its simulator and the OpenAI-style APIs RunTools wrap
 
 Cost status:
 - `unpriced`: no price applies (no agent price and no team default in force on the run's
-  start date). Cost is NULL and is shown as "unpriced", never as $0.
+  start date in the team's time zone: a price takes effect at the team's midnight). Cost is
+  NULL and is shown as "unpriced", never as $0.
 - `partial`: a price applies but the usage is incomplete — `inputTokens` or `outputTokens`
   missing, or no usage at all from a run that reached RunTools (a cut stream, an error frame).
   Cost is what the known fields cost: a lower bound.
@@ -34,6 +35,7 @@ from decimal import Decimal
 
 from django.db import connection
 
+from runs.core.days import run_day
 from runs.models import CostStatus, Price, Run
 
 PER_MILLION_EXPONENT = -6
@@ -150,7 +152,7 @@ def price_run(run: Run, book: PriceBook | None = None) -> tuple[Decimal | None, 
     Unpriced usage is never reported as zero: with no price, cost is None and the status says
     "unpriced".
     """
-    day = run.started_at.date()  # UTC: USE_TZ with TIME_ZONE = "UTC"
+    day = run_day(run)  # the team's day: a price takes effect at its local midnight
     if book is None:
         price = price_in_force(run.team_id, run.agent, day)
     else:

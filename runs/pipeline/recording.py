@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +25,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from runs.core import sql as fastsql
+from runs.core.days import day_start, run_day, zone_named
 from runs.core.validation import RunRequest
 from runs.models import (
     FINISHED_STATUSES,
@@ -337,7 +338,7 @@ def record_usage(run: Run) -> None:
     """Add a finished run to its day's rollup row (created on first use), in one statement."""
     row = DailyUsage(
         team_id=run.team_id,
-        day=run.started_at.date(),
+        day=run_day(run),  # in the team's time zone
         dimensions=usage_dimensions(run.agent, run.user_id, run.token_id, run.source),
         agent=run.agent,
         user_id=run.user_id,
@@ -424,20 +425,39 @@ def _follow_later_if_unfinished(run: Run, now: datetime) -> None:
         fastsql.update(run, ["follow_next_at"])
 
 
-def rebuild_usage(team: Team | None = None, since=None) -> int:
-    """Rebuild the daily rollup from the runs with one grouped query; returns runs counted.
+def rebuild_usage(team: Team | None = None, since: date | None = None) -> int:
+    """Rebuild the daily rollup from the runs, each team's days in its own time zone, with one
+    grouped query per zone; returns runs counted. `since` is a day in each team's zone.
 
     Uses the same grouping and counting rules as `record_usage`, so the two always agree.
     """
-    runs = Run.objects.filter(status__in=FINISHED_STATUSES)
+    teams = Team.objects.all() if team is None else Team.objects.filter(pk=team.pk)
+    by_zone: dict[str, list[int]] = {}
+    for team_id, name in teams.values_list("pk", "timezone"):
+        by_zone.setdefault(name, []).append(team_id)
+    rows = []
+    for name, team_ids in by_zone.items():
+        zone = zone_named(name)
+        runs = Run.objects.filter(status__in=FINISHED_STATUSES, team_id__in=team_ids)
+        if since is not None:
+            runs = runs.filter(started_at__gte=day_start(since, zone))
+        rows += _rollup_rows(runs, zone)
     rollup = DailyUsage.objects.all()
     if team is not None:
-        runs, rollup = runs.filter(team=team), rollup.filter(team=team)
+        rollup = rollup.filter(team=team)
     if since is not None:
-        runs, rollup = runs.filter(started_at__date__gte=since), rollup.filter(day__gte=since)
+        rollup = rollup.filter(day__gte=since)
+    with transaction.atomic():
+        rollup.delete()
+        DailyUsage.objects.bulk_create(rows, batch_size=2000)
+    return sum(row.runs for row in rows)
+
+
+def _rollup_rows(runs, zone: tzinfo) -> list[DailyUsage]:
+    """DailyUsage rows of these runs, grouped by their day in `zone` (in the database)."""
     failed = [RunStatus.FAILED, RunStatus.INTERRUPTED]
     groups = (
-        runs.annotate(day=TruncDate("started_at", tzinfo=UTC))
+        runs.annotate(day=TruncDate("started_at", tzinfo=zone))
         .values("team_id", "day", "agent", "user_id", "token_id", "source")
         .annotate(
             n_runs=Count("pk"),
@@ -453,7 +473,7 @@ def rebuild_usage(team: Team | None = None, since=None) -> int:
         )
         .order_by()
     )
-    rows = [
+    return [
         DailyUsage(
             team_id=group["team_id"],
             day=group["day"],
@@ -477,7 +497,3 @@ def rebuild_usage(team: Team | None = None, since=None) -> int:
         )
         for group in groups.iterator(chunk_size=5000)
     ]
-    with transaction.atomic():
-        rollup.delete()
-        DailyUsage.objects.bulk_create(rows, batch_size=2000)
-    return sum(row.runs for row in rows)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, timedelta
 from decimal import Decimal
 from operator import add
 
@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from runs.core import sql as fastsql
+from runs.core.days import day_start, run_day, zone_named
 from runs.models import (
     FINISHED_STATUSES,
     CostStatus,
@@ -204,7 +205,7 @@ def record_run_stats(run: Run) -> None:
         _value(run, deferred, "duration_ms"),
         _value(run, deferred, "first_byte_ms"),
     )
-    day = run.started_at.date()
+    day = run_day(run)  # in the team's time zone, as record_usage counts it
     dimensions = usage_dimensions(run.agent, run.user_id, run.token_id, run.source)
     for key in (dimensions, ALL_DIMENSIONS):
         group = _Group()
@@ -237,24 +238,33 @@ def _add_to_row(key: dict, group: _Group) -> None:
         raise IntegrityError(f"no statistics row for {key} after inserting one")
 
 
-def _day_bounds(since: date | None, until: date | None) -> dict:
+def _day_bounds(since: date | None, until: date | None, zones: list) -> dict:
+    """Bounds on started_at that hold every run whose day, in any of `zones`, is in
+    [since, until] (the days themselves are checked run by run)."""
     lookup = {}
     if since is not None:
-        lookup["started_at__gte"] = datetime.combine(since, time.min, tzinfo=UTC)
+        lookup["started_at__gte"] = min(day_start(since, zone) for zone in zones)
     if until is not None:
-        lookup["started_at__lt"] = datetime.combine(until + timedelta(days=1), time.min, UTC)
+        lookup["started_at__lt"] = max(day_start(until + timedelta(days=1), z) for z in zones)
     return lookup
 
 
 def rebuild_run_stats(
     team: Team | int | None = None, since: date | None = None, until: date | None = None
 ) -> int:
-    """Rebuild the statistics rows of `team` (or every team) for [since, until] from the runs.
+    """Rebuild the statistics rows of `team` (or every team) for [since, until] from the runs,
+    each team's days in its own time zone.
 
     Reads only the columns it needs, in one pass; returns the number of runs counted.
     """
     team_id = team.pk if isinstance(team, Team) else team
-    runs = Run.objects.filter(status__in=FINISHED_STATUSES, **_day_bounds(since, until))
+    teams = Team.objects.all() if team_id is None else Team.objects.filter(pk=team_id)
+    zones = {pk: zone_named(name) for pk, name in teams.values_list("pk", "timezone")}
+    if not zones:
+        return 0
+    runs = Run.objects.filter(
+        status__in=FINISHED_STATUSES, **_day_bounds(since, until, list(zones.values()))
+    )
     rows = DailyRunStats.objects.all()
     if team_id is not None:
         runs, rows = runs.filter(team_id=team_id), rows.filter(team_id=team_id)
@@ -270,7 +280,10 @@ def rebuild_run_stats(
     )  # fmt: skip
     for (team_pk, started_at, agent, user_id, token_id, source, cost_status, iterations,
          max_turns, duration_ms, first_byte_ms) in columns.iterator(chunk_size=10_000):  # fmt: skip
-        key = (team_pk, started_at.astimezone(UTC).date(), agent, user_id, token_id, source)
+        day = started_at.astimezone(zones.get(team_pk, UTC)).date()
+        if (since is not None and day < since) or (until is not None and day > until):
+            continue  # inside the bounds of another team's zone, not of its own
+        key = (team_pk, day, agent, user_id, token_id, source)
         groups[key].add(cost_status, iterations, _max_turns(max_turns), duration_ms,
                         first_byte_ms)  # fmt: skip
     new_rows = []

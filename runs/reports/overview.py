@@ -1,5 +1,6 @@
 """The home page's numbers: this month's spend, today's and this week's activity, the agents
-and threads that cost the most, and the latest runs. Sums come from the daily rollup."""
+and threads that cost the most, and the latest runs. Sums come from the daily rollup, whose
+days are the team's (runs.core.days)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, Sum
-from django.utils import timezone
 
+from runs.core.days import local_today
 from runs.models import FINISHED_STATUSES, DailyUsage, Run, Team, Thread
 from runs.reports.queries import Period, top_threads
 
@@ -103,7 +104,10 @@ class Overview:
 
 
 def overview(team: Team, today: date | None = None) -> Overview:
-    today = today or timezone.now().date()
+    """The home page of `team`; today, this week and this month are the team's own (its time
+    zone), as its rollup's days are."""
+    zone = team.zone
+    today = today or local_today(zone)
     month_start = today.replace(day=1)
     agents = (
         DailyUsage.objects.filter(team=team, day__gte=month_start, day__lte=today)
@@ -116,6 +120,6 @@ def overview(team: Team, today: date | None = None) -> Overview:
         today=activity(team, today, today),
         week=activity(team, today - timedelta(days=today.weekday()), today),
         top_agents=[AgentSpend(a["agent"], a["n"], a["total"], a["unpriced"]) for a in agents],
-        threads=expensive_threads(team, Period("month", month_start, today)),
+        threads=expensive_threads(team, Period("month", month_start, today, zone)),
         runs=latest_runs(team),
     )

@@ -12,11 +12,11 @@ from django import forms
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from runs.core.access import for_team, get_for_team_or_404, team_view
 from runs.core.audit import record
+from runs.core.days import local_today
 from runs.models import Price, Team
 from runs.reports.sections import changed_section, known_agents
 
@@ -42,7 +42,7 @@ class PriceForm(forms.ModelForm):
         }
         help_texts = {
             "agent": "Blank: the team default, for every agent without its own price.",
-            "effective_from": "Runs started on or after this day (UTC) use this price.",
+            "effective_from": "Runs started on or after this day (the team's time) use it.",
             "cached_input_per_million": "Blank: the input price.",
             "reasoning_per_million": "Blank: the output price.",
         }
@@ -54,7 +54,7 @@ class PriceForm(forms.ModelForm):
         self.team = team
         self.fields["agent"].widget.attrs["list"] = "known-agents"
         if not self.is_bound:
-            self.fields["effective_from"].initial = timezone.now().date()
+            self.fields["effective_from"].initial = local_today(team.zone)
         for name in (
             "input_per_million",
             "output_per_million",
@@ -102,7 +102,7 @@ def _prices_context(request: HttpRequest, form: PriceForm | None = None) -> dict
         "form": form or PriceForm(team=team),
         "can_manage": request.membership.can_manage,
         "known_agents": known_agents(team),
-        "today": timezone.now().date(),
+        "today": local_today(team.zone),
     }
 
 
@@ -129,7 +129,7 @@ def price_add(request: HttpRequest) -> HttpResponse:
         return render(request, "runs/reports/prices.html", _prices_context(request, form), 400)
     record(request, "price_set", request.team, target=_describe_price(price))
     note = "Price saved. It applies to runs that finish from now on"
-    if price.effective_from <= timezone.now().date():
+    if price.effective_from <= local_today(request.team.zone):
         note += (
             f"; runs already finished keep their cost until `manage.py recompute_costs "
             f"--since {price.effective_from}` re-prices them"

@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db.models.fields.json import KeyTextTransform
-from django.utils import timezone
 
+from runs.core.days import day_start, local_today
 from runs.models import (
     FINISHED_STATUSES,
     CostStatus,
@@ -68,9 +68,12 @@ class InvalidPeriod(ValueError):
 
 @dataclass(frozen=True)
 class Period:
+    """Whole days of the team's time zone: rollup rows of [since, until], runs of [start, end)."""
+
     key: str
     since: date
     until: date  # inclusive
+    zone: tzinfo = UTC
 
     @property
     def label(self) -> str:
@@ -84,7 +87,7 @@ class Period:
 
     @property
     def start(self) -> datetime:
-        return datetime.combine(self.since, time.min, tzinfo=UTC)
+        return day_start(self.since, self.zone)
 
     @property
     def previous(self) -> Period:
@@ -95,7 +98,7 @@ class Period:
     @property
     def end(self) -> datetime:
         """The first moment after the period."""
-        return datetime.combine(self.until + timedelta(days=1), time.min, tzinfo=UTC)
+        return day_start(self.until + timedelta(days=1), self.zone)
 
 
 def _parse_day(value: str | None, name: str) -> date:
@@ -106,22 +109,27 @@ def _parse_day(value: str | None, name: str) -> date:
 
 
 def make_period(
-    key: str = "30d", since: str | None = None, until: str | None = None, today=None
+    key: str = "30d",
+    since: str | None = None,
+    until: str | None = None,
+    today: date | None = None,
+    zone: tzinfo = UTC,
 ) -> Period:
-    """A period from a report's query: one of PERIODS, or custom with since/until (UTC days).
+    """A period from a report's query: one of PERIODS, or custom with since/until, in days of
+    `zone` (the team's time zone; "today" is today there).
 
     Raises InvalidPeriod with a message for people.
     """
-    today = today or timezone.now().date()
+    today = today or local_today(zone)
     if key in ("", None) and (since or until):
         key = "custom"
     key = key or "30d"
     if key == "7d":
-        return Period(key, today - timedelta(days=6), today)
+        return Period(key, today - timedelta(days=6), today, zone)
     if key == "30d":
-        return Period(key, today - timedelta(days=29), today)
+        return Period(key, today - timedelta(days=29), today, zone)
     if key == "month":
-        return Period(key, today.replace(day=1), today)
+        return Period(key, today.replace(day=1), today, zone)
     if key != "custom":
         raise InvalidPeriod(f"period must be one of {', '.join(PERIODS)}.")
     first = _parse_day(since, "since")
@@ -130,7 +138,7 @@ def make_period(
         raise InvalidPeriod("until is before since.")
     if (last - first).days >= MAX_PERIOD_DAYS:
         raise InvalidPeriod(f"A period is at most {MAX_PERIOD_DAYS} days.")
-    return Period(key, first, last)
+    return Period(key, first, last, zone)
 
 
 @dataclass
@@ -296,6 +304,7 @@ class Report:
             "groupBy": self.group_by,
             "since": self.period.since.isoformat(),
             "until": self.period.until.isoformat(),
+            "timeZone": str(self.period.zone),
             "percentiles": "exact" if self.exact_percentiles else "histogram (±2.5%)",
             "truncated": self.truncated,
             "groups": [row.as_dict() for row in self.rows],

@@ -57,7 +57,9 @@ def _report_from(request: HttpRequest, team: Team) -> tuple[Report | None, str, 
     if query["group_by"] not in GROUPS:
         return None, f"group_by must be one of {', '.join(GROUPS)}.", query
     try:
-        period = make_period(query["period"] or "30d", query["since"], query["until"])
+        period = make_period(
+            query["period"] or "30d", query["since"], query["until"], zone=team.zone
+        )
     except InvalidPeriod as problem:
         return None, str(problem), query
     query["period"] = period.key

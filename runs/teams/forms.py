@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from runs.core import audit, ratelimit
+from runs.core.days import timezone_names
 from runs.models import Membership, Role, Team
 
 THROTTLED_MESSAGE = (
@@ -219,3 +220,18 @@ class AuditFilterForm(forms.Form):
     @property
     def active(self) -> bool:
         return bool(self.query_string())
+
+
+class TimezoneForm(forms.Form):
+    """The team's time zone, chosen from the tz database's names (nothing else is accepted)."""
+
+    timezone = forms.ChoiceField(
+        label="Time zone",
+        choices=(),
+        help_text="Reports, budgets and prices count days from midnight here.",
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("auto_id", "timezone_%s")
+        super().__init__(*args, **kwargs)
+        self.fields["timezone"].choices = [(name, name) for name in timezone_names()]

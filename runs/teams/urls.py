@@ -24,5 +24,6 @@ urlpatterns = [
     path("settings/keys/<int:key_id>/revoke/", team_views.key_revoke, name="key_revoke"),
     path("settings/tokens/", team_views.token_add, name="token_add"),
     path("settings/tokens/<int:token_id>/revoke/", team_views.token_revoke, name="token_revoke"),
+    path("settings/timezone/", team_views.team_timezone, name="team_timezone"),
     path("settings/audit/", team_views.team_audit, name="team_audit"),
 ]

@@ -1,4 +1,5 @@
-"""Logging in, switching teams, and team settings: members, RunTools keys, tokens, audit log.
+"""Logging in, switching teams, and team settings: members, RunTools keys, tokens, time zone,
+audit log.
 
 Every page works without JavaScript: a change redirects back to the settings page with a
 message. With htmx, the same URL answers with just the section it changed, which the settings
@@ -40,12 +41,14 @@ from runs.core.access import (
 from runs.core.audit import ACTIONS, record, team_log
 from runs.core.crypto import KeyDecryptionError, SealedKey
 from runs.models import GatewayToken, LastOwnerError, Membership, Role, RunToolsKey
+from runs.pipeline.rezone import change_timezone
 from runs.teams.forms import (
     AuditFilterForm,
     KeyForm,
     LoginForm,
     MemberAddForm,
     RoleForm,
+    TimezoneForm,
     TokenForm,
 )
 
@@ -156,6 +159,7 @@ def _settings_context(request: TeamRequest, **extra) -> dict:
         context["member_form"] = MemberAddForm(team=team, roles=roles)
         context["key_form"] = KeyForm()
         context["token_form"] = TokenForm()
+        context["timezone_form"] = TimezoneForm(initial={"timezone": team.timezone})
     context.update(extra)
     return context
 
@@ -396,6 +400,20 @@ def token_revoke(request: TeamRequest, token_id: int) -> HttpResponse:
     token.revoke()
     record(request, "token_revoked", request.team, target=f"{token.name} ({token.prefix}…)")
     return _done(request, "tokens", f"Revoked token {token.name}; it no longer works.")
+
+
+@require_POST
+@team_view(manage=True)
+def team_timezone(request: TeamRequest) -> HttpResponse:
+    """Set the team's time zone; its daily rollups are rebuilt on the new days at once."""
+    form = TimezoneForm(request.POST)
+    if not form.is_valid():
+        return _invalid(request, "timezone", timezone_form=form)
+    name = form.cleaned_data["timezone"]
+    if not change_timezone(request.team, name, request=request):
+        return _done(request, "timezone", f"The team's time zone is already {name}.")
+    text = f"The team's days now begin at midnight in {name}; its reports were recounted."
+    return _done(request, "timezone", text)
 
 
 @require_GET

@@ -20,7 +20,9 @@ class Command(BaseCommand):
     help = "Rebuild the daily usage rollup (and report statistics) from the runs."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--since", help="First day (UTC) to rebuild, YYYY-MM-DD. Default: all.")
+        parser.add_argument(
+            "--since", help="First day to rebuild (each team's own), YYYY-MM-DD. Default: all."
+        )
         parser.add_argument("--team", help="Only this team (slug). Default: every team.")
 
     def handle(self, *args, since: str | None, team: str | None, **options) -> None:

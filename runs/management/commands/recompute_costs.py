@@ -1,18 +1,20 @@
 """Re-price runs after a price change: `manage.py recompute_costs --since DATE [--team SLUG]`.
 
-Every finished run that started on or after DATE (UTC) gets the cost of the price in force on
-its start day, by the same rules as when it finished (runs.pipeline.pricing), and the daily
-rollups from DATE on are rebuilt from the runs so reports and budgets agree with them.
+Every finished run that started on or after DATE (a day in the team's time zone) gets the
+cost of the price in force on its start day in that zone, by the same rules as when it
+finished (runs.pipeline.pricing), and the daily rollups from DATE on are rebuilt from the runs
+so reports and budgets agree with them.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, date, datetime
+from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
+from runs.core.days import day_start
 from runs.models import FINISHED_STATUSES, Run, Team
 from runs.pipeline.pricing import PriceBook, Usage, cost_of
 from runs.pipeline.recording import rebuild_usage
@@ -41,7 +43,9 @@ class Command(BaseCommand):
     help = "Re-price finished runs started on or after --since, and rebuild the rollups."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--since", required=True, help="First day (UTC), YYYY-MM-DD.")
+        parser.add_argument(
+            "--since", required=True, help="First day (each team's own), YYYY-MM-DD."
+        )
         parser.add_argument("--team", help="Only this team (slug). Default: every team.")
 
     def handle(self, *args, since: str, team: str | None, **options) -> None:
@@ -60,11 +64,11 @@ class Command(BaseCommand):
         )
 
     def _reprice(self, team: Team, first_day: date) -> tuple[int, int]:
-        book = PriceBook(team.pk)
+        book, zone = PriceBook(team.pk), team.zone
         runs = Run.objects.filter(
             team=team,
             status__in=FINISHED_STATUSES,
-            started_at__gte=datetime.combine(first_day, datetime.min.time(), tzinfo=UTC),
+            started_at__gte=day_start(first_day, zone),
         ).values_list(
             "pk", "agent", "started_at", "http_status", "input_tokens", "output_tokens",
             "cached_input_tokens", "reasoning_tokens", "cost", "cost_status",
@@ -82,7 +86,7 @@ class Command(BaseCommand):
         for (pk, agent, started_at, http_status, input_tokens, output_tokens, cached, reasoning,
              old_cost, old_status) in runs.iterator(chunk_size=BATCH):  # fmt: skip
             seen += 1
-            price = book.price_for(agent, started_at.astimezone(UTC).date())
+            price = book.price_for(agent, started_at.astimezone(zone).date())
             usage = Usage(input_tokens, output_tokens, cached, reasoning)
             refused = http_status is not None and http_status >= 400
             cost, status = cost_of(usage, price, refused=refused)

@@ -1,6 +1,7 @@
 """Manage teams from scripts: create one, add members, store its RunTools key, issue tokens.
 
-    manage.py team create SLUG [--name NAME]
+    manage.py team create SLUG [--name NAME] [--timezone ZONE]
+    manage.py team set-timezone SLUG ZONE                (recounts the team's days)
     manage.py team add-member SLUG USERNAME --role ROLE
     manage.py team set-key SLUG [--label LABEL]          (the key is read from stdin)
     manage.py team issue-token SLUG [--name NAME]        (prints the token and nothing else)
@@ -22,7 +23,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs.core.audit import record
+from runs.core.days import DEFAULT_TIMEZONE, validate_timezone_name
 from runs.models import GatewayToken, LastOwnerError, Membership, Role, RunToolsKey, Team
+from runs.pipeline.rezone import change_timezone
 from runs.teams.forms import KeyForm
 
 ACTOR = "manage.py team"
@@ -67,6 +70,15 @@ class Command(BaseCommand):
         create = actions.add_parser("create", help="Create a team.")
         create.add_argument("slug")
         create.add_argument("--name", help="Display name (defaults to the slug).")
+        create.add_argument(
+            "--timezone", default=DEFAULT_TIMEZONE, help="IANA time zone of the team's days."
+        )
+
+        set_timezone = actions.add_parser(
+            "set-timezone", help="Change a team's time zone and recount its days."
+        )
+        set_timezone.add_argument("slug")
+        set_timezone.add_argument("zone", metavar="ZONE")
 
         add_member = actions.add_parser(
             "add-member", help="Add an existing user to a team, or change their role."
@@ -90,6 +102,7 @@ class Command(BaseCommand):
     def handle(self, *args, action: str, **options) -> None:
         handler = {
             "create": self.create,
+            "set-timezone": self.set_timezone,
             "add-member": self.add_member,
             "set-key": self.set_key,
             "issue-token": self.issue_token,
@@ -98,7 +111,8 @@ class Command(BaseCommand):
 
     # --- actions ------------------------------------------------------------------------
 
-    def create(self, *, slug: str, name: str | None, **options) -> None:
+    def create(self, *, slug: str, name: str | None, timezone: str, **options) -> None:
+        _check_zone(timezone, "--timezone")
         try:
             validate_slug(slug)
         except ValidationError:
@@ -110,9 +124,18 @@ class Command(BaseCommand):
         with transaction.atomic():
             if Team.objects.filter(slug=slug).exists():
                 raise CommandError(f"team {slug} already exists")
-            team = Team.objects.create(slug=slug, name=(name or slug)[:100])
+            team = Team.objects.create(slug=slug, name=(name or slug)[:100], timezone=timezone)
             record(None, "team_created", team, target=team.slug, actor_label=ACTOR)
-        self.stdout.write(f"Created team {team.slug} ({team.name}).")
+        zone = "" if timezone == DEFAULT_TIMEZONE else f", days in {timezone}"
+        self.stdout.write(f"Created team {team.slug} ({team.name}{zone}).")
+
+    def set_timezone(self, *, slug: str, zone: str, **options) -> None:
+        team = _team(slug)
+        _check_zone(zone, "ZONE")
+        if not change_timezone(team, zone, actor_label=ACTOR):
+            self.stdout.write(f"{team.slug}'s time zone is already {zone}.")
+            return
+        self.stdout.write(f"{team.slug}'s days now begin at midnight in {zone}; rollups rebuilt.")
 
     def add_member(self, *, slug: str, username: str, role: str, **options) -> None:
         team = _team(slug)
@@ -178,6 +201,16 @@ class Command(BaseCommand):
         )
         # Only the token, so `TOKEN=$(manage.py team issue-token acme)` just works.
         self.stdout.write(plaintext)
+
+
+def _check_zone(name: str, where: str) -> None:
+    try:
+        validate_timezone_name(name)
+    except ValidationError:
+        # Not repeated: a name that is not a zone may be anything at all.
+        raise CommandError(
+            f"{where} must be an IANA time zone name, such as Europe/Berlin or UTC"
+        ) from None
 
 
 def _team(slug: str) -> Team:
