@@ -16,7 +16,7 @@ from runs.demo.history import _restamp_threads
 from runs.models import Thread
 from tests.history.test_history_runs import make_run
 
-pytestmark = pytest.mark.usefixtures("fast_passwords", "clear_cache")
+pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 SEEDED = datetime(2026, 3, 20, 8, 0, tzinfo=UTC)  # when a seed wrote the rows, not activity
 

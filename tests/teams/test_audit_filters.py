@@ -11,7 +11,7 @@ from django.urls import reverse
 from runs.core.audit import record
 from runs.models import AuditEvent
 
-pytestmark = pytest.mark.usefixtures("fast_passwords", "clear_cache")
+pytestmark = pytest.mark.usefixtures("fast_passwords")
 
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
