@@ -60,8 +60,7 @@ application = ProtocolTypeRouter(
 )
 
 # Django and every import above live as long as the worker: out of the cyclic collector's
-# way, so a full collection walks only what requests made since. Under gateway load (2,400
-# JSON runs, then 10,000-delta streams) the worker's full collections paused it 50-66 ms
-# each before, 4-13 ms after.
+# way, so a full collection walks only what requests made since (the pauses it saves are in
+# docs/performance.md).
 gc.collect()
 gc.freeze()

@@ -134,10 +134,10 @@ if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(f"REDIS_URL must be a redis:// URL, got {REDIS_URL!r}")
     # The pub/sub layer: with channels_redis 4.3 and redis-py 8, the list-based
-    # RedisChannelLayer made a message wait for its 5 s poll when two coroutines of one process
-    # were receiving (measured in bench/relay.py: p50 2.5 s against 1.6 ms with pub/sub), and
-    # ran out of connections at 200 streams. Pub/sub keeps no backlog: a socket that misses
-    # frames catches up from the database and the run's reader (runs/relay.py).
+    # RedisChannelLayer made a message wait for its poll when two coroutines of one process
+    # were receiving, and ran out of connections at 200 streams (docs/performance.md). Pub/sub
+    # keeps no backlog: a socket that misses frames catches up from the database and the run's
+    # reader (runs/playground/relay.py).
     # Pub/sub channels ignore the database number in REDIS_URL: without a prefix of their own,
     # two installs (or a test run) on one Redis server would hear each other's run groups.
     _redis_url = urlsplit(REDIS_URL)
