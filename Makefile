@@ -22,10 +22,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Browser tests drive Debian's Chromium; Playwright's own browser downloads cannot work here.
+# The JavaScript snippet tests run the playground's fetch example under Node.js.
 chromium:
-	@test -x $(CHROMIUM) || { \
-	  echo "Installing Chromium from the OS packages (needs root)…"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) && command -v node >/dev/null || { \
+	  echo "Installing Chromium and Node.js from the OS packages (needs root)…"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs >/dev/null; }
 
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
