@@ -3,13 +3,16 @@
 Requests alternate direct-to-simulator and through-rtdash in one run, so both see the same
 machine state. Every run through rtdash is recorded as usual (SQLite by default).
 
-    .venv/bin/python -m bench.gateway
+    .venv/bin/python -m bench.gateway           # everything, daphne and uvicorn
+    .venv/bin/python -m bench.gateway --floor   # only the floor (targets 1-2), uvicorn
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import sys
 import time
 
 import httpx
@@ -29,6 +32,17 @@ STREAM_BODY = {
     "prompt": "Count",
     "metadata": {"simulate": {"deltas": 10_000}},
 }
+# A short stream for the time to its first byte: the whole answer is one write upstream, so
+# the first byte measures the hop, not the upstream's pace.
+SHORT_STREAM_BODY = {
+    "agent": "support-chat",
+    "prompt": "Count",
+    "metadata": {"simulate": {"deltas": 20}},
+}
+# Rounds of the floor comparison: in each, one request direct, one through the bare hop and
+# one through rtdash, in an order that rotates, for JSON and for the short stream.
+FLOOR_ROUNDS = 300
+FLOOR_WARMUP_ROUNDS = 30
 SEQUENTIAL = 400
 CONCURRENT = 16
 CONCURRENT_TOTAL = 1600
@@ -257,6 +271,102 @@ async def _stream_rounds(
     return streams
 
 
+async def _first_byte(client: httpx.AsyncClient, url: str, key: str) -> float:
+    """Milliseconds from sending a short stream's request to its first body byte."""
+    started = time.perf_counter()
+    first = None
+    async with client.stream(
+        "POST", url, json=SHORT_STREAM_BODY, headers={"X-API-Key": key}
+    ) as response:
+        assert response.status_code == 200, response.status_code
+        async for _chunk in response.aiter_raw():
+            if first is None:
+                first = time.perf_counter()
+    assert first is not None
+    return (first - started) * 1000
+
+
+async def _floor_rounds(
+    client: httpx.AsyncClient, timed, paths: dict[str, tuple[str, str]]
+) -> dict[str, list[float]]:
+    """FLOOR_ROUNDS rounds of `timed` on every path of `paths` (the order rotating each
+    round); returns each path's times, round by round, so they can be paired."""
+    names = list(paths)
+    for _ in range(FLOOR_WARMUP_ROUNDS):
+        for name in names:
+            await timed(client, *paths[name])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(FLOOR_ROUNDS):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(await timed(client, *paths[name]))
+    return times
+
+
+def _paired_overheads(times: dict[str, list[float]], name: str) -> dict[str, float]:
+    """p50 and p95 of each round's `name` time minus the direct time of the same round."""
+    differences = [t - d for t, d in zip(times[name], times["direct"], strict=True)]
+    return summary(differences)
+
+
+def _load_average() -> str:
+    return " / ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+async def measure_floor(stack: Stack, bare_url: str) -> str:
+    """Targets 1-2 of issue 18: rtdash's JSON and first-byte overheads against the bare hop's,
+    each request paired with the direct one of its round."""
+    paths = {
+        "direct": (stack.simulator.url + "/run", SIM_KEY),
+        "bare": (bare_url + "/v1/run", SIM_KEY),
+        "rtdash": (stack.url + "/v1/run", stack.token),
+    }
+    load_before = _load_average()
+    async with httpx.AsyncClient(timeout=120) as client:
+        json_times = await _floor_rounds(client, _timed_json, paths)
+        first_times = await _floor_rounds(client, _first_byte, paths)
+    load_after = _load_average()
+    json_bare = _paired_overheads(json_times, "bare")
+    json_rtdash = _paired_overheads(json_times, "rtdash")
+    first_bare = _paired_overheads(first_times, "bare")
+    first_rtdash = _paired_overheads(first_times, "rtdash")
+
+    def row(title, times, name, overheads):
+        middle = statistics.median(times[name])
+        if overheads is None:
+            return f"| {title} | {middle:.2f} | | |"
+        return f"| {title} | {middle:.2f} | {overheads['p50']:.2f} | {overheads['p95']:.2f} |"
+
+    json_ratio = json_rtdash["p50"] / json_bare["p50"]
+    first_ratio = first_rtdash["p50"] / first_bare["p50"]
+    first_vs_json = first_rtdash["p50"] / json_rtdash["p50"]
+    deltas = SHORT_STREAM_BODY["metadata"]["simulate"]["deltas"]
+    return "\n".join(
+        [
+            f"{FLOOR_ROUNDS} rounds (after {FLOOR_WARMUP_ROUNDS} unmeasured), each with one "
+            "request direct to the simulator, one through the bare ASGI hop "
+            "(`bench/reference.py`) and one through rtdash (recorded), in an order that "
+            "rotates; first for a JSON run, then for the time to the first body byte of a "
+            f"{deltas}-delta stream. Each overhead is a request's time minus the direct time "
+            f"of its own round (milliseconds). Load average (1 / 5 / 15 min) {load_before} "
+            f"before, {load_after} after.",
+            "",
+            "| | median time | overhead p50 | overhead p95 |",
+            "|---|---|---|---|",
+            row("JSON, direct", json_times, "direct", None),
+            row("JSON, bare hop", json_times, "bare", json_bare),
+            row("JSON, rtdash", json_times, "rtdash", json_rtdash),
+            row("first byte, direct", first_times, "direct", None),
+            row("first byte, bare hop", first_times, "bare", first_bare),
+            row("first byte, rtdash", first_times, "rtdash", first_rtdash),
+            "",
+            f"**First byte: rtdash's overhead is {first_ratio:.2f}x the bare hop's** (target "
+            f"≤ 1.5x) **and {first_vs_json:.2f}x rtdash's own JSON overhead** (target ≤ 1x).",
+            f"**JSON: rtdash's overhead is {json_ratio:.2f}x the bare hop's** (target ≤ 1.5x).",
+        ]
+    )
+
+
 async def _references(stack: Stack) -> list[str]:
     """The same sequential JSON comparison for the reference proxies (bench/reference.py)."""
     rows = []
@@ -276,7 +386,31 @@ async def _references(stack: Stack) -> list[str]:
     return rows
 
 
+def floor_only() -> None:
+    """`--floor`: only the floor comparison, under uvicorn, in a section of its own."""
+    redis = RedisServer().start()
+    try:
+        with (
+            Stack(server="uvicorn", **production(redis.url)) as stack,
+            ReferenceServer("bare", stack.simulator.url) as bare,
+        ):
+            body = asyncio.run(measure_floor(stack, bare.url))
+    finally:
+        redis.stop()
+    write_section("gateway-floor", FLOOR_TITLE + body)
+
+
+FLOOR_TITLE = (
+    "## The floor of a Python hop (`bench/gateway.py --floor`)\n\n"
+    "rtdash under uvicorn (one worker, SQLite, every run recorded, debug off, Redis for the "
+    "channel layer and the cache) against the bare ASGI hop, in the same run.\n\n"
+)
+
+
 def main() -> None:
+    if "--floor" in sys.argv[1:]:
+        floor_only()
+        return
     sections = []
     references: list[str] = []
     for server in ("daphne", "uvicorn"):
@@ -287,6 +421,8 @@ def main() -> None:
                 ReferenceServer("bare", stack.simulator.url) as bare,
             ):
                 body = asyncio.run(measure(stack, bare.url))
+                if server == "uvicorn":
+                    floor = asyncio.run(measure_floor(stack, bare.url))
                 if not references:
                     references = asyncio.run(_references(stack))
         finally:
@@ -307,6 +443,7 @@ def main() -> None:
         "| proxy | direct p50 | through p50 | p50 overhead |\n|---|---|---|---|\n"
         + "\n".join(references),
     )
+    write_section("gateway-floor", FLOOR_TITLE + floor)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -150,12 +151,34 @@ async def _gateway_stream(
 class Viewer:
     stream: Stream = field(default_factory=Stream)
     error: str = ""
+    # For a watcher that joins a run in progress, each frame written before its socket opened
+    # (its catch-up), apart from the live frames' latency: (ms since the frame was written,
+    # ms since the socket opened) at its arrival.
+    catch_up: list[tuple[float, float]] = field(default_factory=list)
+
+
+def _joiner_latency(viewer: Viewer, opened: float):
+    """Latency for a socket opened at `opened` (wall clock): a frame written before then
+    could not have reached it earlier, so its wait is counted from `opened`, in `catch_up`,
+    not as live latency."""
+
+    def latency(data: str, at: float) -> float | None:
+        value = _latency(data, at)
+        if value is None:
+            return None
+        if at - value / 1000 < opened:
+            viewer.catch_up.append((value, (at - opened) * 1000))
+            return None
+        return value
+
+    return latency
 
 
 async def _viewer(port: int, path: str, cookie: str, result: Viewer, **follow_args) -> None:
     try:
         socket = await Socket.connect(port, path, cookie, clock=time.time)
-        await follow(socket, _latency, result=result.stream, **follow_args)
+        latency = _joiner_latency(result, time.time())
+        await follow(socket, latency, result=result.stream, **follow_args)
         result.error = _outcome_error(result.stream)
     except asyncio.CancelledError:
         raise
@@ -198,6 +221,8 @@ def _viewer_figures(viewers: list[Viewer]) -> dict:
         "error_samples": sorted(set(errors))[:3],
         "latency": summary([value for v in viewers for value in v.stream.latencies]),
         "max": max((value for v in viewers for value in v.stream.latencies), default=0.0),
+        "catch_up": [value for v in viewers for value in v.catch_up],
+        "live": [value for v in viewers for value in v.stream.latencies],
     }
 
 
@@ -310,9 +335,12 @@ async def _round(
     }
 
 
-def _measure(server: str, workers: int, drip_ms: int = DRIP_MS) -> dict:
-    database_url = _fresh_postgres()
-    redis = RedisServer().start() if database_url and shutil.which("redis-server") else None
+def _measure(server: str, workers: int, drip_ms: int = DRIP_MS, postgres: bool = True) -> dict:
+    """One configuration. `postgres=False`: SQLite, with Redis all the same (a machine whose
+    PostgreSQL is shared with other work must not carry this load)."""
+    database_url = _fresh_postgres() if postgres else None
+    wants_redis = (database_url or not postgres) and shutil.which("redis-server")
+    redis = RedisServer().start() if wants_redis else None
     env = {"RTDASH_UPSTREAM_MAX_CONNECTIONS": str(UPSTREAM_CONNECTIONS)}
     if redis:
         env.update(production(redis.url))
@@ -327,20 +355,98 @@ def _measure(server: str, workers: int, drip_ms: int = DRIP_MS) -> dict:
     finally:
         if redis is not None:
             redis.stop()
-    result.update(server=server, workers=workers, backing=bool(redis), pace=1000 // drip_ms)
+    result.update(
+        server=server,
+        workers=workers,
+        backing=bool(redis) and postgres,
+        pace=1000 // drip_ms,
+    )
     print(
         f"{server} x{workers}: {result['wall']:.1f} s, gateway {result['gateway']}, "
-        f"viewers {result['viewers']}, watchers {result['watchers']}",
+        f"viewers {_brief(result['viewers'])}, watchers {_brief(result['watchers'])}",
         flush=True,
     )
     return result
+
+
+def _brief(figures: dict | None) -> dict | None:
+    """A configuration's figures without the raw lists, for the progress line."""
+    if figures is None:
+        return None
+    return {name: value for name, value in figures.items() if name not in ("catch_up", "live")}
 
 
 def _ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def _catch_up_line(r: dict) -> str:
+    """What the watchers' figures leave out: the frames written before each watcher's socket
+    opened, which reach it by catch-up."""
+    catch_up = r["watchers"]["catch_up"]
+    if not catch_up:
+        return ""
+    ages = summary([age for age, _ in catch_up])
+    waits = summary([wait for _, wait in catch_up])
+    live = r["watchers"]["latency"]
+    every = summary([age for age, _ in catch_up] + r["watchers"]["live"])
+    return (
+        f"{r['server']} x{r['workers']}, {r['pace']} frames/s: {len(catch_up)} of the "
+        f"watchers' frames were written before their socket opened (their catch-up): they "
+        f"arrived {_ms(waits['p50'])} ms (p50) / {_ms(waits['p95'])} ms (p95) after it opened, "
+        f"{_ms(ages['p50'])} / {_ms(ages['p95'])} ms after they were written. Counted with "
+        f"the live frames, as before, the watchers' p50 / p95 / p99 would be "
+        f"{_ms(every['p50'])} / {_ms(every['p95'])} / {_ms(every['p99'])} ms; live frames "
+        f"alone: {_ms(live['p50'])} / {_ms(live['p95'])} / {_ms(live['p99'])} ms."
+    )
+
+
+def watchers_only() -> None:
+    """`--watchers`: only the paced round on two uvicorn workers (target 4 of issue 18), on
+    SQLite with a Redis of its own, in a section of its own."""
+    load = os.getloadavg()
+    r = _measure("uvicorn", 2, PACED_DRIP_MS, postgres=False)
+    rows = []
+    for kind, figures in (
+        ("gateway streams", r["gateway"]),
+        ("playground sockets", r["viewers"]),
+        ("watchers on the other worker (live frames)", r["watchers"]),
+    ):
+        latency = figures["latency"]
+        rows.append(
+            f"| {kind} | {figures['count']} | {figures['lost']} | {figures['late']} | "
+            f"{figures['errors']} | {_ms(latency['p50'])} | {_ms(latency['p95'])} | "
+            f"{_ms(latency['p99'])} | {_ms(figures['max'])} |"
+        )
+    write_section(
+        "load-watchers",
+        "\n".join(
+            [
+                "## Watchers on another worker (`bench/load.py --watchers`)",
+                "",
+                f"The paced round of `bench/load.py` alone: {STREAMS} gateway streams and "
+                f"{VIEWERS} playground sockets on two uvicorn workers, {1000 // PACED_DRIP_MS} "
+                f"frames a second per run, every {WATCH_EVERY}th playground run also watched "
+                "from the other worker; SQLite and a Redis of the bench's own (a PostgreSQL "
+                "shared with other work must not carry this load). A watcher's latency counts "
+                "the frames written after its socket opened; the ones written before reach it "
+                "by catch-up and are counted apart, below. Load average (1 / 5 / 15 min) "
+                f"{' / '.join(f'{v:.1f}' for v in load)} at the start.",
+                "",
+                "| clients | n | frames lost | late | errors | p50 | p95 | p99 | max |",
+                "|---|---|---|---|---|---|---|---|---|",
+                *rows,
+                "",
+                _catch_up_line(r),
+            ]
+        ),
+    )
+
+
 def main() -> None:
+    if "--watchers" in sys.argv[1:]:
+        watchers_only()
+        return
     load = os.getloadavg()
     began = time.monotonic()
     results = [_measure(server, workers) for server in ("daphne", "uvicorn") for workers in (1, 2)]
@@ -353,7 +459,7 @@ def main() -> None:
             ("playground sockets", r["viewers"]),
         ]
         if r["watchers"]:
-            kinds.append(("watchers on the other worker", r["watchers"]))
+            kinds.append(("watchers on the other worker (live frames)", r["watchers"]))
         for kind, figures in kinds:
             latency = figures["latency"]
             traffic.append(
@@ -389,7 +495,8 @@ def main() -> None:
             "both kinds alternate between the workers, and every "
             f"{WATCH_EVERY}th playground run is also watched from the other worker through "
             "`ws/runs/<id>/` (its frames cross workers through Redis; the watcher joins when "
-            "the run has started, so its first frames come from catch-up, not live). "
+            "the run has started, so its first frames come from catch-up, not live: they are "
+            "counted apart, below the table). "
             "Each configuration: a fresh database, a warm-up round at "
             f"{WARM_UP_FRACTION:.0%} of the load, then the measured round. Each worker may open "
             f"{UPSTREAM_CONNECTIONS} connections to the upstream "
@@ -411,6 +518,7 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *traffic,
             "",
+            *(f"{line}\n" for r in results if r["watchers"] and (line := _catch_up_line(r))),
             "Resources during the measured round: RSS is each worker's peak resident size; "
             "CPU is each worker's share of one core over the round's wall time, and per frame "
             "the workers' CPU time over every frame the clients received (gateway and "

@@ -54,8 +54,11 @@ from runs.pipeline.reader import READERS, RunReader, Sink
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_SECONDS = 2.0
-# The longest the reader waits for the layer to take frames for other workers' sockets.
-PUBLISH_TIMEOUT_SECONDS = 1.0
+# Frames for other workers' sockets are published by a task of their own, in order, so the
+# reader never waits for the layer. A publish that takes longer than this, or a backlog longer
+# than this, stops publishing (the sockets then catch up, see RelaySink._publish).
+PUBLISH_TIMEOUT_SECONDS = 5.0
+MAX_UNPUBLISHED_MESSAGES = 100
 # What a channel layer raises when it cannot take or give a message (a full channel, Redis
 # down or out of connections). The relay is best effort: the run is read and recorded
 # whatever happens to it, and watching sockets catch up from the database.
@@ -164,6 +167,9 @@ class RelaySink(Sink):
         # Whether this sink hears catch-up and stop requests (not while the layer is down).
         self.listening = False
         self._tasks: list[asyncio.Task] = []
+        # Messages for other workers' sockets not yet taken by the layer, oldest first.
+        self._unpublished: deque[dict] = deque()
+        self._publisher: asyncio.Task | None = None
 
     async def attach(self, reader: RunReader) -> None:
         self.reader, self.run_id = reader, reader.run_id
@@ -235,18 +241,40 @@ class RelaySink(Sink):
         message = {"type": "run.frames", "run": self.run_id, "frames": wire}
         self._hand_out(message)
         if self.publishing:
-            await self._publish(message)
+            self._queue_publish(message)
 
-    async def _publish(self, message: dict) -> None:
-        """Frames for sockets on other workers. On a failure (Redis down, or so slow that
-        it would hold the reader up) publishing stops: those sockets see the gap, and the
-        catch-up they then ask for, once the layer carries it, turns publishing on again."""
-        try:
-            async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
-                await self.layer.group_send(run_group(self.run_id), message)
-        except (*LAYER_ERRORS, TimeoutError):
-            self.publishing = False
-            self._layer_failed("publish frames")
+    def _queue_publish(self, message: dict) -> None:
+        """Frames for sockets on other workers, published in order by a task of their own.
+
+        The reader used to wait for each publish, at most a second: under load the layer's
+        one connection per shard was often that busy, publishing stopped, and the watchers,
+        hearing nothing, caught up only when their watchdog noticed the silence, 5-10 s later
+        (bench/load.py --watchers)."""
+        if len(self._unpublished) >= MAX_UNPUBLISHED_MESSAGES:
+            self._stop_publishing("keep up with the frames")
+            return
+        self._unpublished.append(message)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.ensure_future(self._publish())
+
+    async def _publish(self) -> None:
+        """On a failure (Redis down, or too slow for too long) publishing stops: those
+        sockets see the gap, or the silence, and the catch-up they then ask for, once the
+        layer carries it, turns publishing on again."""
+        while self._unpublished and self.publishing:
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS):
+                    await self.layer.group_send(run_group(self.run_id), self._unpublished[0])
+            except (*LAYER_ERRORS, TimeoutError):
+                self._stop_publishing("publish frames")
+                return
+            if self._unpublished:
+                self._unpublished.popleft()
+
+    def _stop_publishing(self, what: str) -> None:
+        self.publishing = False
+        self._unpublished.clear()
+        self._layer_failed(what)
 
     async def _finished(self) -> None:
         """Called by the reader once the run's record is complete."""
@@ -260,6 +288,10 @@ class RelaySink(Sink):
         self._hand_out(finished)
         self.viewers.clear()
         self.unstored.clear()
+        if self._publisher is not None:
+            # Other workers' sockets get the frames still to publish before `run.finished`.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._publisher
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -391,6 +391,45 @@ async def test_a_failed_publish_stops_publishing_until_the_next_catch_up(
 
 
 @pytest.mark.usefixtures("upstream", "acme_key")
+async def test_a_slow_publish_neither_holds_the_reader_up_nor_stops_publishing(
+    application, bob, alice, monkeypatch
+):
+    # Under load the layer's connection can stay busy for a while: the reader must go on
+    # relaying meanwhile, and the frames for other workers must still go out, in order,
+    # without the watcher waiting for its watchdog to notice a silence and catch up.
+    layer = get_channel_layer()
+    real_group_send = layer.group_send
+    attempted: list[int] = []  # sequences the sink tried to publish
+    publish_stuck, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_group_send(group, message):
+        if message["type"] == "run.frames":
+            attempted.extend(frame[0] for frame in message["frames"])
+            if not publish_stuck.is_set():
+                publish_stuck.set()
+                await release.wait()
+        return await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", slow_group_send)
+    async with Socket(application, "/ws/playground/", bob) as starter:
+        run_id = await starter.start(with_simulate(SLOW, deltas=80))  # 4 s
+        await starter.until_frames(2)
+        async with reader_on_another_worker(run_id):
+            async with Socket(application, f"/ws/runs/{run_id}/", alice) as remote:
+                await publish_stuck.wait()
+                # The reader relays on while the publish is stuck (it once waited up to 1 s,
+                # then stopped publishing).
+                await starter.until_frames(len(starter.frames) + 25)
+                release.set()
+                await remote.until("finished", timeout=20)
+            await starter.until("finished")
+    expected = await astored(run_id)
+    assert remote.frames == starter.frames == expected
+    # Every frame from the first published one to the run's last was published.
+    assert attempted == list(range(attempted[0], expected[-1][0] + 1))
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
 async def test_frames_dropped_from_a_full_inbox_are_caught_up(application, bob, monkeypatch):
     # Every live frame is dropped, as if the socket could not keep up: the socket must get
     # each frame anyway, once and in order, from the relay's catch-up answers.
