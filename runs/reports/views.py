@@ -143,5 +143,5 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
         # Same place in the page as the estimate, saying what to fix.
         fragment = '<div class="run-estimate" id="run-estimate"><p class="muted">{}</p></div>'
         return HttpResponse(format_html(fragment, problem.message), status=400)
-    estimate = estimate_run(request.team, agent, config) if agent else None
+    estimate = estimate_run(request.team, agent, config, user_id=request.user.pk) if agent else None
     return render(request, "runs/reports/_run_estimate.html", {"estimate": estimate})
