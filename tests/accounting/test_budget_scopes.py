@@ -253,3 +253,13 @@ def test_the_estimate_shows_the_members_own_budget(client, alice, bob, acme):
     response = login(client, bob).get("/reports/estimate?agent=code-assistant")
     assert response.status_code == 200
     assert "$1.00" in response.text  # what is left of bob's $4 after $3
+
+
+@pytest.mark.django_db
+def test_the_banner_says_whose_runs_a_used_up_budget_refuses(client, alice, bob, acme):
+    set_price(acme)
+    budget(acme, "1.00", user=bob, hard_stop=True)
+    finished_run(acme, usage=USAGE, user=bob, source="playground")
+    page = login(client, alice).get("/reports/budgets").text
+    assert "The monthly budget for member bob is used up" in page
+    assert "New runs by this member are refused." in page
