@@ -10,6 +10,8 @@ those columns are blank for the rows and given for the totals only.
 
 from __future__ import annotations
 
+from operator import add
+
 from runs.models import Team
 from runs.models.usage import META_KEY_LENGTH, OTHER_META_VALUE, DailyMetaUsage
 from runs.pipeline.meta_usage import META_KEY_PATTERN, tracked_keys
@@ -80,28 +82,32 @@ def meta_usage_report(team: Team, period: Period, key: str) -> Report:
     rows = DailyMetaUsage.objects.filter(
         team=team, key=key, day__gte=period.since, day__lte=period.until
     ).values_list(*META_USAGE_COLUMNS)
-    groups: dict[str, GroupRow] = {}
-    carried = GroupRow(key="", label="")
-    for values in rows:
-        row = dict(zip(META_USAGE_COLUMNS, values, strict=True))
-        value = row["value"]
-        group = groups.get(value)
-        if group is None:
-            group = groups[value] = GroupRow(key=value, label=value)
-            if value != OTHER_META_VALUE:
-                group.filters = _filters(period, f"{key}={value}")
-            else:
-                group.filters = _filters(period)
-        group.add_usage(row)
-        group.partial_runs += row["partial_runs"]
-        carried.add_usage(row)
-        carried.partial_runs += row["partial_runs"]
-    none = _difference(totals, carried)
+    # Summed per value as plain lists (a key can have hundreds of values a day): a GroupRow
+    # per rollup row cost more than reading the rows.
+    sums: dict[str, list] = {}
+    for value, *numbers in rows:
+        known = sums.get(value)
+        sums[value] = numbers if known is None else list(map(add, known, numbers))
+    groups: dict[str | None, GroupRow] = {}
+    for value, numbers in sums.items():
+        group = groups[value] = _group(value, numbers)
+        meta = f"{key}={value}" if value != OTHER_META_VALUE else ""
+        group.filters = _filters(period, meta)
+    carried = [sum(column) for column in zip(*sums.values(), strict=True)]
+    none = _difference(totals, _group("", carried) if carried else GroupRow(key="", label=""))
     if none.runs:
         none.filters = _filters(period)
         groups[None] = none
     ranked = sorted(groups.values(), key=lambda g: (-g.cost, -g.runs, g.label))
     return Report(team, period, f"{META_PREFIX}{key}", ranked, totals, spend_series(usage, period))
+
+
+def _group(value: str, numbers: list) -> GroupRow:
+    row = dict(zip(META_USAGE_COLUMNS[1:], numbers, strict=True))
+    group = GroupRow(key=value, label=value)
+    group.add_usage(row)
+    group.partial_runs = row["partial_runs"]
+    return group
 
 
 def _difference(totals: GroupRow, carried: GroupRow) -> GroupRow:
