@@ -5,7 +5,10 @@ marked synthetic), prices for the team, then timed:
 
 - `recompute_costs` (re-price every run and rebuild the rollups) and `rebuild_usage` (all
   rollups from the runs);
-- every report page, `/reports?period=P&group_by=G` for each period and grouping, rendered
+- `rebuild_meta_usage` alone (the metadata rollup, also part of `rebuild_usage`), after 90% of
+  the runs are given a `customer` among 200 (the seed's runs already carry `env`);
+- every report page, `/reports?period=P&group_by=G` for each period and grouping (with
+  `meta:env` and `meta:customer`), rendered
   through Django's test client as a logged-in owner (view, queries, charts and template), plus
   the CSV export, `/api/usage` and the overview `/`, REPEAT times each after one warm-up.
 
@@ -31,7 +34,8 @@ REPEAT = 30
 PG_ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PG_DATABASE = "rtdash_bench_reports"
 PERIODS = ("7d", "30d", "month", "custom")
-GROUPS = ("agent", "user", "token", "day", "thread")
+GROUPS = ("agent", "user", "token", "day", "thread", "meta:env", "meta:customer")
+CUSTOMERS = 200  # distinct `customer` values given to the seeded runs (one run in ten: none)
 
 
 def _manage(env: dict, *args: str) -> tuple[str, float]:
@@ -126,6 +130,7 @@ def worker() -> None:
     Membership.objects.get_or_create(user=owner, team=team, defaults={"role": "owner"})
     seed_prices(team, owner)
     total_runs = Run.objects.filter(team=team).count()
+    _tag_customers(connection, team.pk)
     since = (timezone.now() - timedelta(days=100)).date().isoformat()
     silent = open(os.devnull, "w")  # noqa: SIM115 - closed below
     started = time.perf_counter()
@@ -143,6 +148,12 @@ def worker() -> None:
     started = time.perf_counter()
     rebuild_thread_usage(team)
     threads_s = time.perf_counter() - started
+    from runs.models.usage import DailyMetaUsage
+    from runs.pipeline.meta_usage import rebuild_meta_usage
+
+    started = time.perf_counter()
+    rebuild_meta_usage(team)
+    meta_s = time.perf_counter() - started
     silent.close()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -171,6 +182,8 @@ def worker() -> None:
         "/reports/export.csv?period=30d&group_by=agent": None,
         "/reports/export.csv?period=30d&group_by=thread": None,
         "/api/usage?group_by=agent": None,
+        "/api/usage?group_by=meta:customer": None,
+        "/reports/export.csv?period=30d&group_by=meta:customer": None,
         "/api/usage?group_by=day&" + custom: None,
         "/": None,
     }
@@ -181,6 +194,8 @@ def worker() -> None:
         "runs": total_runs,
         "usage_rows": DailyUsage.objects.filter(team=team).count(),
         "stats_rows": DailyRunStats.objects.filter(team=team).count(),
+        "meta_rows": DailyMetaUsage.objects.filter(team=team).count(),
+        "rebuild_meta_s": meta_s,
         "recompute_s": recompute_s,
         "rebuild_usage_s": usage_s,
         "rebuild_stats_s": stats_s,
@@ -189,6 +204,22 @@ def worker() -> None:
         "extras": extras,
     }
     print(json.dumps(figures))
+
+
+def _tag_customers(connection, team_id: int) -> None:
+    """Give nine runs in ten a `customer` among CUSTOMERS, in one UPDATE (the seed has none)."""
+    from runs.models import Run
+
+    table = connection.ops.quote_name(Run._meta.db_table)
+    if connection.vendor == "postgresql":
+        added = f"metadata || jsonb_build_object('customer', 'cust-' || (id %% {CUSTOMERS}))"
+    else:
+        added = f"json_set(metadata, '$.customer', 'cust-' || (id %% {CUSTOMERS}))"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET metadata = {added} WHERE team_id = %s AND id %% 10 != 0",  # noqa: S608 - constants only, the id bound
+            [team_id],
+        )
 
 
 # --- Results --------------------------------------------------------------------------------
@@ -230,6 +261,10 @@ def _markdown(results: dict[str, dict], runs: int) -> str:
         ],
     )
     row(
+        "metadata rollup rows / rebuild_meta_usage (in rebuild_usage)",
+        [f"{results[n]['meta_rows']:,} / {results[n]['rebuild_meta_s']:.1f} s" for n in names],
+    )
+    row(
         "recompute_costs (re-price all, rebuild)",
         [f"{results[n]['recompute_s']:.1f} s" for n in names],
     )
@@ -259,7 +294,9 @@ def _markdown(results: dict[str, dict], runs: int) -> str:
         "",
         "Reports read only rollups: DailyUsage for sums, DailyRunStats (log-scale histograms, "
         "percentiles within ±2.5%) beside it and one whole-day row a day, and ThreadUsage for "
-        "the thread report (threads walked by total cost; exact top 100). The custom period "
+        "the thread report (threads walked by total cost; exact top 100), DailyMetaUsage for "
+        '`meta:<key>` (one row per key, day and value; "(none)" is DailyUsage\'s total less '
+        "them). The custom period "
         "is the whole 90 days of history, the worst case here.",
         "",
         "**Slowest report p95: "

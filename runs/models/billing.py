@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from runs.models.teams import Team
+from runs.models.teams import GatewayToken, Team
 
 # --- Prices, budgets and the statistics reports need beyond the usage rollup ----------------
 
@@ -61,10 +61,19 @@ class Price(models.Model):
 
 
 class Budget(models.Model):
-    """A monthly spending limit for a team (`agent=""`) or for one of its agents."""
+    """A monthly spending limit for a team, or for one of its agents, members or gateway tokens.
+
+    At most one scope is set: `agent`, `user` or `token`; none of them means the whole team.
+    """
 
     team = models.ForeignKey(Team, models.CASCADE, related_name="budgets")
     agent = models.CharField(max_length=200, blank=True, help_text="Blank: the whole team")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.CASCADE, null=True, blank=True, related_name="+"
+    )
+    token = models.ForeignKey(
+        GatewayToken, models.CASCADE, null=True, blank=True, related_name="budgets"
+    )
     monthly_limit = models.DecimalField(max_digits=14, decimal_places=2)
     warn_percent = models.PositiveSmallIntegerField(default=80)
     hard_stop = models.BooleanField(default=False)
@@ -75,11 +84,44 @@ class Budget(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["team", "agent"], name="one_budget_per_scope"),
+            # One budget per scope. NULLs are never equal in a unique constraint, so each kind
+            # of scope has its own, limited to the rows of that kind.
+            models.UniqueConstraint(
+                fields=["team", "agent"],
+                condition=models.Q(user__isnull=True, token__isnull=True),
+                name="one_budget_per_scope",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "user"],
+                condition=models.Q(user__isnull=False),
+                name="one_budget_per_member",
+            ),
+            models.UniqueConstraint(
+                fields=["team", "token"],
+                condition=models.Q(token__isnull=False),
+                name="one_budget_per_token",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(user__isnull=True, token__isnull=True)
+                    | models.Q(agent="", user__isnull=False, token__isnull=True)
+                    | models.Q(agent="", user__isnull=True, token__isnull=False)
+                ),
+                name="budget_has_one_scope",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.team} {self.agent or 'team'} ${self.monthly_limit}/month"
+        return f"{self.team} {self.scope_label} ${self.monthly_limit}/month"
+
+    @property
+    def scope_label(self) -> str:
+        """The scope for people: "team", "agent X", "member X" or "token X"."""
+        if self.user_id is not None:
+            return f"member {self.user.get_username()}"
+        if self.token_id is not None:
+            return f"token {self.token.name} ({self.token.prefix}…)"
+        return f"agent {self.agent}" if self.agent else "team"
 
 
 class BudgetAlert(models.Model):

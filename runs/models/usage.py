@@ -137,3 +137,68 @@ class ThreadUsageSync(models.Model):
 
     def __str__(self) -> str:
         return f"{self.team} threads synced at {self.synced_at}"
+
+
+# --- Spend by a metadata key ------------------------------------------------------------------
+
+# Bounds of the metadata rollup (runs.pipeline.meta_usage): the keys a team's runs are grouped
+# by, the distinct values a key keeps a day (the rest add up under OTHER_META_VALUE), and the
+# characters of a value that count.
+META_KEYS_PER_TEAM = 20
+META_VALUES_PER_DAY = 500
+META_VALUE_LENGTH = 100
+META_KEY_LENGTH = 64
+OTHER_META_VALUE = "(other)"
+
+
+class MetaKey(models.Model):
+    """A metadata key a team's reports can group by: the first META_KEYS_PER_TEAM keys its
+    runs carried. `slot` (unique per team, below the bound) makes the bound atomic: two runs
+    claiming the last place cannot both get it."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="+")
+    key = models.CharField(max_length=META_KEY_LENGTH)
+    slot = models.PositiveSmallIntegerField()
+    first_seen = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "key"], name="one_meta_key_per_team"),
+            models.UniqueConstraint(fields=["team", "slot"], name="one_meta_key_per_slot"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.team} meta:{self.key}"
+
+
+class DailyMetaUsage(models.Model):
+    """Per-day sums of finished runs by the value of one tracked metadata key, written in the
+    transaction that finishes each run, beside DailyUsage. Runs without the key are not here:
+    a report's "(none)" row is DailyUsage's total less these rows."""
+
+    team = models.ForeignKey(Team, models.CASCADE, related_name="+")
+    day = models.DateField()
+    key = models.CharField(max_length=META_KEY_LENGTH)
+    value = models.CharField(max_length=META_VALUE_LENGTH)
+    runs = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=24, decimal_places=9, default=0)
+    unpriced_runs = models.PositiveIntegerField(default=0)
+    partial_runs = models.PositiveIntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team", "key", "day", "value"], name="one_meta_row_per_value"
+            ),
+        ]
+        # The unique constraint's index also serves the reports: a team's key over a period.
+
+    def __str__(self) -> str:
+        return f"{self.team} {self.day} {self.key}={self.value}"

@@ -1,9 +1,12 @@
 """Budgets: whether a team may start another run, and what the next run is likely to cost.
 
-Called by the gateway and the playground before a run is created, so a hard stop is enforced
-in one place. A budget is a calendar month of spend in the team's time zone (its months begin
-at the team's midnight): the sum of the month's run costs in the DailyUsage rollup, whose days
-are the team's. Partial costs count what is known of them; unpriced runs cannot count
+Called by the shared prepare step (runs.pipeline.start) before any run is created — gateway,
+playground and experiments alike — so a hard stop is enforced in one place with one error. A
+budget covers the whole team, one agent, one member (the runs they start in the playground and
+experiments) or one gateway token (the runs made with it). A budget is a calendar month of spend
+in the team's time zone (its months begin at the team's midnight): the sum of the month's run
+costs in the DailyUsage rollup, whose days are the team's and which keeps agent, user and token
+on every row. Partial costs count what is known of them; unpriced runs cannot count
 (their cost is unknown), which the budgets page says next to each budget.
 """
 
@@ -15,7 +18,7 @@ from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Sum
+from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from runs.core.days import local_day, local_today
@@ -91,46 +94,85 @@ class BudgetStatus:
 
     @property
     def name(self) -> str:
-        if self.budget.agent:
-            return f"the monthly budget for agent {self.budget.agent}"
-        return "the team's monthly budget"
+        scope = self.budget.scope_label
+        if scope == "team":
+            return "the team's monthly budget"
+        return f"the monthly budget for {scope}"
 
     def describe(self) -> str:
         """One sentence naming the budget and the amounts, for banners, errors and the log."""
         month = f"{self.month:%B %Y}"
         used = f"{money(self.spent)} of {money(self.limit)} spent in {month}"
+        # Only the first letter: str.capitalize() would lower-case an agent's or token's name.
+        name = self.name[:1].upper() + self.name[1:]
         if self.level == EXCEEDED:
-            return f"{self.name.capitalize()} is used up: {used}."
-        return f"{self.name.capitalize()} is at {self.percent:.0f}%: {used}."
+            return f"{name} is used up: {used}."
+        return f"{name} is at {self.percent:.0f}%: {used}."
 
 
-def month_spend(team: Team, agent: str = "", month: date | None = None) -> tuple[Decimal, int]:
-    """(cost, unpriced runs) of `team` (or one agent) in the month starting `month`."""
+def month_spend(
+    team: Team,
+    agent: str = "",
+    month: date | None = None,
+    *,
+    user_id: int | None = None,
+    token_id: int | None = None,
+) -> tuple[Decimal, int]:
+    """(cost, unpriced runs) of `team` (or one agent, member or token) in the month starting
+    `month`."""
     month = month or month_start(zone=team.zone)
     rows = DailyUsage.objects.filter(team=team, day__gte=month)
     next_month = (month.replace(day=28) + (date.resolution * 4)).replace(day=1)
     rows = rows.filter(day__lt=next_month)
     if agent:
         rows = rows.filter(agent=agent)
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    if token_id is not None:
+        rows = rows.filter(token_id=token_id)
     totals = rows.aggregate(cost=Sum("cost"), unpriced=Sum("unpriced_runs"))
     return totals["cost"] or Decimal(0), totals["unpriced"] or 0
 
 
-def budget_statuses(team: Team, *, agent: str | None = None, now=None) -> list[BudgetStatus]:
-    """This month's status of the team's budgets: all of them, or those that govern `agent`."""
+def budget_statuses(
+    team: Team,
+    *,
+    agent: str | None = None,
+    user_id: int | None = None,
+    token_id: int | None = None,
+    now=None,
+) -> list[BudgetStatus]:
+    """This month's status of the team's budgets: all of them, or (given `agent`) those that
+    govern a run of that agent started by `user_id` or with `token_id`."""
     # With its team: the gateway's Team is only an id, and the month is the team's own.
-    budgets = Budget.objects.filter(team=team).select_related("team").order_by("agent")
+    budgets = Budget.objects.filter(team=team).select_related("team", "user", "token")
     if agent is not None:
-        budgets = budgets.filter(agent__in=["", agent])
+        governs = Q(user__isnull=True, token__isnull=True, agent__in=["", agent])
+        if user_id is not None:
+            governs |= Q(user_id=user_id)
+        if token_id is not None:
+            governs |= Q(token_id=token_id)
+        budgets = budgets.filter(governs)
     budgets = list(budgets)
     if not budgets:
         return []
     month = month_start(now, budgets[0].team.zone)
     statuses = []
-    for budget in budgets:
-        spent, unpriced = month_spend(team, budget.agent, month)
+    for budget in sorted(budgets, key=_scope_order):
+        spent, unpriced = month_spend(
+            team, budget.agent, month, user_id=budget.user_id, token_id=budget.token_id
+        )
         statuses.append(BudgetStatus(budget, month, spent, unpriced))
     return statuses
+
+
+def _scope_order(budget: Budget) -> tuple[int, str]:
+    """The team first, then agents, members and tokens, each by name."""
+    if budget.user_id is not None:
+        return 2, budget.user.get_username()
+    if budget.token_id is not None:
+        return 3, budget.token.name
+    return (1, budget.agent) if budget.agent else (0, "")
 
 
 def note_alerts(team: Team, statuses: list[BudgetStatus]) -> None:
@@ -154,9 +196,12 @@ def note_alerts(team: Team, statuses: list[BudgetStatus]) -> None:
             record(None, action, team, target=status.describe(), actor_label="rtdash")
 
 
-def enforce_budget(team: Team, agent: str) -> None:
-    """Raise BudgetExceeded when a hard-stop budget for `team` (or `agent`) is used up."""
-    statuses = budget_statuses(team, agent=agent)
+def enforce_budget(
+    team: Team, agent: str, *, user_id: int | None = None, token_id: int | None = None
+) -> None:
+    """Raise BudgetExceeded when a hard-stop budget that governs the run is used up: the
+    team's, its agent's, its member's (`user_id`) or its gateway token's (`token_id`)."""
+    statuses = budget_statuses(team, agent=agent, user_id=user_id, token_id=token_id)
     if not statuses:
         return
     note_alerts(team, statuses)
@@ -203,7 +248,9 @@ def _positive_int(config: dict, name: str) -> int | None:
     return None
 
 
-def estimate_run(team: Team, agent: str, config: dict | None = None) -> RunEstimate:
+def estimate_run(
+    team: Team, agent: str, config: dict | None = None, *, user_id: int | None = None
+) -> RunEstimate:
     """The agent's typical cost, its worst case under `config`, and what budgets leave.
 
     Worst case: every one of `maxTurns` turns writes `maxTokens` output tokens, and input and
@@ -244,7 +291,7 @@ def estimate_run(team: Team, agent: str, config: dict | None = None) -> RunEstim
             f"{max_turns} turns x {max_tokens:,} output tokens, plus the largest input and "
             "reasoning of recent runs."
         )
-    estimate.budgets = budget_statuses(team, agent=agent)
+    estimate.budgets = budget_statuses(team, agent=agent, user_id=user_id)
     return estimate
 
 

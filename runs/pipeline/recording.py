@@ -38,6 +38,7 @@ from runs.models import (
     usage_dimensions,
 )
 from runs.operations.metrics import observe_finished_run
+from runs.pipeline.meta_usage import rebuild_meta_usage, record_meta_usage, uncount_meta_usage
 from runs.pipeline.pricing import price_run
 from runs.pipeline.stats import record_run_stats
 
@@ -368,6 +369,7 @@ FINISH_READS = (
     "prompt",
     "messages",
     "config",
+    "metadata",  # for the metadata rollup (runs.pipeline.meta_usage)
     "status",
     "started_at",
     "upstream_run_id",
@@ -397,14 +399,18 @@ def finish_run(
     with transaction.atomic():
         # Locked, with only the columns finishing reads (the others stay deferred).
         run = fastsql.run_for_update(run_id, FINISH_READS)
-        if run.status in FINISHED_STATUSES and (take_back is None or not take_back(run)):
-            return run  # already ended (for instance by the reaper); never count it twice
+        if run.status in FINISHED_STATUSES:
+            if take_back is None or not take_back(run):
+                return run  # already ended (for instance by the reaper); never count it twice
+            # The run as its first finish counted it, taken back from the metadata rollup too.
+            uncount_meta_usage(Run.objects.get(pk=run_id))
         _apply(run, outcome, now)
         _link_thread(run, now)
         run.cost, run.cost_status = price_run(run)
         # Only what finishing changes: saving all ~50 columns costs a third of the finish.
         fastsql.update(run, FINISH_WRITES)
         record_usage(run)
+        record_meta_usage(run)  # spend by metadata key (runs.pipeline.meta_usage)
         # Duration and iteration histograms for the reports' percentiles (runs.pipeline.stats).
         record_run_stats(run)
         if take_back is None:
@@ -450,6 +456,8 @@ def rebuild_usage(team: Team | None = None, since: date | None = None) -> int:
     with transaction.atomic():
         rollup.delete()
         DailyUsage.objects.bulk_create(rows, batch_size=2000)
+    # The metadata rollup sums the same runs (and their costs, which recompute_costs changes).
+    rebuild_meta_usage(team, since)
     return sum(row.runs for row in rows)
 
 

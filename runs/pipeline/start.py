@@ -95,7 +95,13 @@ def prepare(
     budget to enforce.
     """
     if has_budget:
-        enforce_budget(team, run_request.agent)  # raises BudgetExceeded
+        # Raises BudgetExceeded; the run's member and token have budgets of their own.
+        enforce_budget(
+            team,
+            run_request.agent,
+            user_id=getattr(user, "pk", None),
+            token_id=token_id,
+        )
     if runtools_key is None:
         key = team.default_key()
         if key is None:

@@ -4,6 +4,7 @@ deleting one. Whether a run may start is decided in runs.pipeline.budgets."""
 from __future__ import annotations
 
 from django import forms
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -12,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from runs.core.access import for_team, get_for_team_or_404, team_view
 from runs.core.agents import team_agents as runtools_agents
 from runs.core.audit import record
-from runs.models import Budget, DailyUsage, Run, Team
+from runs.models import Budget, DailyUsage, GatewayToken, Run, Team
 from runs.pipeline.budgets import budget_statuses, money, note_alerts
 from runs.reports.sections import changed_section, known_agents
 
@@ -35,15 +36,19 @@ class BudgetForm(forms.ModelForm):
 
     class Meta:
         model = Budget
-        fields = ["agent", "monthly_limit", "warn_percent", "hard_stop"]
+        fields = ["agent", "user", "token", "monthly_limit", "warn_percent", "hard_stop"]
         labels = {
             "agent": "Agent",
+            "user": "Member",
+            "token": "Gateway token",
             "monthly_limit": "Monthly limit ($)",
             "warn_percent": "Warn at (% of the limit)",
             "hard_stop": "Hard stop: refuse new runs once the limit is reached",
         }
         help_texts = {
             "agent": "Blank: the whole team. Setting a budget for a scope replaces its old one.",
+            "user": "Or one member: the runs they start in the playground and in experiments.",
+            "token": "Or one gateway token: the runs made with it.",
         }
 
     def __init__(self, *args, team: Team, **kwargs) -> None:
@@ -51,6 +56,15 @@ class BudgetForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.team = team
         self.fields["agent"].widget.attrs["list"] = "known-agents"
+        # Only this team's members and tokens can be chosen: any other id is "not one of the
+        # available choices", a form error.
+        self.fields["user"].queryset = (
+            get_user_model().objects.filter(memberships__team=team).order_by("username")
+        )
+        self.fields["user"].label_from_instance = lambda user: user.get_username()
+        self.fields["token"].queryset = (
+            for_team(GatewayToken, team).filter(revoked_at__isnull=True).order_by("name", "pk")
+        )
         self.fields["monthly_limit"].widget.attrs.update({"min": "0.01", "step": "0.01"})
         self.fields["warn_percent"].widget.attrs.update({"min": "1", "max": "100"})
 
@@ -59,6 +73,15 @@ class BudgetForm(forms.ModelForm):
 
     def clean_agent(self) -> str:
         return self.cleaned_data["agent"].strip()
+
+    def clean(self):
+        data = super().clean()
+        scopes = [name for name in ("agent", "user", "token") if data.get(name)]
+        if len(scopes) > 1:
+            raise forms.ValidationError(
+                "Choose one of agent, member or token, or none for the team."
+            )
+        return data
 
     def clean_monthly_limit(self):
         limit = self.cleaned_data["monthly_limit"]
@@ -121,6 +144,8 @@ def budget_set(request: HttpRequest) -> HttpResponse:
     budget, _created = Budget.objects.update_or_create(
         team=request.team,
         agent=data["agent"],
+        user=data["user"],
+        token=data["token"],
         defaults={
             "monthly_limit": data["monthly_limit"],
             "warn_percent": data["warn_percent"],
@@ -131,7 +156,7 @@ def budget_set(request: HttpRequest) -> HttpResponse:
     )
     # A raised limit may no longer be crossed this month: let its alerts fire again.
     budget.alerts.all().delete()
-    scope = f"agent {budget.agent}" if budget.agent else "team"
+    scope = budget.scope_label
     stop = ", hard stop" if budget.hard_stop else ""
     limit = f"{money(budget.monthly_limit)}/month, warn at {budget.warn_percent}%{stop}"
     record(request, "budget_set", request.team, target=f"{scope}: {limit}")
@@ -144,7 +169,7 @@ def budget_set(request: HttpRequest) -> HttpResponse:
 @team_view(manage=True)
 def budget_delete(request: HttpRequest, budget_id: int) -> HttpResponse:
     budget = get_for_team_or_404(Budget, request.team, pk=budget_id)
-    scope = f"agent {budget.agent}" if budget.agent else "team"
+    scope = budget.scope_label
     record(request, "budget_deleted", request.team, target=f"{scope} budget")
     budget.delete()
     context = _budgets_context(request)

@@ -29,13 +29,12 @@ from runs.models import Team
 from runs.pipeline.budgets import budget_statuses, estimate_run, note_alerts
 from runs.reports.charts import bar_chart, stacked_spend_chart
 from runs.reports.comparison import period_change
+from runs.reports.meta_report import InvalidGroup, check_group, group_choices, report_for
 from runs.reports.queries import (
-    GROUPS,
     PERIODS,
     InvalidPeriod,
     Report,
     make_period,
-    usage_report,
 )
 
 CSV_COLUMNS = (
@@ -54,18 +53,18 @@ def _report_from(request: HttpRequest, team: Team) -> tuple[Report | None, str, 
         "until": request.GET.get("until", ""),
         "group_by": request.GET.get("group_by", "") or "agent",
     }
-    if query["group_by"] not in GROUPS:
-        return None, f"group_by must be one of {', '.join(GROUPS)}.", query
     try:
+        # A fixed grouping or meta:<key> for a key the team's runs carry (bounded, checked).
+        check_group(team, query["group_by"][:200])
         period = make_period(
             query["period"] or "30d", query["since"], query["until"], zone=team.zone
         )
-    except InvalidPeriod as problem:
+    except (InvalidGroup, InvalidPeriod) as problem:
         return None, str(problem), query
     query["period"] = period.key
     if period.key == "custom":
         query["since"], query["until"] = period.since.isoformat(), period.until.isoformat()
-    return usage_report(team, period, query["group_by"]), "", query
+    return report_for(team, period, query["group_by"]), "", query
 
 
 def _query_string(query: dict, **changes) -> str:
@@ -80,15 +79,16 @@ def _query_string(query: dict, **changes) -> str:
 @team_view()
 def reports(request: HttpRequest) -> HttpResponse:
     report, error, query = _report_from(request, request.team)
+    groups = group_choices(request.team)
     context = {
         "report": report,
         "error": error,
         "query": query,
         "periods": PERIODS,
-        "groups": GROUPS,
+        "groups": groups,
         "export_query": _query_string(query),
         "period_links": {key: _query_string(query, period=key) for key in PERIODS},
-        "group_links": {key: _query_string(query, group_by=key) for key in GROUPS},
+        "group_links": {key: _query_string(query, group_by=key) for key in groups},
     }
     if report is not None:
         context["spend_chart"] = stacked_spend_chart(report.spend)
@@ -157,5 +157,5 @@ def run_estimate(request: HttpRequest) -> HttpResponse:
         # Same place in the page as the estimate, saying what to fix.
         fragment = '<div class="run-estimate" id="run-estimate"><p class="muted">{}</p></div>'
         return HttpResponse(format_html(fragment, problem.message), status=400)
-    estimate = estimate_run(request.team, agent, config) if agent else None
+    estimate = estimate_run(request.team, agent, config, user_id=request.user.pk) if agent else None
     return render(request, "runs/reports/_run_estimate.html", {"estimate": estimate})
