@@ -140,6 +140,9 @@ def test_a_request_that_cannot_get_a_pooled_connection_gets_a_clean_503(upstream
 def _wait_for_lock_waiter(connection: psycopg.Connection) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
+        # Inside the locker's transaction PostgreSQL keeps the first snapshot of the activity
+        # statistics; clear it so each look sees the waiters as they are now.
+        connection.execute("SELECT pg_stat_clear_snapshot()")
         waiting = connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
         ).fetchone()[0]

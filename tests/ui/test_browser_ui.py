@@ -24,7 +24,7 @@ NUMBERS_ON_ONE_LINE = """() => [...document.querySelectorAll("table.runs tr.run 
     return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1;
   }).map((cell) => cell.textContent)"""
 BACKGROUND = "getComputedStyle(document.body).backgroundColor"
-FIRST_BAR = "getComputedStyle(document.querySelector('svg.chart rect')).fill"
+FIRST_BAR = "getComputedStyle(document.querySelector('svg.chart rect.series-0')).fill"
 
 
 def _open(page, site, path: str, status: int = 200) -> None:
