@@ -32,6 +32,7 @@ from runs.playground.agents import team_agents
 from runs.playground.forms import MESSAGE_ROLES, InvalidRun, PlaygroundForm, build_run_request
 from runs.playground.relay import RelaySink, mark_cancel_requested, signal_stop
 from runs.playground.run_summary import error_text, refusal, run_url, summary, watch_url
+from runs.playground.transcript import Conversation, load_conversation
 
 RECENT_THREADS = 25
 
@@ -71,6 +72,7 @@ class PageState:
     metadata: list[tuple[str, str]]
     watch: Run | None = None
     notice: str = ""
+    conversation: Conversation | None = None
 
 
 def _page_state(request: TeamRequest) -> PageState:
@@ -80,6 +82,14 @@ def _page_state(request: TeamRequest) -> PageState:
         run = get_for_team_or_404(Run, team, pk=query["run"])
         state.initial, state.messages, state.metadata = _from_run(run)
         state.watch = run
+        if run.upstream_thread_id:
+            # The turns before it; the run itself is drawn live, or by its result card.
+            conversation = load_conversation(team, run.upstream_thread_id, until=run)
+            conversation.turns = [turn for turn in conversation.turns if turn.run != run]
+            state.conversation = conversation
+            if run.is_finished:
+                # The next prompt continues the conversation, as in every chat tool.
+                state.initial.update(thread=run.upstream_thread_id, prompt="", input_mode="prompt")
     elif query.get("from_run"):
         run = get_for_team_or_404(Run, team, pk=query["from_run"])
         state.initial, state.messages, state.metadata = _from_run(run)
@@ -90,6 +100,8 @@ def _page_state(request: TeamRequest) -> PageState:
         else:
             state.initial["thread"] = thread.upstream_id
             state.initial["agent"] = thread.agent
+            if not query.get("run"):
+                state.conversation = load_conversation(team, thread.upstream_id)
     if query.get("agent") and "thread" not in state.initial:
         state.initial["agent"] = query["agent"][:200]
     return state
@@ -132,6 +144,7 @@ def _page(request: TeamRequest, state: PageState, form: PlaygroundForm, status: 
         "watch": watch,
         "watch_run_url": run_url(watch.pk) if watch is not None else "",
         "notice": state.notice,
+        "conversation": state.conversation,
         "estimate_url": reverse("run_estimate"),
     }
     if watch is not None and watch.is_finished:
