@@ -159,7 +159,7 @@ def playground(request: TeamRequest) -> HttpResponse:
     return _page(request, state, PlaygroundForm(initial=state.initial))
 
 
-async def _run_to_end(team: Team, run_request: RunRequest, user) -> Run:
+async def run_to_end(team: Team, run_request: RunRequest, user) -> Run:
     """Start a run through the shared path and wait until it is recorded."""
     sink = RelaySink()
     launched = await launch(team, run_request, source=Source.PLAYGROUND, user=user, sinks=[sink])
@@ -199,7 +199,7 @@ def run_now(request: TeamRequest) -> HttpResponse:
         state = PageState(initial={}, messages=[], metadata=[])
         return _page(request, state, form, status=400)
     try:
-        run = async_to_sync(_run_to_end)(request.team, run_request, request.user)
+        run = async_to_sync(run_to_end)(request.team, run_request, request.user)
     except (BudgetExceeded, NoRunToolsKey, KeyDecryptionError) as error:
         _code, message = refusal(error)
         status = 200 if request.htmx else 402 if isinstance(error, BudgetExceeded) else 503
