@@ -93,3 +93,62 @@ def test_three_columns_stream_at_once(live, browser):
     assert len(runs) == 5
     assert sorted(run.agent for run in runs[3:]) == ["slow-poke", "support-chat"]
     assert runs[3].config == {"maxTokens": 30} or runs[4].config == {"maxTokens": 30}
+
+
+SIDEWAYS = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+
+
+def test_the_conversation_and_compare_pages_keep_the_sites_rules(live, browser):
+    """Under the CSP, no serious axe problem, no sideways scroll at 390 px, light or dark:
+    with a conversation, a streamed Markdown answer and a finished comparison on screen."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    from tests.deploy.test_browser_csp import Watched
+
+    watched = Watched(browser)
+    page = watched.page
+    page.set_default_timeout(TIMEOUT_MS)
+    log_in(page, live.url, "bob")
+    watched.visit(f"{live.url}/playground")
+    page.get_by_label("Agent").fill("code-assistant")
+    page.get_by_label("Prompt").fill("Check src/app.py with **care**")
+    page.get_by_role("button", name="Run").click()
+    page.locator("#output .turn-footer").wait_for()
+    thread = orm(lambda: Run.objects.get().upstream_thread_id)
+    compare = (
+        f"{live.url}/playground/compare?prompt=Hi&agent=support-chat&max_tokens=&max_turns="
+        "&temperature=&agent=deep-thinker&max_tokens=&max_turns=&temperature="
+    )
+    watched.visit(compare)
+    page.get_by_role("button", name="Run all").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-column] [data-status]')]"
+        ".every(s => s.textContent === 'Completed')"
+    )
+    problems: list[str] = []
+    axe = Axe()
+
+    def check(where: str) -> None:
+        if page.evaluate(SIDEWAYS) > 0:
+            problems.append(f"{where}: scrolls sideways")
+        problems.extend(
+            f"{where}: {v['id']} ({v['impact']})"
+            for v in axe.run(page).response["violations"]
+            if v["impact"] in ("serious", "critical")
+        )
+
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for width in (1280, 390):
+            page.set_viewport_size({"width": width, "height": 900})
+            check(f"the finished comparison at {width} px, {scheme}")
+    for url in (f"{live.url}/playground?thread={thread}&agent=code-assistant", compare):
+        watched.visit(url)
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            for width in (390, 1280):
+                page.set_viewport_size({"width": width, "height": 900})
+                check(f"{url} at {width} px, {scheme}")
+    watched.settle()
+    assert problems == []
+    assert watched.violations == []
