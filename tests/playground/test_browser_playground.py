@@ -241,12 +241,12 @@ def test_edit_and_resend_forks_the_conversation(live, browser):
 def test_markup_in_an_answer_is_shown_inert(live, browser):
     page = open_playground(browser, live)
     # support-chat quotes the prompt's first words back in its answer.
-    hostile = "<img src=x onerror=window.pwned=1> **bold**"
+    hostile = '<img src="x" onerror="window.pwned=1"> **bold**'
     fill(page, "support-chat", hostile)
     page.get_by_role("button", name="Run").click()
     wait_for_footers(page, 1)
     answer = page.locator("#output .assistant-turn .answer")
-    assert "<img src=x onerror=window.pwned=1>" in answer.text_content()
+    assert '<img src="x" onerror="window.pwned=1">' in answer.text_content()
     assert answer.locator("img").count() == 0
     assert answer.locator("strong").text_content() == "bold"
     assert page.evaluate("() => window.pwned") is None
@@ -255,7 +255,7 @@ def test_markup_in_an_answer_is_shown_inert(live, browser):
     run = orm(latest_run)
     page.goto(f"{live.url}/playground?thread={run.upstream_thread_id}&agent=support-chat")
     answer = page.locator("#output .assistant-turn .answer")
-    assert "<img src=x onerror=window.pwned=1>" in answer.text_content()
+    assert '<img src="x" onerror="window.pwned=1">' in answer.text_content()
     assert answer.locator("img").count() == 0
     assert answer.locator("strong").text_content() == "bold"
     assert page.evaluate("() => window.pwned") is None
