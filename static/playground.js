@@ -625,7 +625,7 @@
     setRunLink(card.dataset.run, card.querySelector("header a")?.getAttribute("href"));
     if (card.dataset.firstByte) field("ttft").textContent = fmtMs(Number(card.dataset.firstByte));
     setTokens({ input: card.dataset.inputTokens ? Number(card.dataset.inputTokens) : null, output: card.dataset.outputTokens ? Number(card.dataset.outputTokens) : null });
-    showProblem(card.dataset.error || "");
+    showProblem(""); // the card says what went wrong, in place: once is enough
   });
 
   stopButton.addEventListener("click", () => {

@@ -30,6 +30,7 @@ from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey, launch
 from runs.playground.agents import team_agents
 from runs.playground.forms import MESSAGE_ROLES, InvalidRun, PlaygroundForm, build_run_request
+from runs.playground.markdown import render_markdown
 from runs.playground.relay import RelaySink, mark_cancel_requested, signal_stop
 from runs.playground.run_summary import error_text, refusal, run_url, summary, watch_url
 from runs.playground.transcript import Conversation, load_conversation
@@ -121,7 +122,12 @@ def _threads(team: Team, selected: str) -> list[Thread]:
 
 
 def _result_context(run: Run) -> dict:
-    return {"run": run, "summary": summary(run), "error": error_text(run)}
+    return {
+        "run": run,
+        "summary": summary(run),
+        "error": error_text(run),
+        "answer_html": render_markdown(run.result),
+    }
 
 
 # --- Views --------------------------------------------------------------------------------
