@@ -707,6 +707,13 @@
   function refreshEstimate() {
     const agent = form.agent.value.trim();
     if (!estimateUrl || !agent) return;
+    // A value out of range is the form's to report (check()); asked with it, the estimate
+    // answers 400, and an htmx error response could land in the page instead of the box.
+    for (const name of ["max_turns", "max_tokens"]) {
+      const input = form[name];
+      const value = Number(input.value);
+      if (input.value !== "" && (!Number.isInteger(value) || value < Number(input.min) || value > Number(input.max))) return;
+    }
     const query = new URLSearchParams({ agent });
     if (form.max_turns.value) query.set("maxTurns", form.max_turns.value);
     if (form.max_tokens.value) query.set("maxTokens", form.max_tokens.value);
