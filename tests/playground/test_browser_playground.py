@@ -347,6 +347,11 @@ def test_view_code_uses_the_token_variable(live, browser):
     assert "$RTDASH_TOKEN" in curl.text_content()
     assert '"prompt": "Hello there"' in curl.text_content()
     assert "rt_test_demo" not in page.content()
+    for language in ("curl", "Python", "JavaScript"):
+        assert page.get_by_role("button", name=f"Copy the {language} code").is_visible()
+    python = page.locator("[data-code=python]").text_content()
+    assert "httpx" in python and "json=" in python
+    assert "getReader()" in page.locator("[data-code=javascript]").text_content()
 
 
 @pytest.mark.usefixtures("upstream", "acme_key", "bob", "alice")
