@@ -227,11 +227,12 @@ def test_edit_and_resend_forks_the_conversation(live, browser):
     assert orm(latest_run).upstream_thread_id == fork.upstream_thread_id
 
     # Regenerate the last answer: the same prompt, forked again.
+    answered = orm(latest_run).pk
     page.locator(".assistant-turn").last.get_by_role("button", name="Regenerate").click()
     page.wait_for_function(
         f"() => document.querySelector('#output .assistant-turn:last-child')?.dataset.run"
         f" && document.querySelector('#output .assistant-turn:last-child').dataset.run"
-        f" !== '{orm(latest_run).pk}'"
+        f" !== '{answered}'"
     )
     again = orm(latest_run)
     assert again.messages[-1] == {"role": "user", "content": "After the fork"}
