@@ -47,9 +47,12 @@
   let degraded = false; // this socket said live streaming is unavailable
   let startedAt = null; // performance.now() at the run's start, as the server saw it
   let firstTokenMs = null;
+  let stoppedHere = false;
+  let pending = null; // the form data of the run being started // this tab's Stop ended the run: say so plainly, not as an error
   let timer = null;
   let answer = null; // the answer segment being written
   let streamed = "";
+  let turn = null; // the assistant turn this run draws into: { node, body }
   let thinking = null;
   const tools = new Map();
 
@@ -96,7 +99,20 @@
     field("tokens").textContent = parts.length ? `${parts.join(" / ")}${total != null ? ` (${total})` : ""}` : "–";
   }
 
-  function showProblem(message) {
+  // One place for a run's problem: inside its turn once it has one, else above the transcript.
+  // A Stop the person asked for is a notice, not an error.
+  function showProblem(message, kind = "problem") {
+    const inTurn = turn?.node.querySelector(".turn-problem");
+    if (turn && message) {
+      const node = inTurn || el("p");
+      node.className = `${kind} turn-problem`;
+      node.setAttribute("role", kind === "problem" ? "alert" : "status");
+      node.textContent = message;
+      if (!inTurn) turn.body.after(node);
+      problem.hidden = true;
+      return;
+    }
+    inTurn?.remove();
     problem.textContent = message;
     problem.hidden = !message;
   }
@@ -127,9 +143,11 @@
     stopButton.disabled = !on || viewer;
   }
 
+  // A new run: the transcript stays (it is the conversation), the run's own state starts over.
   function resetOutput() {
     root.classList.remove("streamed");
-    output.replaceChildren();
+    output.querySelector(".placeholder")?.remove();
+    turn = null;
     raw.querySelector("ol").replaceChildren();
     raw.querySelector("[data-count]").textContent = "0";
     raw.hidden = true;
@@ -142,7 +160,10 @@
     lastSequence = 0;
     finished = false;
     runId = null;
+    stoppedHere = false;
     showProblem("");
+    formProblems.hidden = true;
+    form.querySelectorAll("[aria-invalid]").forEach((input) => input.removeAttribute("aria-invalid"));
     field("ttft").textContent = "–";
     field("tokens").textContent = "–";
     field("elapsed").textContent = "–";
@@ -163,13 +184,54 @@
     }
   }
 
+  // --- The transcript -----------------------------------------------------------------------
+  function button(label, data) {
+    const node = el("button", "link-button", label);
+    node.type = "button";
+    node.setAttribute(data, "");
+    return node;
+  }
+
+  function userTurn(text) {
+    const node = el("article", "turn user-turn");
+    node.dataset.role = "user";
+    node.dataset.source = text;
+    const actions = el("div", "turn-actions");
+    actions.append(button("Copy", "data-copy-message"), button("Edit and resend", "data-edit"));
+    node.append(el("header", "turn-role", "You"), el("div", "turn-text", text), actions);
+    output.querySelector(".placeholder")?.remove();
+    output.append(node);
+    return node;
+  }
+
+  function assistantTurn(agent) {
+    const node = el("article", "turn assistant-turn");
+    node.dataset.role = "assistant";
+    node.dataset.source = "";
+    const body = el("div", "turn-body");
+    node.append(el("header", "turn-role", agent || "Assistant"), body);
+    output.querySelector(".placeholder")?.remove();
+    output.append(node);
+    turn = { node, body };
+    return turn;
+  }
+
+  function turnBody() {
+    return (turn || assistantTurn(form.agent.value.trim())).body;
+  }
+
   function appendAnswer(text) {
     if (!answer) {
-      answer = el("div", "answer");
-      output.append(answer);
+      answer = el("div", "answer markdown");
+      answer.dataset.source = "";
+      turnBody().append(answer);
     }
-    answer.append(text);
+    answer.dataset.source += text;
+    // Drawn again from its source on every delta: a code fence or a list may only close later.
+    answer.replaceChildren(window.rtdashMarkdown.render(answer.dataset.source));
+    window.rtdashMarkdown.addCodeCopyButtons(answer);
     streamed += text;
+    if (turn) turn.node.dataset.source = streamed;
   }
 
   function appendThinking(text) {
@@ -179,7 +241,7 @@
       block.append(el("summary", null, "Thinking"));
       thinking = el("div", "thinking-text");
       block.append(thinking);
-      output.append(block);
+      turnBody().append(block);
     }
     thinking.append(text);
   }
@@ -193,7 +255,7 @@
       node.append(head, el("h4", null, "Input"), el("pre", "tool-input"), el("h4", null, "Output"), el("pre", "tool-output"));
       card = { node, badge: head.querySelector(".badge"), input: node.querySelector(".tool-input"), output: node.querySelector(".tool-output"), streamed: "" };
       tools.set(id, card);
-      output.append(node);
+      turnBody().append(node);
       answer = null; // text after a tool call starts a new segment
     }
     return card;
@@ -351,12 +413,15 @@
         finish(message);
         break;
       case "invalid":
+        unstart();
+        markInvalid(Object.keys(message.errors));
         showFormProblems(Object.entries(message.errors).flatMap(([name, messages]) => messages.map((text) => `${labelFor(name)}: ${text}`)));
         setRunning(false);
         stopTimer();
         setStatus("Not started", "");
         break;
       case "error":
+        if (!runId) unstart();
         showProblem(message.message);
         if (!runId || finished) { setRunning(false); stopTimer(); setStatus("Not started", ""); }
         break;
@@ -372,13 +437,51 @@
     setRunLink(summary.run, summary.runUrl);
     if (summary.firstTokenMs != null) field("ttft").textContent = fmtMs(summary.firstTokenMs);
     if (summary.usage && Object.keys(summary.usage).length) setTokens(summary.usage);
-    if (summary.status !== "completed") {
+    if (summary.status === "cancelled" && stoppedHere) {
+      showProblem("You stopped the run.", "notice");
+    } else if (summary.status !== "completed") {
       const head = summary.httpStatus >= 400 ? `RunTools answered ${summary.httpStatus}` : `The run ended ${summary.statusLabel.toLowerCase()}`;
       const detail = summary.errorMessage || summary.errorCode;
       showProblem(detail ? `${head}: ${detail}` : `${head}.`);
     }
     if (socket) { socket.onclose = null; socket.close(1000); socket = null; }
-    htmx.ajax("GET", root.dataset.cardUrl.replace("/0/", `/${summary.run}/`), { target: "#result", swap: "innerHTML" });
+    footer(summary);
+    if (summary.threadId) followThread(summary.threadId, summary.agent);
+  }
+
+  function footer(summary) {
+    const target = turn || assistantTurn(summary.agent);
+    target.node.dataset.run = summary.run;
+    target.node.dataset.thread = summary.threadId || "";
+    target.node.dataset.agent = summary.agent;
+    target.node.querySelector(".turn-footer")?.remove();
+    const usage = summary.usage || {};
+    const link = el("a", null, `Run #${summary.run}`);
+    link.href = summary.runUrl;
+    const actions = el("span", "turn-actions");
+    actions.append(button("Copy", "data-copy-message"), button("Regenerate", "data-regenerate"));
+    const node = el("footer", "turn-footer");
+    node.append(
+      el("span", `badge ${summary.status}`, summary.statusLabel),
+      el("span", null, `${usage.input ?? "—"} in / ${usage.output ?? "—"} out`),
+      el("span", null, summary.cost || "—"),
+      el("span", null, `first token ${fmtMs(summary.firstTokenMs ?? summary.firstByteMs)}`),
+      el("span", null, `duration ${fmtMs(summary.durationMs)}`),
+      link, actions,
+    );
+    target.node.append(node);
+  }
+
+  // The next prompt goes to the same thread: choose it in the form (adding it if need be).
+  function followThread(threadId, agent) {
+    const select = form.thread;
+    let option = [...select.options].find((item) => item.value === threadId);
+    if (!option) {
+      option = new Option(`${threadId} · ${agent}`, threadId);
+      option.dataset.agent = agent;
+      select.add(option, 1);
+    }
+    select.value = threadId;
   }
 
   // --- The form ------------------------------------------------------------------------------
@@ -386,6 +489,11 @@
     const label = form.querySelector(`label[for="id_${name}"]`);
     if (label) return label.textContent.trim();
     return { messages: "Messages", metadata: "Metadata", __all__: "Request" }[name] || name;
+  }
+
+  // A field with a problem is marked, so its outline says so (rtdash.css: [aria-invalid]).
+  function markInvalid(names) {
+    for (const name of names) form.querySelector(`[name="${name}"]`)?.setAttribute("aria-invalid", "true");
   }
 
   function showFormProblems(lines) {
@@ -398,11 +506,13 @@
   }
 
   // Checked again on the server (runs.playground, runs.validation); here for a quick answer.
-  function check() {
+  // With `forFork`, the prompt box may be empty: the text comes from the transcript.
+  function check(forFork = false) {
     const lines = [];
-    if (!form.agent.value.trim()) lines.push("Agent: choose an agent or type its slug.");
-    if (mode() === "prompt" && !form.prompt.value.trim()) lines.push("Prompt: write a prompt.");
-    if (mode() === "messages" && ![...form.querySelectorAll("[name=message_content]")].some((area) => area.value.trim())) {
+    form.querySelectorAll("[aria-invalid]").forEach((input) => input.removeAttribute("aria-invalid"));
+    if (!form.agent.value.trim()) { lines.push("Agent: choose an agent or type its slug."); markInvalid(["agent"]); }
+    if (!forFork && mode() === "prompt" && !form.prompt.value.trim()) { lines.push("Prompt: write a prompt."); markInvalid(["prompt"]); }
+    if (!forFork && mode() === "messages" && ![...form.querySelectorAll("[name=message_content]")].some((area) => area.value.trim())) {
       lines.push("Messages: add at least one message with some text.");
     }
     for (const input of form.querySelectorAll("input[type=number]")) {
@@ -410,6 +520,7 @@
       const value = Number(input.value);
       const whole = input.step !== "any";
       if (input.validity.badInput || Number.isNaN(value) || (whole && !Number.isInteger(value)) || value < Number(input.min) || value > Number(input.max)) {
+        markInvalid([input.name]);
         lines.push(`${labelFor(input.name)}: ${whole ? "a whole number" : "a number"} from ${Number(input.min).toLocaleString()} to ${Number(input.max).toLocaleString()}.`);
       }
     }
@@ -434,13 +545,40 @@
     return data;
   }
 
-  function startStream() {
+  function userText(data) {
+    if ((data.input_mode || ["prompt"])[0] !== "messages") return (data.prompt || [""])[0];
+    const roles = data.message_role || [];
+    const texts = data.message_content || [];
+    for (let i = texts.length - 1; i >= 0; i -= 1) if (roles[i] === "user" && texts[i].trim()) return texts[i];
+    return texts.filter((text) => text.trim()).pop() || "";
+  }
+
+  function startStream(data = formData()) {
     resetOutput();
+    // A thread belongs to its agent: another agent starts a new thread.
+    const option = form.thread.selectedOptions[0];
+    if (data.thread?.[0] && option?.dataset.agent && option.dataset.agent !== (data.agent || [""])[0].trim()) {
+      data.thread = [""];
+      form.thread.value = "";
+    }
+    pending = data;
+    userTurn(userText(data));
+    assistantTurn((data.agent || [""])[0].trim());
+    if ((data.input_mode || ["prompt"])[0] !== "messages" && data.prompt) form.prompt.value = "";
     setStatus("Starting…", "running");
     setRunning(true);
     startTimer(0);
-    const data = formData();
     open(root.dataset.startSocket, (ws) => ws.send(JSON.stringify({ action: "start", form: data })));
+  }
+
+  // A run that did not start: its turns go, and the prompt comes back to be fixed.
+  function unstart() {
+    if (turn) {
+      turn.node.previousElementSibling?.remove();
+      turn.node.remove();
+      turn = null;
+    }
+    if (pending && (pending.input_mode || ["prompt"])[0] !== "messages" && !form.prompt.value) form.prompt.value = (pending.prompt || [""])[0];
   }
 
   function watch(id) {
@@ -480,17 +618,20 @@
       return;
     }
     finished = true;
+    const carry = card.querySelector("[data-continue]");
+    if (carry) followThread(carry.dataset.thread, carry.dataset.agent);
     stopTimer(Number(card.dataset.duration) || null);
     setStatus(card.dataset.statusLabel, card.dataset.status);
     setRunLink(card.dataset.run, card.querySelector("header a")?.getAttribute("href"));
     if (card.dataset.firstByte) field("ttft").textContent = fmtMs(Number(card.dataset.firstByte));
     setTokens({ input: card.dataset.inputTokens ? Number(card.dataset.inputTokens) : null, output: card.dataset.outputTokens ? Number(card.dataset.outputTokens) : null });
-    showProblem(card.dataset.error || "");
+    showProblem(""); // the card says what went wrong, in place: once is enough
   });
 
   stopButton.addEventListener("click", () => {
     if (!running || runId == null) return;
     stopButton.disabled = true;
+    stoppedHere = true;
     setStatus("Stopping…", "cancelled");
     if (socket && socket.readyState === WebSocket.OPEN) {
       socket.send(JSON.stringify({ action: "stop" }));
@@ -566,6 +707,13 @@
   function refreshEstimate() {
     const agent = form.agent.value.trim();
     if (!estimateUrl || !agent) return;
+    // A value out of range is the form's to report (check()); asked with it, the estimate
+    // answers 400, and an htmx error response could land in the page instead of the box.
+    for (const name of ["max_turns", "max_tokens"]) {
+      const input = form[name];
+      const value = Number(input.value);
+      if (input.value !== "" && (!Number.isInteger(value) || value < Number(input.min) || value > Number(input.max))) return;
+    }
     const query = new URLSearchParams({ agent });
     if (form.max_turns.value) query.set("maxTurns", form.max_turns.value);
     if (form.max_tokens.value) query.set("maxTokens", form.max_tokens.value);
@@ -581,10 +729,94 @@
     refreshEstimate();
   }
 
+  // Ctrl+Enter (Cmd+Enter on a Mac) sends, from any field of the form.
+  form.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !runButton.disabled) {
+      event.preventDefault();
+      form.requestSubmit(runButton);
+    }
+  });
+
+  // "New conversation": an empty transcript and a new thread (its href works without JS).
+  document.getElementById("new-conversation").addEventListener("click", (event) => {
+    if (running) return;
+    event.preventDefault();
+    resetOutput();
+    output.replaceChildren(el("p", "muted placeholder", "A new conversation: your next prompt starts a new thread."));
+    form.thread.value = "";
+    form.prompt.value = "";
+    result.replaceChildren();
+    history.replaceState(null, "", event.currentTarget.href);
+    form.prompt.focus();
+  });
+
+  // --- Forking: edit and resend a user turn, regenerate an answer ------------------------------
+  // RunTools keeps a thread's turns on its side, so a fork cannot branch a thread there: the
+  // turns before the edited one are sent again as a message history, without a thread, and
+  // the answer starts a new thread that the conversation follows from then on.
+  function forkFrom(userNode, text) {
+    const messages = [];
+    for (const node of output.querySelectorAll(".turn")) {
+      if (node === userNode) break;
+      const content = node.dataset.source || "";
+      if (content.trim()) messages.push([node.dataset.role === "user" ? "user" : "assistant", content]);
+    }
+    messages.push(["user", text]);
+    let after = userNode;
+    while (after) { const next = after.nextElementSibling; after.remove(); after = next; }
+    const data = formData();
+    data.input_mode = ["messages"];
+    data.message_role = messages.map(([role]) => role);
+    data.message_content = messages.map(([, content]) => content);
+    data.thread = [""];
+    delete data.prompt;
+    form.thread.value = "";
+    startStream(data);
+  }
+
+  output.addEventListener("click", (event) => {
+    if (running) return;
+    const edit = event.target.closest("[data-edit]");
+    if (edit) {
+      const node = edit.closest(".user-turn");
+      if (node.querySelector(".edit-turn")) return;
+      const box = el("div", "edit-turn");
+      const area = el("textarea");
+      area.value = node.dataset.source;
+      area.rows = 3;
+      area.setAttribute("aria-label", "Edited prompt");
+      const send = el("button", "primary", "Send edited prompt");
+      send.type = "button";
+      const cancel = el("button", null, "Cancel");
+      cancel.type = "button";
+      send.addEventListener("click", () => { if (area.value.trim() && !running && check(true)) forkFrom(node, area.value); });
+      cancel.addEventListener("click", () => box.remove());
+      area.addEventListener("keydown", (key) => {
+        if (key.key === "Enter" && (key.ctrlKey || key.metaKey)) { key.preventDefault(); send.click(); }
+      });
+      box.append(area, send, " ", cancel);
+      node.append(box);
+      area.focus();
+      return;
+    }
+    const again = event.target.closest("[data-regenerate]");
+    if (again) {
+      const answerNode = again.closest(".assistant-turn");
+      const userNode = answerNode.previousElementSibling;
+      if (userNode?.classList.contains("user-turn") && check(true)) forkFrom(userNode, userNode.dataset.source);
+    }
+  });
+
+  // Drawn on the server, the answers get their code blocks' Copy buttons here.
+  window.rtdashMarkdown.addCodeCopyButtons(output);
+
   if (runButton.disabled) runButton.dataset.forbidden = "1";
   showMode();
   if (root.dataset.watch) {
-    output.replaceChildren();
+    output.querySelector(".placeholder")?.remove();
+    const data = formData();
+    userTurn(userText(data));
+    assistantTurn((data.agent || [""])[0].trim());
     watch(Number(root.dataset.watch));
   }
 })();

@@ -11,6 +11,7 @@ from django.urls import reverse
 from runs.models import Run, RunStatus
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey
+from runs.templatetags.rtdash_history import run_cost
 
 
 def run_url(run_id: int) -> str:
@@ -50,6 +51,8 @@ def summary(run: Run) -> dict[str, Any]:
         "httpStatus": run.http_status,
         "usage": {name: value for name, value in usage.items() if value is not None},
         "iterations": run.iterations,
+        # "unpriced" when no price applies, never $0 (runs.templatetags.rtdash_history).
+        "cost": run_cost(run) if run.is_finished else "",
         "durationMs": run.duration_ms,
         "firstByteMs": run.first_byte_ms,
         "runUrl": run_url(run.pk),

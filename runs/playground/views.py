@@ -30,8 +30,10 @@ from runs.models import Run, Source, Team, Thread
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey, launch
 from runs.playground.forms import MESSAGE_ROLES, InvalidRun, PlaygroundForm, build_run_request
+from runs.playground.markdown import render_markdown
 from runs.playground.relay import RelaySink, mark_cancel_requested, signal_stop
 from runs.playground.run_summary import error_text, refusal, run_url, summary, watch_url
+from runs.playground.transcript import Conversation, load_conversation
 
 RECENT_THREADS = 25
 
@@ -71,6 +73,7 @@ class PageState:
     metadata: list[tuple[str, str]]
     watch: Run | None = None
     notice: str = ""
+    conversation: Conversation | None = None
 
 
 def _page_state(request: TeamRequest) -> PageState:
@@ -80,6 +83,14 @@ def _page_state(request: TeamRequest) -> PageState:
         run = get_for_team_or_404(Run, team, pk=query["run"])
         state.initial, state.messages, state.metadata = _from_run(run)
         state.watch = run
+        if run.upstream_thread_id:
+            # The turns before it; the run itself is drawn live, or by its result card.
+            conversation = load_conversation(team, run.upstream_thread_id, until=run)
+            conversation.turns = [turn for turn in conversation.turns if turn.run != run]
+            state.conversation = conversation
+            if run.is_finished:
+                # The next prompt continues the conversation, as in every chat tool.
+                state.initial.update(thread=run.upstream_thread_id, prompt="", input_mode="prompt")
     elif query.get("from_run"):
         run = get_for_team_or_404(Run, team, pk=query["from_run"])
         state.initial, state.messages, state.metadata = _from_run(run)
@@ -90,6 +101,8 @@ def _page_state(request: TeamRequest) -> PageState:
         else:
             state.initial["thread"] = thread.upstream_id
             state.initial["agent"] = thread.agent
+            if not query.get("run"):
+                state.conversation = load_conversation(team, thread.upstream_id)
     if query.get("agent") and "thread" not in state.initial:
         state.initial["agent"] = query["agent"][:200]
     return state
@@ -109,7 +122,12 @@ def _threads(team: Team, selected: str) -> list[Thread]:
 
 
 def _result_context(run: Run) -> dict:
-    return {"run": run, "summary": summary(run), "error": error_text(run)}
+    return {
+        "run": run,
+        "summary": summary(run),
+        "error": error_text(run),
+        "answer_html": render_markdown(run.result),
+    }
 
 
 # --- Views --------------------------------------------------------------------------------
@@ -132,6 +150,7 @@ def _page(request: TeamRequest, state: PageState, form: PlaygroundForm, status: 
         "watch": watch,
         "watch_run_url": run_url(watch.pk) if watch is not None else "",
         "notice": state.notice,
+        "conversation": state.conversation,
         "estimate_url": reverse("run_estimate"),
     }
     if watch is not None and watch.is_finished:
@@ -146,7 +165,7 @@ def playground(request: TeamRequest) -> HttpResponse:
     return _page(request, state, PlaygroundForm(initial=state.initial))
 
 
-async def _run_to_end(team: Team, run_request: RunRequest, user) -> Run:
+async def run_to_end(team: Team, run_request: RunRequest, user) -> Run:
     """Start a run through the shared path and wait until it is recorded."""
     sink = RelaySink()
     launched = await launch(team, run_request, source=Source.PLAYGROUND, user=user, sinks=[sink])
@@ -186,7 +205,7 @@ def run_now(request: TeamRequest) -> HttpResponse:
         state = PageState(initial={}, messages=[], metadata=[])
         return _page(request, state, form, status=400)
     try:
-        run = async_to_sync(_run_to_end)(request.team, run_request, request.user)
+        run = async_to_sync(run_to_end)(request.team, run_request, request.user)
     except (BudgetExceeded, NoRunToolsKey, KeyDecryptionError) as error:
         _code, message = refusal(error)
         status = 200 if request.htmx else 402 if isinstance(error, BudgetExceeded) else 503

@@ -64,15 +64,20 @@ def test_a_streamed_prompt_appears_before_the_run_completes(live, browser):
         in page.locator("#statusbar [data-tokens]").text_content()
     )
     assert page.url.endswith(f"/playground?run={run.pk}")
-    card = page.locator("#result-card")
-    card.wait_for()
-    assert card.get_attribute("data-status") == "completed"
+    footer = page.locator("#output .assistant-turn .turn-footer")
+    footer.wait_for()
+    assert "Completed" in footer.text_content()
+    assert f"{run.input_tokens} in / {run.output_tokens} out" in footer.text_content()
+    assert re.search(r"first token \d+ ms", footer.text_content())
+    assert "duration" in footer.text_content()
     assert (
-        card.get_by_role("link", name=f"Run #{run.pk}")
+        footer.get_by_role("link", name=f"Run #{run.pk}")
         .get_attribute("href")
         .rstrip("/")
         .endswith(f"/runs/{run.pk}")
     )
+    # The answer is in the transcript once; the result card would only repeat it.
+    assert page.locator("#result-card").count() == 0
 
 
 def test_stop_a_slow_run(live, browser):
@@ -88,6 +93,12 @@ def test_stop_a_slow_run(live, browser):
     run = orm(latest_run)
     assert run.status == "cancelled" and run.cancel_requested
     assert 0 < len(answer_text(page).split()) < 40
+    # A Stop the person asked for is said plainly, once, and not as an error.
+    said = page.locator("#output .turn-problem")
+    said.wait_for()
+    assert said.text_content() == "You stopped the run."
+    assert said.get_attribute("class") == "notice turn-problem"
+    assert page.locator(".problem:visible").count() == 0
     assert page.get_by_role("button", name="Run").is_enabled()
     assert page.get_by_role("button", name="Stop").is_disabled()
 
@@ -131,23 +142,124 @@ def test_a_teammate_watches_the_same_run_live(live, browser):
     assert answer_text(teammate) == answer_text(page) == result
 
 
-def test_continue_a_thread(live, browser):
+def wait_for_footers(page, count: int) -> None:
+    page.wait_for_function(
+        f"() => document.querySelectorAll('#output .turn-footer').length === {count}"
+    )
+
+
+def test_a_second_prompt_continues_the_conversation_in_one_thread(live, browser):
     page = open_playground(browser, live)
     fill(page, "support-chat", "My invoice is wrong")
     page.get_by_role("button", name="Run").click()
-    page.get_by_role("link", name="Continue this thread").click()
-
+    wait_for_footers(page, 1)
     assert page.get_by_label("Prompt").input_value() == ""
+
     page.get_by_label("Prompt").fill("And the refund?")
-    page.get_by_role("button", name="Run").click()
-    page.wait_for_function(
-        "() => document.querySelector('#output .answer')?.textContent.includes('Reply 2')"
-    )
-    page.locator("#result-card").wait_for()
+    page.get_by_label("Prompt").press("Control+Enter")
+    wait_for_footers(page, 2)
     first, second = orm(runs)
     assert second.upstream_thread_id == first.upstream_thread_id
     assert second.prompt == "And the refund?"
     assert "Reply 2 in this thread" in second.result
+
+    # Both turns on screen, in order, in the page's log region.
+    log = page.get_by_role("log")
+    users = log.locator(".user-turn .turn-text").all_text_contents()
+    answers = log.locator(".assistant-turn .answer").all_text_contents()
+    assert users == ["My invoice is wrong", "And the refund?"]
+    assert [text.strip() for text in answers] == [first.result, second.result]
+
+    # Loading the thread's address shows the same conversation, drawn by the server.
+    page.goto(f"{live.url}/playground?thread={first.upstream_thread_id}&agent=support-chat")
+    log = page.get_by_role("log")
+    assert log.locator(".user-turn .turn-text").all_text_contents() == users
+    assert log.locator(".assistant-turn .turn-footer").count() == 2
+    page.get_by_label("Prompt").fill("Third?")
+    page.get_by_role("button", name="Run").click()
+    wait_for_footers(page, 3)
+    assert orm(latest_run).upstream_thread_id == first.upstream_thread_id
+
+    # "New conversation" starts fresh.
+    page.get_by_role("link", name="New conversation").click()
+    assert log.locator(".turn").count() == 0
+    page.get_by_label("Prompt").fill("Hello again")
+    page.get_by_role("button", name="Run").click()
+    wait_for_footers(page, 1)
+    assert orm(latest_run).upstream_thread_id != first.upstream_thread_id
+
+
+def test_edit_and_resend_forks_the_conversation(live, browser):
+    page = open_playground(browser, live)
+    fill(page, "support-chat", "First question")
+    page.get_by_role("button", name="Run").click()
+    wait_for_footers(page, 1)
+    page.get_by_label("Prompt").fill("Second question")
+    page.get_by_role("button", name="Run").click()
+    wait_for_footers(page, 2)
+    first, second = orm(runs)
+
+    page.locator(".user-turn").nth(1).get_by_role("button", name="Edit and resend").click()
+    page.get_by_label("Edited prompt").fill("Second question, edited")
+    page.get_by_role("button", name="Send edited prompt").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('#output .turn-footer').length === 2"
+        " && document.querySelector('#output .user-turn:nth-of-type(3)')"
+        "?.textContent.includes('edited')"
+    )
+    wait_for_footers(page, 2)
+    page.wait_for_function("() => !document.querySelector('#run-button').disabled")
+    fork = orm(latest_run)
+    assert fork.pk != second.pk
+    assert fork.upstream_thread_id and fork.upstream_thread_id != first.upstream_thread_id
+    assert fork.messages == [
+        {"role": "user", "content": "First question"},
+        {"role": "assistant", "content": first.result},
+        {"role": "user", "content": "Second question, edited"},
+    ]
+    users = page.locator("#output .user-turn .turn-text").all_text_contents()
+    assert users == ["First question", "Second question, edited"]
+
+    # The next prompt follows the fork's thread.
+    page.get_by_label("Prompt").fill("After the fork")
+    page.get_by_role("button", name="Run").click()
+    wait_for_footers(page, 3)
+    assert orm(latest_run).upstream_thread_id == fork.upstream_thread_id
+
+    # Regenerate the last answer: the same prompt, forked again.
+    answered = orm(latest_run).pk
+    page.locator(".assistant-turn").last.get_by_role("button", name="Regenerate").click()
+    page.wait_for_function(
+        f"() => document.querySelector('#output .assistant-turn:last-child')?.dataset.run"
+        f" && document.querySelector('#output .assistant-turn:last-child').dataset.run"
+        f" !== '{answered}'"
+    )
+    again = orm(latest_run)
+    assert again.messages[-1] == {"role": "user", "content": "After the fork"}
+    assert page.locator("#output .user-turn").count() == 3
+
+
+def test_markup_in_an_answer_is_shown_inert(live, browser):
+    page = open_playground(browser, live)
+    # support-chat quotes the prompt's first words back in its answer.
+    hostile = '<img src="x" onerror="window.pwned=1"> **bold**'
+    fill(page, "support-chat", hostile)
+    page.get_by_role("button", name="Run").click()
+    wait_for_footers(page, 1)
+    answer = page.locator("#output .assistant-turn .answer")
+    assert '<img src="x" onerror="window.pwned=1">' in answer.text_content()
+    assert answer.locator("img").count() == 0
+    assert answer.locator("strong").text_content() == "bold"
+    assert page.evaluate("() => window.pwned") is None
+
+    # Drawn by the server from the record, the same.
+    run = orm(latest_run)
+    page.goto(f"{live.url}/playground?thread={run.upstream_thread_id}&agent=support-chat")
+    answer = page.locator("#output .assistant-turn .answer")
+    assert '<img src="x" onerror="window.pwned=1">' in answer.text_content()
+    assert answer.locator("img").count() == 0
+    assert answer.locator("strong").text_content() == "bold"
+    assert page.evaluate("() => window.pwned") is None
 
 
 def test_run_with_stream_off(live, browser):
@@ -170,7 +282,7 @@ def test_tool_calls_thinking_and_unknown_frames_are_drawn(live, browser):
     page = open_playground(browser, live)
     fill(page, "code-assistant", "Check src/app.py", simulate={"unknownFrames": True})
     page.get_by_role("button", name="Run").click()
-    page.locator("#result-card").wait_for()
+    wait_for_footers(page, 1)
     cards = page.locator("#output .tool-card")
     assert cards.count() == 2
     assert "src/app.py" in cards.nth(0).locator(".tool-input").text_content()
@@ -183,8 +295,11 @@ def test_tool_calls_thinking_and_unknown_frames_are_drawn(live, browser):
     fill(page, "deep-thinker", "Why is the sky blue?")
     page.get_by_role("button", name="Run").click()
     page.locator("#output details.thinking").wait_for()
-    page.locator("#result-card").wait_for()
+    wait_for_footers(page, 2)
     assert page.locator("#output .thinking-text").text_content()
+    # Another agent: a new thread, not the code assistant's.
+    first, second = orm(runs)
+    assert second.upstream_thread_id != first.upstream_thread_id
 
 
 @pytest.mark.parametrize(
@@ -199,12 +314,13 @@ def test_upstream_errors_are_shown_clearly(live, browser, simulate, shown, label
     page = open_playground(browser, live)
     fill(page, "support-chat", "Hello", simulate=simulate)
     page.get_by_role("button", name="Run").click()
-    problem = page.locator("#run-problem")
+    problem = page.locator("#output .turn-problem")
     problem.wait_for()
     page.wait_for_function(
         f"() => document.querySelector('#statusbar [data-status]').textContent === '{label}'"
     )
     assert shown in problem.text_content()
+    assert page.locator(".problem:visible").count() == 1  # said once, in place
     assert page.get_by_role("button", name="Run").is_enabled()
 
 
@@ -232,6 +348,11 @@ def test_view_code_uses_the_token_variable(live, browser):
     assert "$RTDASH_TOKEN" in curl.text_content()
     assert '"prompt": "Hello there"' in curl.text_content()
     assert "rt_test_demo" not in page.content()
+    for language in ("curl", "Python", "JavaScript"):
+        assert page.get_by_role("button", name=f"Copy the {language} code").is_visible()
+    python = page.locator("[data-code=python]").text_content()
+    assert "httpx" in python and "json=" in python
+    assert "getReader()" in page.locator("[data-code=javascript]").text_content()
 
 
 @pytest.mark.usefixtures("upstream", "acme_key", "bob", "alice")
