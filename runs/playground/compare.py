@@ -21,12 +21,12 @@ from django.utils.datastructures import MultiValueDict
 from django.views.decorators.http import require_http_methods
 
 from runs.core.access import TeamRequest, team_view
+from runs.core.agents import team_agents
 from runs.core.crypto import KeyDecryptionError
 from runs.core.validation import RunRequest
 from runs.models import Run, Team
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey
-from runs.playground.agents import team_agents
 from runs.playground.forms import InvalidRun, PlaygroundForm, build_run_request
 from runs.playground.markdown import render_markdown
 from runs.playground.run_summary import error_text, refusal
