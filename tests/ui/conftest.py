@@ -113,14 +113,17 @@ def _replayed_experiment(team: Team, thread_id: str, upstream_url: str) -> Exper
 
 
 def _alert_history(team: Team) -> None:
-    """A rule that fired, a webhook with a long address, and a delivery that failed once."""
+    """A rule that fired, a webhook with a long address, and a delivery that failed once.
+
+    The rule is disabled, so the live server's alert loop leaves this history as it is (and
+    the webhook's address is on loopback, so nothing could leave the machine anyway)."""
     rule = AlertRule.objects.create(
         team=team, kind="error_rate", percent=20, window_minutes=60, firing=True, episode=1,
-        last_value="33%",
+        last_value="33%", enabled=False,
     )  # fmt: skip
     webhook = AlertDestination.objects.create(
         team=team, kind="webhook", name="On-call channel",
-        url="https://hooks.example.com/services/T0000000000/B0000000000/" + "x" * 48,
+        url="http://127.0.0.1:9/services/T0000000000/B0000000000/" + "x" * 48,
     )  # fmt: skip
     email = AlertDestination.objects.create(
         team=team, kind="email", name="Owners", roles="owner,admin"
