@@ -15,6 +15,7 @@ import pytest
 from runs.models import Run
 from tests.browsers import log_in
 from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.experiments.helpers import wait_until_ended
 from tests.live import RtdashServer
 from tests.reporting import set_price
 
@@ -46,7 +47,10 @@ def fast_passwords():
 @pytest.fixture
 def live(upstream, acme, acme_key, alice):
     set_price(acme)  # priced runs, so the reports draw their charts
-    with RtdashServer(upstream.url, TEST_ENCRYPTION_KEY) as server:
+    # Billing from the simulator too, for the reconciliation page.
+    with RtdashServer(
+        upstream.url, TEST_ENCRYPTION_KEY, RUNTOOLS_BILLING_URL=upstream.billing_url
+    ) as server:
         yield server
 
 
@@ -67,6 +71,18 @@ def recorded(live, acme_token) -> tuple[str, int]:
         assert time.monotonic() < deadline, "the runs were not recorded"
         time.sleep(0.1)
     return thread, Run.objects.order_by("pk").first().pk
+
+
+@pytest.fixture
+def experiment_id(live, recorded, acme_token) -> int:
+    """The recorded thread replayed as an experiment through the live API, to its end."""
+    thread, _run_id = recorded
+    body = {"source": {"thread": thread}, "variants": [{"agent": "code-assistant"}]}
+    answer = httpx.post(
+        f"{live.url}/api/experiments", json=body, headers={"X-API-Key": acme_token[1]}, timeout=30
+    )
+    assert answer.status_code == 201, answer.text
+    return wait_until_ended(answer.json()["data"]["id"]).pk
 
 
 class Watched:
@@ -100,7 +116,7 @@ class Watched:
         self.page.wait_for_timeout(300)
 
 
-def test_no_page_breaks_the_policy(live, recorded, browser):
+def test_no_page_breaks_the_policy(live, recorded, experiment_id, browser):
     thread_id, run_id = recorded
     watched = Watched(browser)
     log_in(watched.page, live.url)
@@ -108,7 +124,10 @@ def test_no_page_breaks_the_policy(live, recorded, browser):
     for path in [
         "/", "/playground", "/runs/", f"/runs/{run_id}/", "/threads/", f"/threads/{thread_id}/",
         "/reports?period=30d", "/reports?period=30d&group_by=day", "/reports/prices",
-        "/reports/budgets", "/settings/", "/settings/audit/", "/teams/",
+        "/reports/budgets", "/settings/", "/settings/audit/", "/teams/", "/experiments/",
+        "/experiments/new/", f"/experiments/new/?thread={thread_id}",
+        f"/experiments/{experiment_id}/", "/accounting/reconciliation", "/alerts/",
+        "/settings/alerts/",
     ]:  # fmt: skip
         watched.visit(live.url + path)
 
