@@ -78,3 +78,45 @@ def wait_for_answer(page) -> None:
     page.wait_for_function(
         "() => [...document.querySelectorAll('#output .answer')].some(n => n.textContent.trim())"
     )
+
+
+# Every page of a Watched context reports Content-Security-Policy violations.
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.reportCspViolation(
+    `${event.effectiveDirective} blocked ${event.blockedURI || "inline"} ` +
+    `at ${event.sourceFile}:${event.lineNumber} on ${document.location.pathname}`
+  );
+});
+"""
+
+
+class Watched:
+    """A browser context whose every page reports CSP violations and CSP console errors."""
+
+    def __init__(self, browser) -> None:
+        self.violations: list[str] = []
+        self.context = browser.new_context()
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.context.expose_function("reportCspViolation", self._violation)
+        self.context.add_init_script(REPORT_VIOLATIONS)
+        self.page = self.context.new_page()
+        self.page.on("console", self._console)
+
+    def _violation(self, text: str) -> None:
+        self.violations.append(text)
+
+    def _console(self, message) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.violations.append(f"console: {message.text}")
+
+    def visit(self, url: str) -> None:
+        response = self.page.goto(url)
+        assert response is not None and response.ok, url
+        policy = response.headers.get("content-security-policy", "")
+        assert "script-src 'self'" in policy and "style-src 'self'" in policy, url
+        self.page.wait_for_load_state("load")
+
+    def settle(self) -> None:
+        # Violation events are queued tasks: give them a moment to arrive.
+        self.page.wait_for_timeout(300)

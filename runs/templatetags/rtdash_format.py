@@ -18,14 +18,22 @@ register = template.Library()
 
 
 @register.filter
-def when(moment: datetime | None, style: str = "minutes") -> SafeString | str:
+def when(moment: datetime | str | None, style: str = "minutes") -> SafeString | str:
     """A moment as <time>: the UTC text, which static/times.js rewrites to the viewer's time
     zone (keeping the UTC time on hover); without JavaScript the UTC text stays.
 
-    `style` is "minutes", "seconds" or "date".
+    `style` is "minutes", "seconds" or "date". An ISO 8601 string (as JSON answers and the
+    upstream carry moments) is read first; one that is not a moment is shown as it is.
     """
-    if moment is None:
+    if moment is None or moment == "":
         return "—"
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            return moment
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
     if style == "date":
         return format_html(
             '<time datetime="{}" data-style="date" title="{}">{}</time>',

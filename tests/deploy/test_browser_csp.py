@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from runs.models import Run
-from tests.browsers import log_in
+from tests.browsers import Watched, log_in
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.experiments.helpers import wait_until_ended
 from tests.live import RtdashServer
@@ -22,14 +22,6 @@ from tests.reporting import set_price
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 TIMEOUT_MS = 20_000
-REPORT_VIOLATIONS = """
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.reportCspViolation(
-    `${event.effectiveDirective} blocked ${event.blockedURI || "inline"} ` +
-    `at ${event.sourceFile}:${event.lineNumber} on ${document.location.pathname}`
-  );
-});
-"""
 # What an injection that got past escaping would add to a page.
 INJECT = """() => {
   const script = document.createElement("script");
@@ -85,44 +77,14 @@ def experiment_id(live, recorded, acme_token) -> int:
     return wait_until_ended(answer.json()["data"]["id"]).pk
 
 
-class Watched:
-    """A browser context whose every page reports CSP violations and CSP console errors."""
-
-    def __init__(self, browser) -> None:
-        self.violations: list[str] = []
-        self.context = browser.new_context()
-        self.context.set_default_timeout(TIMEOUT_MS)
-        self.context.expose_function("reportCspViolation", self._violation)
-        self.context.add_init_script(REPORT_VIOLATIONS)
-        self.page = self.context.new_page()
-        self.page.on("console", self._console)
-
-    def _violation(self, text: str) -> None:
-        self.violations.append(text)
-
-    def _console(self, message) -> None:
-        if message.type == "error" and "Content Security Policy" in message.text:
-            self.violations.append(f"console: {message.text}")
-
-    def visit(self, url: str) -> None:
-        response = self.page.goto(url)
-        assert response is not None and response.ok, url
-        policy = response.headers.get("content-security-policy", "")
-        assert "script-src 'self'" in policy and "style-src 'self'" in policy, url
-        self.page.wait_for_load_state("load")
-
-    def settle(self) -> None:
-        # Violation events are queued tasks: give them a moment to arrive.
-        self.page.wait_for_timeout(300)
-
-
 def test_no_page_breaks_the_policy(live, recorded, experiment_id, browser):
     thread_id, run_id = recorded
     watched = Watched(browser)
     log_in(watched.page, live.url)
     page = watched.page
     for path in [
-        "/", "/playground", "/runs/", f"/runs/{run_id}/", "/threads/", f"/threads/{thread_id}/",
+        "/", "/playground", "/playground/compare", "/runs/", f"/runs/{run_id}/", "/threads/",
+        f"/threads/{thread_id}/",
         "/reports?period=30d", "/reports?period=30d&group_by=day", "/reports/prices",
         "/reports/budgets", "/settings/", "/settings/audit/", "/teams/", "/experiments/",
         "/experiments/new/", f"/experiments/new/?thread={thread_id}",

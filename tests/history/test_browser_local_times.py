@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.conftest import PASSWORD, TEST_ENCRYPTION_KEY
-from tests.history.test_history_runs import make_run
+from tests.helpers import make_run
 from tests.live import RtdashServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.urls import reverse
 
 from runs.core import formatting
-from tests.history.test_history_runs import NOW, make_run
+from tests.helpers import NOW, make_run
 
 pytestmark = [pytest.mark.usefixtures("fast_passwords"), pytest.mark.django_db(transaction=True)]
 
@@ -126,3 +126,20 @@ async def test_json_lines_keep_the_exact_values(async_client, alice, acme):
     text = b"".join([chunk async for chunk in response.streaming_content]).decode()
     assert '"cost": "0.000123456"' in text and '"synthetic": false' in text
     assert run.started_at - NOW == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("moment", "shown"),
+    [
+        ("2026-03-10T12:00:00.257084+00:00", 'datetime="2026-03-10T12:00:00Z"'),
+        ("2026-03-10T12:00:00Z", 'datetime="2026-03-10T12:00:00Z"'),
+        ("not a moment", "not a moment"),
+        ("", "—"),
+    ],
+)
+def test_moments_given_as_iso_text_read_like_the_others(moment, shown):
+    # Reconciliation shows moments from JSON answers and the upstream, as ISO text.
+    from runs.templatetags.rtdash_format import when
+
+    assert shown in str(when(moment))
+    assert ".257084" not in str(when(moment))

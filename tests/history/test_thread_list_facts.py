@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from runs.demo.history import _restamp_threads
 from runs.models import Thread
-from tests.history.test_history_runs import make_run
+from tests.helpers import make_run
 
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 

@@ -103,7 +103,7 @@ def test_the_conversation_and_compare_pages_keep_the_sites_rules(live, browser):
     with a conversation, a streamed Markdown answer and a finished comparison on screen."""
     from axe_playwright_python.sync_playwright import Axe
 
-    from tests.deploy.test_browser_csp import Watched
+    from tests.browsers import Watched
 
     watched = Watched(browser)
     page = watched.page

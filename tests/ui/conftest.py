@@ -73,7 +73,7 @@ def demo_site(tmp_path):
         experiment = _replayed_experiment(team, thread.upstream_id, simulator.url)
         _alert_history(team)
         pages = [
-            "/", "/playground", "/runs/", f"/runs/{run.pk}/", "/threads/",
+            "/", "/playground", "/playground/compare", "/runs/", f"/runs/{run.pk}/", "/threads/",
             f"/threads/{thread.upstream_id}/", "/reports?period=30d",
             "/reports?period=30d&group_by=day", "/reports/prices", "/reports/budgets",
             "/settings/", "/settings/audit/", "/experiments/",
