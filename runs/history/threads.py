@@ -30,6 +30,7 @@ from runs.core import upstream
 from runs.core.access import for_team
 from runs.core.crypto import KeyDecryptionError, SealedKey
 from runs.models import Run, RunEvent, Team, Thread
+from runs.pipeline.frames import stored_payloads
 
 THREAD_PAGE_SIZE = 50
 # Input tokens growing on this many consecutive turns is flagged: each turn re-sends the whole
@@ -291,20 +292,7 @@ def _tools_from_frames(run_ids: list[int]) -> dict[int, list[ToolUse]]:
     """Tool calls of recorded runs, from their stored frames (for runs RunTools no longer has)."""
     found: dict[int, list[ToolUse]] = {}
     calls: dict[tuple[int, str], ToolUse] = {}
-    frames = (
-        RunEvent.objects.filter(
-            run_id__in=run_ids, event__in=("tool_call_started", "tool_call_completed")
-        )
-        .order_by("run_id", "sequence")
-        .values_list("run_id", "data")
-    )
-    for run_id, data in frames.iterator(chunk_size=1000):
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            continue
-        if not isinstance(payload, dict):
-            continue
+    for run_id, payload in stored_payloads(run_ids, ("tool_call_started", "tool_call_completed")):
         call_id = _text(payload.get("toolCallId"))
         use = calls.get((run_id, call_id))
         if use is None:

@@ -14,12 +14,15 @@ the others their frames.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 
 from runs.core.loops import PerLoop
+from runs.models import RunEvent
 from runs.pipeline.recording import FrameRows, save_frames
 
 logger = logging.getLogger(__name__)
@@ -99,3 +102,22 @@ _STORES = PerLoop(FrameStore)
 
 def frame_store() -> FrameStore:
     return _STORES.get()
+
+
+def stored_payloads(run_ids: Iterable[int], events: Iterable[str]) -> Iterator[tuple[int, dict]]:
+    """The stored frames of these runs and event names, in order: (run id, JSON payload).
+
+    Frames whose data is not a JSON object are skipped: RunTools promises nothing about them.
+    """
+    frames = (
+        RunEvent.objects.filter(run_id__in=list(run_ids), event__in=list(events))
+        .order_by("run_id", "sequence")
+        .values_list("run_id", "data")
+    )
+    for run_id, data in frames.iterator(chunk_size=1000):
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(payload, dict):
+            yield run_id, payload

@@ -8,13 +8,13 @@ drawn by static/playground.js in the same shape (templates/runs/playground/_turn
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from django.utils.safestring import SafeString
 
 from runs.history.threads import ToolUse, build_turns, thread_runs
-from runs.models import Run, RunEvent, Team
+from runs.models import Run, Team
+from runs.pipeline.frames import stored_payloads
 from runs.playground.markdown import render_markdown
 from runs.playground.run_summary import error_text, summary
 
@@ -50,17 +50,8 @@ class Conversation:
 
 def _thinking(run_ids: list[int]) -> dict[int, str]:
     parts: dict[int, list[str]] = {}
-    frames = (
-        RunEvent.objects.filter(run_id__in=run_ids, event="assistant_thinking_delta")
-        .order_by("run_id", "sequence")
-        .values_list("run_id", "data")
-    )
-    for run_id, data in frames.iterator(chunk_size=1000):
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            continue
-        if isinstance(payload, dict) and isinstance(payload.get("delta"), str):
+    for run_id, payload in stored_payloads(run_ids, ("assistant_thinking_delta",)):
+        if isinstance(payload.get("delta"), str):
             parts.setdefault(run_id, []).append(payload["delta"])
     return {run_id: "".join(texts) for run_id, texts in parts.items()}
 
