@@ -26,7 +26,8 @@ class Frame:
         """The data as JSON, or None when it is not JSON. Parsed at most once."""
         if not self._parsed:
             self._parsed = True
-            text = self.data.lstrip()
+            # JSON's own whitespace only: data led by any other space (U+00A0) is not JSON.
+            text = self.data.lstrip(" \t\r\n")
             if text[:1] in ("{", "["):
                 try:
                     self._json = json.loads(text)
