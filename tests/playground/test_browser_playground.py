@@ -123,7 +123,9 @@ def test_reload_mid_run_and_see_it_finish(live, browser):
 
 def test_a_teammate_watches_the_same_run_live(live, browser):
     page = open_playground(browser, live, "bob")
-    fill(page, "slow-poke", "Watch me", simulate={"dripMs": 80})
+    # About 8 s of deltas: long enough for the teammate's browser to log in and join while it
+    # runs, even on a loaded machine.
+    fill(page, "slow-poke", "Watch me", simulate={"dripMs": 100, "deltas": 80})
     page.get_by_role("button", name="Run").click()
     wait_for_answer(page)
     run = orm(latest_run)
