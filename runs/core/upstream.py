@@ -133,10 +133,10 @@ def translate(error: httpx.HTTPError) -> UpstreamError:
         return UpstreamError("upstream_timeout", "RunTools timed out")
     if isinstance(error, httpx.ConnectError):
         return UpstreamError("upstream_unreachable", "Could not connect to RunTools")
-    if isinstance(error, httpx.RemoteProtocolError):
+    if isinstance(error, httpx.RemoteProtocolError | httpx.ReadError):
+        # A close and a reset mid-response are one outcome to the caller, and which of the two
+        # a dropped connection raises depends on timing.
         return UpstreamError("upstream_disconnected", "RunTools closed the connection mid-way")
-    if isinstance(error, httpx.ReadError):
-        return UpstreamError("upstream_disconnected", "The connection to RunTools broke")
     if isinstance(error, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return UpstreamError("upstream_misconfigured", "RUNTOOLS_API_URL is not usable", True)
     return UpstreamError("upstream_error", type(error).__name__)
