@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import inspect
 import logging
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.core import signals
@@ -45,6 +46,8 @@ from runs.core.errors import error_response as envelope
 GATEWAY_PREFIX = "/v1/"
 # Set on a request whose `request_started` signal is still to be sent.
 _DEFERRED = "_deferred_request_started"
+# The request's AfterResponse: work its view wants done once the response has left.
+_AFTER_RESPONSE = "_after_response"
 # Django logs a refused Host header here for pages; the gateway's go to the same place.
 _host_logger = logging.getLogger("django.security.DisallowedHost")
 
@@ -106,12 +109,17 @@ class GatewayASGIHandler(ASGIHandler):
             await sync_to_async(error_response.close)()
             return
         setattr(request, _DEFERRED, scope)
+        setattr(request, _AFTER_RESPONSE, AfterResponse())
 
         async def process_request(request, send):
-            response = await self.run_get_response(request)
-            # A cancel here is the client disconnecting while the response was being sent.
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.send_response(response, send)
+            try:
+                response = await self.run_get_response(request)
+                # A cancel here is the client disconnecting while the response was being sent.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.send_response(response, send)
+            finally:
+                # Sent, or never to be: the view's deferred work may start now.
+                getattr(request, _AFTER_RESPONSE).run()
             return response
 
         # The client hanging up is noticed while the response is being made, as in Django.
@@ -159,6 +167,42 @@ def _protected(get_response):
         return security.process_response(request, response)
 
     return protected
+
+
+class AfterResponse:
+    """Callbacks a view leaves for after its response has been sent (or the client left).
+
+    Work started while the response is still on its way competes with it for the GIL and the
+    sync thread (a JSON run's record is finished in that thread), so it waits for this.
+    Everything here runs on the event loop; a callback added after the response has left
+    runs at once.
+    """
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+        self._ran = False
+
+    def add(self, callback: Callable[[], None]) -> None:
+        if self._ran:
+            callback()
+        else:
+            self._callbacks.append(callback)
+
+    def run(self) -> None:
+        self._ran = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+
+def after_response(request, callback: Callable[[], None]) -> None:
+    """Run `callback` (on the event loop) once the request's response has been sent; at once
+    for a request this handler does not serve (Django's own, the test client)."""
+    hooks = getattr(request, _AFTER_RESPONSE, None)
+    if hooks is None:
+        callback()
+    else:
+        hooks.add(callback)
 
 
 def send_deferred_request_started(request) -> None:

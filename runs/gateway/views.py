@@ -9,6 +9,7 @@ settings.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -18,7 +19,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from rtdash.gateway_handler import send_deferred_request_started
+from rtdash.gateway_handler import after_response, send_deferred_request_started
 from runs.core import upstream
 from runs.core.audit import record
 from runs.core.errors import GatewayError, error_response, refused_response
@@ -197,14 +198,22 @@ async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpRespons
     assert prepared is not None and run_request is not None
     path = upstream.endpoint("agents", agent_from_path, "run") if legacy else "/run"
     # Shielded: if the client hangs up, the run is still read to its end and recorded.
-    return await asyncio.shield(asyncio.ensure_future(_forward_run(prepared, run_request, path)))
+    return await asyncio.shield(
+        asyncio.ensure_future(_forward_run(request, prepared, run_request, path))
+    )
 
 
-async def _forward_run(prepared: Prepared, run_request: RunRequest, path: str) -> HttpResponse:
+async def _forward_run(
+    request: HttpRequest, prepared: Prepared, run_request: RunRequest, path: str
+) -> HttpResponse:
     """The run's one path (runs.pipeline.start.send), answered as RunTools would."""
     sink = ClientSink()
     launched = await send(
-        prepared, run_request, path=path, sinks=[sink], finish_after_response=True
+        prepared,
+        run_request,
+        path=path,
+        sinks=[sink],
+        after_response=functools.partial(after_response, request),
     )
     run_id = launched.run.pk
     if launched.reader is not None:

@@ -5,7 +5,7 @@ the demo alike.
 records what comes back: a stream is handed to a RunReader, anything else is finished here.
 `launch` is both, for callers that have nothing else to do in between. The gateway calls the
 two steps itself: it prepares in the same database trip as its token lookup and has a JSON
-run's record finished after its response has left (`finish_after_response`).
+run's record finished after its response has left (`after_response`).
 
 Timings, measured on one monotonic clock from the request's receipt (`received`):
 overhead is receipt → sent upstream, upstream time is sent → the upstream's last byte, and
@@ -15,7 +15,9 @@ duration is receipt → the finish step, so overhead + upstream time ≤ duratio
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -153,13 +155,14 @@ async def send(
     *,
     path: str = "/run",
     sinks: list[Sink] | None = None,
-    finish_after_response: bool = False,
+    after_response: Callable[[Callable[[], None]], None] | None = None,
 ) -> Launch:
     """Send a prepared run upstream and record what comes back.
 
     A 200 event stream is handed to a RunReader (which finishes the run when it ends); any
-    other answer, or none, is finished here: at once, or with `finish_after_response` just
-    after the caller's response leaves (then the returned run is still `running`).
+    other answer, or none, is finished here: at once, or, given `after_response` (which runs
+    a callback once the caller's response has left), after that (then the returned run is
+    still `running`).
     """
     run = prepared.run
     IN_FLIGHT.add(run.pk)
@@ -172,8 +175,8 @@ async def send(
         return launched  # the reader finishes the run and takes it out of IN_FLIGHT
     outcome = launched.outcome
     assert outcome is not None
-    if finish_after_response:
-        _finish_later(run.pk, outcome)
+    if after_response is not None:
+        after_response(functools.partial(_finish_later, run.pk, outcome))
         return launched
     try:
         launched.run = await sync_to_async(finish_run)(run.pk, outcome)
@@ -233,7 +236,7 @@ _FINISHING: set[asyncio.Task] = set()
 
 
 def _finish_later(run_id: int, outcome: RunOutcome) -> None:
-    """Complete the run's record just after the caller's response leaves.
+    """Complete the run's record now that the caller's response has left.
 
     The Run row was committed before the request went upstream, so the run is in the history
     whatever happens; its completion (usage, thread, rollup) need not delay the caller. A

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
@@ -12,6 +13,7 @@ from django.core import signals
 from rtdash.gateway_handler import GatewayASGIHandler
 from runs.gateway.views import settle
 from runs.models import Run
+from runs.pipeline import start
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -110,3 +112,82 @@ async def test_a_request_that_never_authenticates_still_gets_both_signals(
     answer = await call("GET", "/v1/run", plaintext)
     assert answer["status"] == 405
     assert [name for name, _ in request_signals] == ["started", "finished"]
+
+
+def _scope(path: str, token: str) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"x-api-key", token.encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+
+
+async def test_a_json_runs_record_is_finished_only_after_its_response_has_left(
+    upstream, acme_key, acme_token
+):
+    """Finishing the record (a trip to the sync thread, Python work holding the GIL) while the
+    answer is still on its way would delay the caller; it starts once the answer is sent."""
+    _token, plaintext = acme_token
+    body = json.dumps({"agent": "support-chat", "prompt": "Hello", "stream": False}).encode()
+    seen_when_sent = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # the client stays connected
+
+    async def send(message):
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            status = await Run.objects.values_list("status", flat=True).aget()
+            seen_when_sent.append((status, len(start._FINISHING)))
+
+    await GatewayASGIHandler()(_scope("/v1/run", plaintext), receive, send)
+    await settle()
+    assert seen_when_sent == [("running", 0)]
+    assert await Run.objects.values_list("status", flat=True).aget() == "completed"
+
+
+async def test_a_client_that_leaves_before_its_json_answer_still_gets_the_run_recorded(
+    upstream, acme_key, acme_token
+):
+    _token, plaintext = acme_token
+    simulate = {"hangSeconds": 0.5}
+    run = {"agent": "support-chat", "prompt": "Hello", "stream": False}
+    body = json.dumps({**run, "metadata": {"simulate": simulate}}).encode()
+    sent = []
+    messages = [
+        {"type": "http.disconnect"},
+        {"type": "http.request", "body": body, "more_body": False},
+    ]
+
+    async def receive():
+        if len(messages) == 1:
+            await asyncio.sleep(0.1)  # hang up while the upstream is still working
+        return messages.pop()
+
+    async def send(message):
+        sent.append(message)
+
+    await GatewayASGIHandler()(_scope("/v1/run", plaintext), receive, send)
+    assert sent == []  # nobody was there to answer
+    for _ in range(100):
+        await settle()
+        if await Run.objects.filter(status="completed").aexists():
+            break
+        await asyncio.sleep(0.05)
+    recorded = await Run.objects.aget()
+    assert (recorded.status, recorded.output_tokens > 0) == ("completed", True)
