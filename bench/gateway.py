@@ -10,6 +10,7 @@ machine state. Every run through rtdash is recorded as usual (SQLite by default)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import statistics
 import sys
@@ -313,22 +314,27 @@ def _load_average() -> str:
     return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-async def measure_floor(stack: Stack, bare_url: str) -> str:
-    """Targets 1-2 of issue 18: rtdash's JSON and first-byte overheads against the bare hop's,
-    each request paired with the direct one of its round."""
+async def measure_floor(stack: Stack, bare_url: str, recording_url: str) -> str:
+    """Targets 1-2 of issue 18: rtdash's JSON and first-byte overheads against the bare hop's
+    (and the recording hop's: the bare hop plus the database trip recording demands), each
+    request paired with the direct one of its round."""
     paths = {
         "direct": (stack.simulator.url + "/run", SIM_KEY),
         "bare": (bare_url + "/v1/run", SIM_KEY),
+        "recording": (recording_url + "/v1/run", SIM_KEY),
         "rtdash": (stack.url + "/v1/run", stack.token),
     }
     load_before = _load_average()
     async with httpx.AsyncClient(timeout=120) as client:
+        await _timed_json(client, *paths["rtdash"])  # the row the recording hop copies
         json_times = await _floor_rounds(client, _timed_json, paths)
         first_times = await _floor_rounds(client, _first_byte, paths)
     load_after = _load_average()
     json_bare = _paired_overheads(json_times, "bare")
+    json_recording = _paired_overheads(json_times, "recording")
     json_rtdash = _paired_overheads(json_times, "rtdash")
     first_bare = _paired_overheads(first_times, "bare")
+    first_recording = _paired_overheads(first_times, "recording")
     first_rtdash = _paired_overheads(first_times, "rtdash")
 
     def row(title, times, name, overheads):
@@ -339,6 +345,8 @@ async def measure_floor(stack: Stack, bare_url: str) -> str:
 
     json_ratio = json_rtdash["p50"] / json_bare["p50"]
     first_ratio = first_rtdash["p50"] / first_bare["p50"]
+    json_floor_ratio = json_rtdash["p50"] / json_recording["p50"]
+    first_floor_ratio = first_rtdash["p50"] / first_recording["p50"]
     first_vs_json = first_rtdash["p50"] / json_rtdash["p50"]
     deltas = SHORT_STREAM_BODY["metadata"]["simulate"]["deltas"]
     return "\n".join(
@@ -355,14 +363,22 @@ async def measure_floor(stack: Stack, bare_url: str) -> str:
             "|---|---|---|---|",
             row("JSON, direct", json_times, "direct", None),
             row("JSON, bare hop", json_times, "bare", json_bare),
+            row("JSON, recording hop", json_times, "recording", json_recording),
             row("JSON, rtdash", json_times, "rtdash", json_rtdash),
             row("first byte, direct", first_times, "direct", None),
             row("first byte, bare hop", first_times, "bare", first_bare),
+            row("first byte, recording hop", first_times, "recording", first_recording),
             row("first byte, rtdash", first_times, "rtdash", first_rtdash),
             "",
             f"**First byte: rtdash's overhead is {first_ratio:.2f}x the bare hop's** (target "
             f"≤ 1.5x) **and {first_vs_json:.2f}x rtdash's own JSON overhead** (target ≤ 1x).",
             f"**JSON: rtdash's overhead is {json_ratio:.2f}x the bare hop's** (target ≤ 1.5x).",
+            "",
+            "The recording hop is the bare hop plus one trip to a database thread that looks "
+            "the token up and commits the run's row, with rtdash's statements on a raw "
+            "sqlite3 connection: the least that recording each run before forwarding it "
+            f"costs. Against it, rtdash's overhead is {json_floor_ratio:.2f}x for JSON and "
+            f"{first_floor_ratio:.2f}x for the first byte.",
         ]
     )
 
@@ -393,11 +409,21 @@ def floor_only() -> None:
         with (
             Stack(server="uvicorn", **production(redis.url)) as stack,
             ReferenceServer("bare", stack.simulator.url) as bare,
+            _recording_hop(stack) as recording,
         ):
-            body = asyncio.run(measure_floor(stack, bare.url))
+            body = asyncio.run(measure_floor(stack, bare.url, recording.url))
     finally:
         redis.stop()
     write_section("gateway-floor", FLOOR_TITLE + body)
+
+
+def _recording_hop(stack: Stack) -> ReferenceServer:
+    """The recording reference hop, on the stack's own SQLite database and token."""
+    database = stack.database_url.removeprefix("sqlite:///")
+    token_hash = hashlib.sha256(stack.token.encode()).hexdigest()
+    return ReferenceServer(
+        "recording", stack.simulator.url, database=database, token_hash=token_hash
+    )
 
 
 FLOOR_TITLE = (
@@ -419,10 +445,11 @@ def main() -> None:
             with (
                 Stack(server=server, **production(redis.url)) as stack,
                 ReferenceServer("bare", stack.simulator.url) as bare,
+                _recording_hop(stack) as recording,
             ):
                 body = asyncio.run(measure(stack, bare.url))
                 if server == "uvicorn":
-                    floor = asyncio.run(measure_floor(stack, bare.url))
+                    floor = asyncio.run(measure_floor(stack, bare.url, recording.url))
                 if not references:
                     references = asyncio.run(_references(stack))
         finally:

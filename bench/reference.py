@@ -9,6 +9,11 @@ machine:
   httpx.AsyncClient and returns its answer (no framework, no database).
 - `django`: a Django async view doing the same, through Django's ASGI handler with its
   default middleware (no database, no recording).
+- `recording`: the bare hop plus the least a gateway that records each run before forwarding
+  it must do: one trip to a database thread that looks the token up and inserts the run's
+  row (committed), in rtdash's own SQLite database, with rtdash's own two statements, on a
+  raw sqlite3 connection (no ORM, no framework). Its overhead is the floor for rtdash's
+  "recorded before forwarded" (`REFERENCE_DATABASE`, `REFERENCE_TOKEN_HASH`).
 
 Either can wait before each forward (`REFERENCE_WAIT_MS`), asleep or computing
 (`REFERENCE_WAIT_MODE=sleep|compute`): the bare hop spending as long as rtdash's own work
@@ -22,8 +27,12 @@ Both are served by uvicorn, like the simulator; run one with
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import datetime
 import os
+import sqlite3
 import sys
+import threading
 import time
 
 import httpx
@@ -62,11 +71,53 @@ async def _wait() -> float:
     return (time.perf_counter() - started) * 1000
 
 
+# rtdash's token lookup (runs.core.sql.find_token), as it reaches SQLite.
+LOOKUP_SQL = (
+    'SELECT t."id", t."team_id", t."prefix", t."last_used_at", t."expires_at", '
+    't."revoked_at", t."requests_per_minute", (SELECT k.ciphertext FROM "runs_runtoolskey" k '
+    "WHERE k.team_id = t.team_id AND k.is_default AND k.revoked_at IS NULL LIMIT 1), "
+    'EXISTS (SELECT 1 FROM "runs_budget" b WHERE b.team_id = t.team_id) '
+    'FROM "runs_gatewaytoken" t WHERE t.token_hash = ?'
+)
+# One thread for the database, as rtdash has (asgiref's thread for sync code).
+_database_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+_database = threading.local()
+
+
+def _record_sync() -> None:
+    """Look the token up, then insert a run row (a copy of the newest, every column bound)."""
+    if not hasattr(_database, "connection"):
+        connection = sqlite3.connect(os.environ["REFERENCE_DATABASE"], isolation_level=None)
+        connection.execute("PRAGMA synchronous=NORMAL")  # as rtdash's settings
+        template = connection.execute('SELECT * FROM "runs_run" ORDER BY id DESC LIMIT 1')
+        columns = [column[0] for column in template.description]
+        row = dict(zip(columns, template.fetchone(), strict=True))
+        del row["id"]
+        names = ", ".join(f'"{name}"' for name in row)
+        marks = ", ".join("?" * len(row))
+        _database.connection = connection
+        _database.insert = f'INSERT INTO "runs_run" ({names}) VALUES ({marks}) RETURNING id'  # noqa: S608 - names from the table
+        _database.row = row
+    found = _database.connection.execute(LOOKUP_SQL, [os.environ["REFERENCE_TOKEN_HASH"]])
+    assert found.fetchone() is not None, "the token is not in the database"
+    row = _database.row
+    # As Django writes a datetime to SQLite: UTC, naive, space-separated.
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    row["started_at"] = row["heartbeat_at"] = str(now)
+    _database.connection.execute(_database.insert, list(row.values())).fetchone()
+
+
+async def _record() -> None:
+    if os.environ.get("REFERENCE_DATABASE"):
+        await asyncio.get_running_loop().run_in_executor(_database_thread, _record_sync)
+
+
 async def bare_app(scope, receive, send) -> None:
     """POST /v1/run → upstream /run, answered as it comes back (a stream chunk by chunk)."""
     if scope["type"] != "http":
         return
     body = await asgi_body(receive)
+    await _record()
     waited_ms = await _wait()
     key = dict(scope["headers"]).get(b"x-api-key", b"").decode()
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
@@ -138,11 +189,19 @@ class ReferenceServer(ServerProcess):
     """One reference proxy in a subprocess (uvicorn), in front of `upstream_url`."""
 
     def __init__(
-        self, kind: str, upstream_url: str, wait_ms: float = 0, wait_mode: str = "sleep"
+        self,
+        kind: str,
+        upstream_url: str,
+        wait_ms: float = 0,
+        wait_mode: str = "sleep",
+        *,
+        database: str = "",
+        token_hash: str = "",
     ) -> None:
         super().__init__()
         self.kind, self.upstream_url = kind, upstream_url
         self.wait_ms, self.wait_mode = wait_ms, wait_mode
+        self.database, self.token_hash = database, token_hash
         self.what = f"the {kind} reference proxy"
 
     @property
@@ -157,6 +216,8 @@ class ReferenceServer(ServerProcess):
             "REFERENCE_UPSTREAM": self.upstream_url,
             "REFERENCE_WAIT_MS": str(self.wait_ms),
             "REFERENCE_WAIT_MODE": self.wait_mode,
+            "REFERENCE_DATABASE": self.database,
+            "REFERENCE_TOKEN_HASH": self.token_hash,
         }
         self.spawn(command, "/", env)
         return self
@@ -166,7 +227,7 @@ def main() -> None:
     import uvicorn
 
     kind, port = sys.argv[1], int(sys.argv[2])
-    app = bare_app if kind == "bare" else _django_app()
+    app = _django_app() if kind == "django" else bare_app
     uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, lifespan="off")
 
 

@@ -89,6 +89,26 @@ def reencrypt(ciphertext: str) -> str:
         raise KeyDecryptionError("stored key cannot be decrypted with any configured key") from None
 
 
+def check_opens(ciphertext: str) -> None:
+    """Raise KeyDecryptionError unless the ciphertext opens under the configured keys.
+
+    Every gateway request checks its team's key before recording a run; a ciphertext that
+    opened once opens again under the same keys, so the answer (never the plaintext) is kept.
+    """
+    _opens(_fernet(), ciphertext)
+
+
+@functools.lru_cache(maxsize=1024)
+def _opens(fernet: MultiFernet, ciphertext: str) -> bool:
+    # Keyed on the MultiFernet object, not the configured keys' text: a frame's locals may
+    # be shown (a debug page), the object's repr shows nothing.
+    try:
+        fernet.decrypt(ciphertext.encode())
+    except InvalidToken:
+        raise KeyDecryptionError("stored key cannot be decrypted with any configured key") from None
+    return True
+
+
 def decrypt_for_upstream(ciphertext: str) -> str:
     """The one place a stored key is decrypted: only to put it on an outbound request."""
     try:
@@ -117,7 +137,7 @@ class SealedKey:
 
     def check(self) -> None:
         """Raise KeyDecryptionError now if the key cannot be opened later."""
-        decrypt_for_upstream(self._ciphertext)
+        check_opens(self._ciphertext)
 
     def reveal(self) -> str:
         """The plaintext, for the outbound request's headers and nothing else."""

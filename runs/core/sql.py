@@ -14,13 +14,14 @@ cannot express.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import Field, Model, QuerySet
 
 
@@ -38,26 +39,78 @@ def _fields(model: type[Model], names: Iterable[str]) -> list[Field]:
     return [model._meta.get_field(name) for name in names]
 
 
-def _db_value(field: Field, instance: Model, add: bool, connection) -> Any:
+def _db_value(field: Field, instance: Model, connection, add: bool) -> Any:
     return field.get_db_prep_save(field.pre_save(instance, add), connection)
 
 
+def _in_driver_style(sql: str, vendor: str) -> str:
+    """The statement with the driver's own placeholders: sqlite3 takes `?` (Django's cursor
+    rewrites `%s` with a regular expression on every call), psycopg takes `%s`."""
+    return sql.replace("%s", "?") if vendor == "sqlite" else sql
+
+
+@contextlib.contextmanager
+def _driver_cursor():
+    """The database driver's own cursor, for the statements on the gateway's path before a run
+    goes upstream: Django's cursor wrapper (placeholder rewriting, execute wrappers, query
+    logging) cost more there than the statements themselves. What Django's `cursor()` does
+    that matters is kept: the health check, the connection, and its database errors."""
+    connection = _connection()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = connection.connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+
+# Fields whose value Django sends to the database unchanged when it is already of this type
+# (their get_db_prep_save converts to it, and their pre_save only reads the attribute).
+_UNCHANGED = (
+    (models.CharField, str),
+    (models.TextField, str),
+    (models.BooleanField, bool),
+    (models.IntegerField, int),
+    (models.ForeignKey, int),
+)
+
+
+def _value_reader(field: Field) -> Callable[[Model, Any], Any]:
+    """How one column's value is read from an instance to be inserted, given the connection:
+    the attribute itself where Django would send it as it is, Django's conversion otherwise."""
+    kind = next((kind for cls, kind in _UNCHANGED if isinstance(field, cls)), None)
+    if kind is None or isinstance(field, models.AutoField):
+        return functools.partial(_db_value, field, add=True)
+    attname, null = field.attname, field.null
+
+    def read(instance: Model, connection) -> Any:
+        value = instance.__dict__[attname]
+        if type(value) is kind or (value is None and null):
+            return value
+        return _db_value(field, instance, connection, True)
+
+    return read
+
+
 @functools.cache
-def _insert_sql(model: type[Model], vendor: str) -> tuple[str, tuple[Field, ...]]:
+def _insert_sql(model: type[Model], vendor: str) -> tuple[str, tuple[Callable, ...]]:
     fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
     columns = ", ".join(_quote(f.column) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
     pk = _quote(model._meta.pk.column)
     sql = f"INSERT INTO {_quote(model._meta.db_table)} ({columns}) VALUES ({marks}) RETURNING {pk}"  # noqa: S608 - names from the model, values bound
-    return sql, fields
+    return _in_driver_style(sql, vendor), tuple(_value_reader(f) for f in fields)
 
 
 def insert(instance: Model) -> Model:
     """INSERT every column of a new instance and set its primary key."""
     connection = _connection()
-    sql, fields = _insert_sql(type(instance), connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [_db_value(f, instance, True, connection) for f in fields])
+    sql, readers = _insert_sql(type(instance), connection.vendor)
+    values = [read(instance, connection) for read in readers]
+    with _driver_cursor() as cursor:
+        cursor.execute(sql, values)
         instance.pk = cursor.fetchone()[0]
     instance._state.adding = False
     instance._state.db = connection.alias
@@ -78,7 +131,7 @@ def update(instance: Model, names: Sequence[str]) -> None:
     """UPDATE the named fields of a saved instance (like save(update_fields=...))."""
     connection = _connection()
     sql, fields = _update_sql(type(instance), tuple(names), connection.vendor)
-    values = [_db_value(f, instance, False, connection) for f in fields]
+    values = [_db_value(f, instance, connection, False) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, instance.pk])
 
@@ -117,7 +170,7 @@ def _upsert(instance: Model, key, added, replaced) -> int | None:
         type(instance), names, tuple(key), tuple(added), tuple(replaced), connection.vendor
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_db_value(f, instance, True, connection) for f in fields])
+        cursor.execute(sql, [_db_value(f, instance, connection, True) for f in fields])
         row = cursor.fetchone()
     return None if row is None else row[0]
 
@@ -231,13 +284,14 @@ def _token_sql(vendor: str) -> str:
 
     token, key, budget = (_quote(m._meta.db_table) for m in (GatewayToken, RunToolsKey, Budget))
     columns = ", ".join(f"t.{_quote(f.column)}" for f in _fields(GatewayToken, TOKEN_FIELDS))
-    return (
+    sql = (
         f"SELECT {columns}, "  # noqa: S608 - names from the models, the value is bound
         f"(SELECT k.ciphertext FROM {key} k WHERE k.team_id = t.team_id AND k.is_default "
         "AND k.revoked_at IS NULL LIMIT 1), "
         f"EXISTS (SELECT 1 FROM {budget} b WHERE b.team_id = t.team_id) "
         f"FROM {token} t WHERE t.token_hash = %s"
     )
+    return _in_driver_style(sql, vendor)
 
 
 def find_token(token_hash: str) -> TokenRow | None:
@@ -245,7 +299,7 @@ def find_token(token_hash: str) -> TokenRow | None:
     from runs.models import GatewayToken
 
     connection = _connection()
-    with connection.cursor() as cursor:
+    with _driver_cursor() as cursor:
         cursor.execute(_token_sql(connection.vendor), [token_hash])
         row = cursor.fetchone()
     if row is None:

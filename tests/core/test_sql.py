@@ -1,0 +1,99 @@
+"""rtdash's raw SQL (runs.core.sql): what it writes and reads is what the ORM would."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import DatabaseError, connection
+from django.forms.models import model_to_dict
+from django.utils import timezone
+
+from runs.core import sql as fastsql
+from runs.models import GatewayToken, Run, RunStatus, Source, hash_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _fields(run: Run) -> dict:
+    values = model_to_dict(run)
+    values.pop("id")
+    return values
+
+
+def _run_values(team, token) -> dict:
+    now = timezone.now()
+    return {
+        "team": team,
+        "source": Source.GATEWAY,  # a TextChoices member, not a plain str
+        "token_id": token.pk,
+        "agent": "support-chat",
+        "prompt": "A prompt with ünïcode and a \\ backslash",
+        "messages": [{"role": "user", "content": "hi"}],
+        "config": {"maxTurns": 3, "temperature": 0.5},
+        "metadata": {"customer": "ç", "n": 1},
+        "stream": True,
+        "legacy_path": False,
+        "upstream_thread_id": "",
+        "status": RunStatus.RUNNING,
+        "started_at": now,
+        "heartbeat_at": now - timedelta(seconds=1),
+        "overhead_ms": 1.25,
+        "cost": Decimal("0.000123456"),
+        "iterations": None,
+        "http_status": 200,
+        "frame_count": 3,
+    }
+
+
+def test_a_run_inserted_by_the_prepared_statement_reads_back_as_the_orms(acme, acme_token):
+    token, _plaintext = acme_token
+    values = _run_values(acme, token)
+    through_orm = Run.objects.create(**values)
+    prepared = fastsql.insert(Run(**values))
+    assert prepared.pk != through_orm.pk
+    assert _fields(Run.objects.get(pk=prepared.pk)) == _fields(Run.objects.get(pk=through_orm.pk))
+
+
+def test_values_of_another_type_than_the_columns_are_converted_as_the_orm_would(acme, acme_token):
+    token, _plaintext = acme_token
+    odd = {**_run_values(acme, token), "http_status": "201", "frame_count": True}
+    prepared = Run.objects.get(pk=fastsql.insert(Run(**odd)).pk)
+    through_orm = Run.objects.get(pk=Run.objects.create(**odd).pk)
+    assert (prepared.http_status, prepared.frame_count) == (201, 1)
+    assert _fields(prepared) == _fields(through_orm)
+
+
+def test_the_token_lookup_reads_the_row_as_the_orm(acme, acme_key, acme_token):
+    token, plaintext = acme_token
+    GatewayToken.objects.filter(pk=token.pk).update(
+        last_used_at=timezone.now(), requests_per_minute=7
+    )
+    token.refresh_from_db()
+    found = fastsql.find_token(hash_token(plaintext))
+    assert (found.id, found.team_id, found.prefix) == (token.pk, token.team_id, token.prefix)
+    assert (found.last_used_at, found.expires_at, found.revoked_at) == (
+        token.last_used_at,
+        None,
+        None,
+    )
+    assert found.requests_per_minute == 7
+    assert found.default_key_ciphertext == acme_key.ciphertext
+    assert found.has_budget is False
+    assert fastsql.find_token(hash_token("not a token")) is None
+
+
+def test_a_database_error_on_the_drivers_cursor_is_djangos(acme, acme_token):
+    """The gateway answers a database failure with a 503 (rtdash.unavailable), which catches
+    Django's DatabaseError: the driver's own errors must still come out as Django's."""
+    _token, plaintext = acme_token
+    table = connection.ops.quote_name(GatewayToken._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {table} RENAME TO moved_away")
+    try:
+        with pytest.raises(DatabaseError):
+            fastsql.find_token(hash_token(plaintext))
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE moved_away RENAME TO {table}")
