@@ -179,11 +179,22 @@ def note_alerts(team: Team, statuses: list[BudgetStatus]) -> None:
     """Write the audit event for a budget crossing its threshold or limit, once a month each."""
     from runs.core.audit import record
 
-    for status in statuses:
-        if status.level == "ok":
-            continue
+    crossed = [status for status in statuses if status.level != "ok"]
+    if not crossed:
+        return
+    # Read first: once noted, a budget stays noted all month, and every page that shows the
+    # banner calls this; an INSERT refused by the unique constraint costs a write transaction.
+    noted = set(
+        BudgetAlert.objects.filter(
+            budget__in=[status.budget for status in crossed],
+            month__in={status.month for status in crossed},
+        ).values_list("budget_id", "month", "level")
+    )
+    for status in crossed:
         levels = [WARNING] if status.level == WARNING else [WARNING, EXCEEDED]
         for level in levels:
+            if (status.budget.pk, status.month, level) in noted:
+                continue
             try:
                 with transaction.atomic():
                     BudgetAlert.objects.create(

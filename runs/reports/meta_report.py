@@ -10,8 +10,9 @@ those columns are blank for the rows and given for the totals only.
 
 from __future__ import annotations
 
-from operator import add
+from django.db.models import Sum
 
+from runs.core.exact_sums import NanoSum, from_nanos
 from runs.models import Team
 from runs.models.usage import META_KEY_LENGTH, OTHER_META_VALUE, DailyMetaUsage
 from runs.pipeline.meta_usage import META_KEY_PATTERN, tracked_keys
@@ -32,6 +33,7 @@ META_USAGE_COLUMNS = (
     "cached_input_tokens", "reasoning_tokens", "cost", "unpriced_runs", "partial_runs",
     "duration_ms",
 )  # fmt: skip
+_SUMMED = ("value", *(f"sum_{name}" for name in META_USAGE_COLUMNS[1:]))
 
 
 class InvalidGroup(ValueError):
@@ -71,7 +73,7 @@ def report_for(team: Team, period: Period, group_by: str) -> Report:
 
 def meta_usage_report(team: Team, period: Period, key: str) -> Report:
     """The report of `team` for `period` by the value of metadata `key`, biggest spend first."""
-    usage, _stats, day_stats = _rollup_rows(team, period)
+    usage, _stats, day_stats = _rollup_rows(team, period, by_group=False)
     totals = GroupRow(key="", label="All runs")
     for row in usage:
         totals.add_usage(row)
@@ -79,15 +81,29 @@ def meta_usage_report(team: Team, period: Period, key: str) -> Report:
         totals.add_stats(row)
     totals.finish()
     totals.filters = _filters(period)
-    rows = DailyMetaUsage.objects.filter(
-        team=team, key=key, day__gte=period.since, day__lte=period.until
-    ).values_list(*META_USAGE_COLUMNS)
-    # Summed per value as plain lists (a key can have hundreds of values a day): a GroupRow
-    # per rollup row cost more than reading the rows.
+    # Summed per value in the database (a key can have hundreds of values a day, so a period
+    # has thousands of rows): what comes back is one row per value.
+    rows = (
+        DailyMetaUsage.objects.filter(
+            team=team, key=key, day__gte=period.since, day__lte=period.until
+        )
+        .values("value")
+        .annotate(
+            **{
+                f"sum_{name}": NanoSum(name) if name == "cost" else Sum(name)
+                for name in META_USAGE_COLUMNS[1:]
+            }
+        )
+        .values_list(*_SUMMED)
+        .order_by()
+    )
+    cost_at = META_USAGE_COLUMNS.index("cost") - 1
     sums: dict[str, list] = {}
     for value, *numbers in rows:
-        known = sums.get(value)
-        sums[value] = numbers if known is None else list(map(add, known, numbers))
+        # PostgreSQL's SUM of integers is a numeric: made ints again, the cost a Decimal.
+        numbers = [int(number or 0) for number in numbers]
+        numbers[cost_at] = from_nanos(numbers[cost_at])
+        sums[value] = numbers
     groups: dict[str | None, GroupRow] = {}
     for value, numbers in sums.items():
         group = groups[value] = _group(value, numbers)

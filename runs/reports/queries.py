@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
+from django.db.models import Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from runs.core.days import day_start, local_today
@@ -323,8 +324,11 @@ STATS_COLUMNS = (
 )  # fmt: skip
 
 
-def _rollup_rows(team: Team, period: Period) -> tuple[list[dict], dict[tuple, dict], dict]:
-    """The period's DailyUsage rows, its statistics rows by (day, dimensions), and the
+def _rollup_rows(
+    team: Team, period: Period, *, by_group: bool = True
+) -> tuple[list[dict], dict[tuple, dict], dict]:
+    """The period's DailyUsage rows, its statistics rows by (day, dimensions) (only when
+    `by_group`: reports by day, thread or metadata need just the whole-day rows), and the
     statistics of each whole day by day.
 
     Statistics of a day that disagree with DailyUsage (a run finished without updating them,
@@ -334,29 +338,46 @@ def _rollup_rows(team: Team, period: Period) -> tuple[list[dict], dict[tuple, di
     usage = list(DailyUsage.objects.filter(**window).values(*USAGE_COLUMNS))
 
     def read_stats():
-        stats = list(DailyRunStats.objects.filter(**window).values(*STATS_COLUMNS))
-        by_group = {}
+        stats = DailyRunStats.objects.filter(**window)
+        if not by_group:
+            stats = stats.filter(dimensions=ALL_DIMENSIONS)
+        by_group_rows = {}
         by_day = {}
-        for row in stats:
+        for row in stats.values(*STATS_COLUMNS):
             if row["dimensions"] == ALL_DIMENSIONS:
                 by_day[row["day"]] = row
             else:
-                by_group[row["day"], row["dimensions"]] = row
-        return by_group, by_day
+                by_group_rows[row["day"], row["dimensions"]] = row
+        return by_group_rows, by_day
 
-    by_group, by_day = read_stats()
+    def grouped_counts(rows) -> Counter:
+        grouped: Counter = Counter()
+        if by_group:
+            for (day, _dimensions), row in rows.items():
+                grouped[day] += row["runs"]
+            return grouped
+        # Counted in the database: the rows themselves (histograms) are not needed.
+        counts = (
+            DailyRunStats.objects.filter(**window)
+            .exclude(dimensions=ALL_DIMENSIONS)
+            .values("day")
+            .annotate(n=Sum("runs"))
+            .values_list("day", "n")
+            .order_by()
+        )
+        grouped.update(dict(counts))
+        return grouped
+
+    group_rows, by_day = read_stats()
     expected: Counter = Counter()
     for row in usage:
         expected[row["day"]] += row["runs"]
-    grouped: Counter = Counter()
-    for (day, _dimensions), row in by_group.items():
-        grouped[day] += row["runs"]
     whole = Counter({day: row["runs"] for day, row in by_day.items()})
-    if (grouped != expected or whole != expected) and refresh_stale_days(
+    if (grouped_counts(group_rows) != expected or whole != expected) and refresh_stale_days(
         team, period.since, period.until
     ):
-        by_group, by_day = read_stats()
-    return usage, by_group, by_day
+        group_rows, by_day = read_stats()
+    return usage, group_rows, by_day
 
 
 def _labels(team: Team, group_by: str, keys: set) -> dict:
@@ -413,7 +434,7 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
     """The report of `team` for `period`, one row per group, biggest spend first."""
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-    usage, stats, day_stats = _rollup_rows(team, period)
+    usage, stats, day_stats = _rollup_rows(team, period, by_group=group_by not in ("day", "thread"))
     spend = spend_series(usage, period)
     if group_by == "thread":
         return _thread_report(team, period, usage, day_stats, spend)

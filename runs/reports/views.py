@@ -36,6 +36,7 @@ from runs.reports.queries import (
     Report,
     make_period,
 )
+from runs.reports.table import rows_html
 
 CSV_COLUMNS = (
     "key", "label", "runs", "completed", "failed", "inputTokens", "outputTokens",
@@ -96,6 +97,7 @@ def reports(request: HttpRequest) -> HttpResponse:
         bars = [(row.label, row.cost) for row in report.rows if row.cost > 0][:15]
         context["group_chart"] = bar_chart(bars, label=f"Spend by {report.group_by}")
         context["run_list_url"] = reverse("run_list")
+        context["table_rows"] = rows_html(report.rows, context["run_list_url"])
         context["budgets"] = _banner_statuses(request)
     status = 400 if error else 200
     template = "runs/reports/_report.html" if request.htmx else "runs/reports/reports.html"
