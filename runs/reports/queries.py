@@ -171,6 +171,9 @@ class GroupRow:
     filters: dict[str, str] = field(default_factory=dict)
     _durations: Histogram = field(default_factory=Histogram, repr=False)
     _first_frames: Histogram = field(default_factory=Histogram, repr=False)
+    # Stored histograms not yet added: merged all at once by finish() (Histogram.add_texts).
+    _duration_texts: list[str] = field(default_factory=list, repr=False)
+    _first_frame_texts: list[str] = field(default_factory=list, repr=False)
     # Raw values, for the few runs of a thread row (exact percentiles).
     _exact_durations: Counter = field(default_factory=Counter, repr=False)
     _exact_first_frames: Counter = field(default_factory=Counter, repr=False)
@@ -215,8 +218,8 @@ class GroupRow:
         self.iterations_sum += row["iterations_sum"]
         self.max_turns_runs += row["max_turns_runs"]
         self.max_turns_hit += row["max_turns_hit"]
-        self._durations.add_text(row["duration_buckets"])
-        self._first_frames.add_text(row["first_byte_buckets"])
+        self._duration_texts.append(row["duration_buckets"])
+        self._first_frame_texts.append(row["first_byte_buckets"])
 
     def add_group(self, other: GroupRow) -> None:
         """Add another row's numbers (for totals: cheaper than adding every rollup row again)."""
@@ -229,6 +232,8 @@ class GroupRow:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self._durations.add_histogram(other._durations)
         self._first_frames.add_histogram(other._first_frames)
+        self._duration_texts += other._duration_texts  # if it is not finished yet
+        self._first_frame_texts += other._first_frame_texts
 
     def finish(self, *, exact: bool = False) -> None:
         """Read the percentiles: from histograms, or (exact) from counters of the raw values."""
@@ -239,6 +244,9 @@ class GroupRow:
             self.first_frame_p50_ms = _exact_percentile(first_frames, 0.50)
             self.first_frame_p95_ms = _exact_percentile(first_frames, 0.95)
             return
+        self._durations.add_texts(self._duration_texts)
+        self._first_frames.add_texts(self._first_frame_texts)
+        self._duration_texts, self._first_frame_texts = [], []
         self.duration_p50_ms = self._durations.percentile(0.50)
         self.duration_p95_ms = self._durations.percentile(0.95)
         self.first_frame_p50_ms = self._first_frames.percentile(0.50)

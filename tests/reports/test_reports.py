@@ -17,7 +17,14 @@ from django.utils import timezone
 from runs.core.formatting import money_number
 from runs.models import DailyRunStats, DailyUsage, Run, RunStatus
 from runs.pipeline.recording import rebuild_usage
-from runs.pipeline.stats import GAMMA, bucket_of, bucket_value, rebuild_run_stats, record_run_stats
+from runs.pipeline.stats import (
+    GAMMA,
+    Histogram,
+    bucket_of,
+    bucket_value,
+    rebuild_run_stats,
+    record_run_stats,
+)
 from runs.reports.queries import GROUPS, make_period, top_threads, usage_report
 from tests.helpers import login
 from tests.reporting import finished_run, set_price
@@ -219,6 +226,23 @@ def test_histogram_buckets_stay_within_two_and_a_half_percent():
     for value in (1, 2, 7, 99, 100, 101, 999, 1234, 40_000, 1_800_000):
         estimate = bucket_value(bucket_of(value))
         assert abs(estimate - value) / value <= GAMMA**0.5 - 1 + 1e-9
+
+
+def test_many_stored_histograms_add_up_as_one_at_a_time():
+    rng = random.Random(3)
+    stored = []
+    for _ in range(50):
+        histogram = Histogram()
+        for _ in range(rng.randint(0, 40)):
+            histogram.add(bucket_of(rng.choice([0.5, rng.uniform(1, 10**7)])))
+        stored.append(histogram.text())
+    assert "" in stored  # an empty histogram among them
+    one_by_one, at_once = Histogram(), Histogram()
+    for text in stored:
+        one_by_one.add_text(text)
+    at_once.add_texts(stored)
+    assert at_once.counts == one_by_one.counts
+    assert at_once.total == sum(Histogram.of(text).total for text in stored)
 
 
 def test_report_percentiles_match_the_exact_ones_within_the_bound(acme, history):
