@@ -431,6 +431,10 @@ def sync_thread_usage(team: Team) -> int:
             team=team, last_activity_at__gte=state.synced_at - SYNC_MARGIN
         ).values_list("pk", flat=True)
     )
+    if not active:
+        # Nothing to do, so nothing written: the next sync looks back from the same moment
+        # (a read of the reports must not cost a write while nothing happens).
+        return 0
     for start in range(0, len(active), _ID_CHUNK):
         chunk = active[start : start + _ID_CHUNK]
         runs = Run.objects.filter(team=team, status__in=FINISHED_STATUSES, thread_id__in=chunk)

@@ -26,7 +26,7 @@ from runs.core.validation import (
     parse_query_int,
 )
 from runs.models import Team
-from runs.pipeline.budgets import budget_statuses, estimate_run, note_alerts
+from runs.pipeline.budgets import estimate_run, note_alerts, request_budget_statuses
 from runs.reports.charts import bar_chart, stacked_spend_chart
 from runs.reports.comparison import period_change
 from runs.reports.meta_report import InvalidGroup, check_group, group_choices, report_for
@@ -106,7 +106,7 @@ def reports(request: HttpRequest) -> HttpResponse:
 
 def _banner_statuses(request: HttpRequest):
     """Budgets at or past their warning threshold, for the banner (and their audit event)."""
-    statuses = budget_statuses(request.team)
+    statuses = request_budget_statuses(request)
     note_alerts(request.team, statuses)
     return [status for status in statuses if status.level != "ok"]
 

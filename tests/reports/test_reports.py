@@ -12,10 +12,12 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs.core.formatting import money_number
-from runs.models import DailyRunStats, DailyUsage, Run, RunStatus
+from runs.models import DailyRunStats, DailyUsage, Run, RunStatus, ThreadUsageSync
 from runs.pipeline.recording import rebuild_usage
 from runs.pipeline.stats import (
     GAMMA,
@@ -407,6 +409,23 @@ def test_thread_totals_follow_new_runs_without_a_rebuild(acme, history):
     period = make_period("30d")
     before = dict(top_threads(acme, period, 500)[0])
     thread = Run.objects.filter(team=acme, thread__isnull=False).latest("started_at").thread
+    extra = finished_run(acme, agent=thread.agent, usage={"inputTokens": 10**6, "outputTokens": 0},
+                         thread_id=thread.upstream_id)  # fmt: skip
+    after = dict(top_threads(acme, period, 500)[0])
+    assert after[thread.pk] == before.get(thread.pk, 0) + extra.cost
+
+
+def test_reading_thread_totals_while_nothing_happens_writes_nothing(acme, history):
+    period = make_period("30d")
+    top_threads(acme, period, 10)
+    synced = ThreadUsageSync.objects.get(team=acme).synced_at
+    with CaptureQueriesContext(connection) as queries:
+        top_threads(acme, period, 10)
+    assert not [q for q in queries if q["sql"].startswith(("UPDATE", "INSERT", "DELETE"))]
+    assert ThreadUsageSync.objects.get(team=acme).synced_at == synced
+    # A thread active after a quiet spell is still brought up to date.
+    thread = Run.objects.filter(team=acme, thread__isnull=False).latest("started_at").thread
+    before = dict(top_threads(acme, period, 500)[0])
     extra = finished_run(acme, agent=thread.agent, usage={"inputTokens": 10**6, "outputTokens": 0},
                          thread_id=thread.upstream_id)  # fmt: skip
     after = dict(top_threads(acme, period, 500)[0])
