@@ -226,3 +226,15 @@ def test_a_values_sum_is_exact_where_adding_floats_is_not(acme):
     period = make_period("custom", "2026-08-01", "2026-12-01")
     (row,) = [row for row in meta_usage_report(acme, period, "customer").rows if row.key]
     assert (row.runs, row.cost) == (101, exact)
+
+
+def test_the_table_escapes_values_and_their_links(client, acme, alice):
+    set_price(acme, since=timezone.now().date() - timedelta(days=40))
+    hostile = '"><img src=x onerror=alert(1)>&co'
+    meta_run(acme, {"customer": hostile})
+    login(client, alice)
+    body = client.get("/reports?period=7d&group_by=meta:customer").content.decode()
+    assert "<img src=x" not in body
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;&amp;co</a>" in body
+    # The link carries the value URL-encoded, its & escaped as the attribute needs.
+    assert "meta=customer%3D%22%3E%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E%26co" in body
