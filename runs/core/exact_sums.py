@@ -28,3 +28,19 @@ class NanoSum(Sum):
 def from_nanos(nanos: int | None) -> Decimal:
     """A NanoSum as a Decimal with COST_PLACES places (0 for no rows)."""
     return Decimal(nanos or 0).scaleb(-COST_PLACES)
+
+
+def sums_of(names: tuple[str, ...]) -> dict:
+    """Annotations summing each named counter column, named `sum_<name>`: the cost with
+    NanoSum, the others with Sum."""
+    return {f"sum_{name}": NanoSum(name) if name == "cost" else Sum(name) for name in names}
+
+
+def read_sums(names: tuple[str, ...], values) -> list:
+    """The values of `sums_of(names)` as a query returned them, in that order: ints (for no
+    rows, or PostgreSQL's SUM of bigints, a numeric), and the cost a Decimal."""
+    numbers = [int(value or 0) for value in values]
+    if "cost" in names:
+        at = names.index("cost")
+        numbers[at] = from_nanos(numbers[at])
+    return numbers

@@ -10,9 +10,7 @@ those columns are blank for the rows and given for the totals only.
 
 from __future__ import annotations
 
-from django.db.models import Sum
-
-from runs.core.exact_sums import NanoSum, from_nanos
+from runs.core.exact_sums import read_sums, sums_of
 from runs.models import Team
 from runs.models.usage import META_KEY_LENGTH, OTHER_META_VALUE, DailyMetaUsage
 from runs.pipeline.meta_usage import META_KEY_PATTERN, tracked_keys
@@ -88,22 +86,11 @@ def meta_usage_report(team: Team, period: Period, key: str) -> Report:
             team=team, key=key, day__gte=period.since, day__lte=period.until
         )
         .values("value")
-        .annotate(
-            **{
-                f"sum_{name}": NanoSum(name) if name == "cost" else Sum(name)
-                for name in META_USAGE_COLUMNS[1:]
-            }
-        )
+        .annotate(**sums_of(META_USAGE_COLUMNS[1:]))
         .values_list(*_SUMMED)
         .order_by()
     )
-    cost_at = META_USAGE_COLUMNS.index("cost") - 1
-    sums: dict[str, list] = {}
-    for value, *numbers in rows:
-        # PostgreSQL's SUM of integers is a numeric: made ints again, the cost a Decimal.
-        numbers = [int(number or 0) for number in numbers]
-        numbers[cost_at] = from_nanos(numbers[cost_at])
-        sums[value] = numbers
+    sums = {value: read_sums(META_USAGE_COLUMNS[1:], numbers) for value, *numbers in rows}
     groups: dict[str | None, GroupRow] = {}
     for value, numbers in sums.items():
         group = groups[value] = _group(value, numbers)

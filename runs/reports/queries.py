@@ -25,6 +25,7 @@ from django.db.models import Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from runs.core.days import day_start, local_today
+from runs.core.exact_sums import read_sums, sums_of
 from runs.models import (
     FINISHED_STATUSES,
     CostStatus,
@@ -321,10 +322,9 @@ class Report:
         }
 
 
-USAGE_COLUMNS = (
-    "day", "dimensions", "agent", "user_id", "token_id", "source", "runs", "completed", "failed",
-    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost",
-    "unpriced_runs", "duration_ms",
+USAGE_SUMS = (
+    "runs", "completed", "failed", "input_tokens", "output_tokens", "cached_input_tokens",
+    "reasoning_tokens", "cost", "unpriced_runs", "duration_ms",
 )  # fmt: skip
 STATS_COLUMNS = (
     "day", "dimensions", "runs", "partial_runs", "iterations_runs", "iterations_sum",
@@ -332,18 +332,38 @@ STATS_COLUMNS = (
 )  # fmt: skip
 
 
+def _usage_sums(team: Team, period: Period, column: str | None) -> list[dict]:
+    """The period's DailyUsage summed in the database by day and agent (what the spend chart
+    stacks), and by `column` too when given (user_id or token_id): one dict per group with
+    the USAGE_SUMS, exact (runs.core.exact_sums), whatever the other dimensions."""
+    keys = ["day", "agent", *([column] if column else [])]
+    sums = sums_of(USAGE_SUMS)
+    rows = (
+        DailyUsage.objects.filter(team=team, day__gte=period.since, day__lte=period.until)
+        .values(*keys)
+        .annotate(**sums)
+        .values_list(*keys, *sums)
+        .order_by()
+    )
+    usage = []
+    for row in rows:
+        numbers = read_sums(USAGE_SUMS, row[len(keys) :])
+        usage.append(dict(zip((*keys, *USAGE_SUMS), (*row[: len(keys)], *numbers), strict=True)))
+    return usage
+
+
 def _rollup_rows(
-    team: Team, period: Period, *, by_group: bool = True
+    team: Team, period: Period, *, by_group: bool = True, column: str | None = None
 ) -> tuple[list[dict], dict[tuple, dict], dict]:
-    """The period's DailyUsage rows, its statistics rows by (day, dimensions) (only when
-    `by_group`: reports by day, thread or metadata need just the whole-day rows), and the
-    statistics of each whole day by day.
+    """The period's usage sums by day, agent and `column` (see _usage_sums), its statistics
+    rows by (day, dimensions) (only when `by_group`: reports by day, thread or metadata need
+    just the whole-day rows), and the statistics of each whole day by day.
 
     Statistics of a day that disagree with DailyUsage (a run finished without updating them,
     or the usage rollup was rebuilt alone) are rebuilt from that day's runs first.
     """
     window = {"team": team, "day__gte": period.since, "day__lte": period.until}
-    usage = list(DailyUsage.objects.filter(**window).values(*USAGE_COLUMNS))
+    usage = _usage_sums(team, period, column)
 
     def read_stats():
         stats = DailyRunStats.objects.filter(**window)
@@ -386,6 +406,16 @@ def _rollup_rows(
     ):
         group_rows, by_day = read_stats()
     return usage, group_rows, by_day
+
+
+def _group_of(dimensions: str, group_by: str):
+    """The group key (as usage_report keys its groups) of a statistics row's dimensions,
+    "agent|user id|token id|source" (runs.models.usage_dimensions; an agent may hold "|")."""
+    agent, user_id, token_id, _source = dimensions.rsplit("|", 3)
+    if group_by == "agent":
+        return agent
+    ids = user_id if group_by == "user" else token_id
+    return int(ids) if ids else None
 
 
 def _labels(team: Team, group_by: str, keys: set) -> dict:
@@ -442,13 +472,14 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
     """The report of `team` for `period`, one row per group, biggest spend first."""
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-    usage, stats, day_stats = _rollup_rows(team, period, by_group=group_by not in ("day", "thread"))
+    column = GROUP_COLUMNS.get(group_by)
+    by_day = group_by in ("day", "thread")  # the whole-day statistics are all they need
+    usage, stats, day_stats = _rollup_rows(
+        team, period, by_group=not by_day, column=column if column not in ("day", "agent") else None
+    )
     spend = spend_series(usage, period)
     if group_by == "thread":
         return _thread_report(team, period, usage, day_stats, spend)
-    column = GROUP_COLUMNS[group_by]
-    # A day is one statistics row; other groups add up the rows of their (day, group) pairs.
-    by_day = group_by == "day"
     groups: dict = {}
     totals = GroupRow(key="", label="All runs")
     for row in usage:
@@ -457,11 +488,13 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
         if group is None:
             group = groups[key] = GroupRow(key="" if key is None else str(key), label="")
         group.add_usage(row)
-        if not by_day:
-            extra = stats.get((row["day"], row["dimensions"]))
-            if extra is not None:
+    if not by_day:
+        # A group adds up the statistics rows of its (day, dimensions) pairs.
+        for (_day, dimensions), extra in stats.items():
+            group = groups.get(_group_of(dimensions, group_by))
+            if group is not None:
                 group.add_stats(extra)
-    if by_day:
+    else:
         for day, group in groups.items():
             if day in day_stats:
                 group.add_stats(day_stats[day])
