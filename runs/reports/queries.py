@@ -523,7 +523,8 @@ def _thread_report(team, period, usage, day_stats, spend) -> Report:
     totals.filters = _filters("", None, period)
     ranked, truncated = top_threads(team, period, REPORT_THREADS)
     chosen = [thread_id for thread_id, _cost in ranked]
-    threads = {t.pk: t for t in Thread.objects.filter(team=team, pk__in=chosen)}
+    named = Thread.objects.filter(team=team, pk__in=chosen).only("pk", "title", "upstream_id")
+    threads = {thread.pk: thread for thread in named}
     groups = {pk: GroupRow(key=str(pk), label="") for pk in chosen}
     # By thread alone in SQL, period and team checked here (see _costs_in_period).
     details = Run.objects.filter(thread_id__in=chosen).annotate(
