@@ -332,11 +332,10 @@ STATS_COLUMNS = (
 )  # fmt: skip
 
 
-def _usage_sums(team: Team, period: Period, column: str | None) -> list[dict]:
-    """The period's DailyUsage summed in the database by day and agent (what the spend chart
-    stacks), and by `column` too when given (user_id or token_id): one dict per group with
-    the USAGE_SUMS, exact (runs.core.exact_sums), whatever the other dimensions."""
-    keys = ["day", "agent", *([column] if column else [])]
+def _usage_sums(team: Team, period: Period, keys: tuple[str, ...] = ("day", "agent")) -> list[dict]:
+    """The period's DailyUsage summed in the database by `keys` (by default day and agent,
+    what the spend chart stacks), whatever the other dimensions: one dict per group with its
+    keys and the USAGE_SUMS, exact (runs.core.exact_sums)."""
     sums = sums_of(USAGE_SUMS)
     rows = (
         DailyUsage.objects.filter(team=team, day__gte=period.since, day__lte=period.until)
@@ -353,9 +352,9 @@ def _usage_sums(team: Team, period: Period, column: str | None) -> list[dict]:
 
 
 def _rollup_rows(
-    team: Team, period: Period, *, by_group: bool = True, column: str | None = None
+    team: Team, period: Period, *, by_group: bool = True
 ) -> tuple[list[dict], dict[tuple, dict], dict]:
-    """The period's usage sums by day, agent and `column` (see _usage_sums), its statistics
+    """The period's usage sums by day and agent (see _usage_sums), its statistics
     rows by (day, dimensions) (only when `by_group`: reports by day, thread or metadata need
     just the whole-day rows), and the statistics of each whole day by day.
 
@@ -363,7 +362,7 @@ def _rollup_rows(
     or the usage rollup was rebuilt alone) are rebuilt from that day's runs first.
     """
     window = {"team": team, "day__gte": period.since, "day__lte": period.until}
-    usage = _usage_sums(team, period, column)
+    usage = _usage_sums(team, period)
 
     def read_stats():
         stats = DailyRunStats.objects.filter(**window)
@@ -472,17 +471,17 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
     """The report of `team` for `period`, one row per group, biggest spend first."""
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-    column = GROUP_COLUMNS.get(group_by)
     by_day = group_by in ("day", "thread")  # the whole-day statistics are all they need
-    usage, stats, day_stats = _rollup_rows(
-        team, period, by_group=not by_day, column=column if column not in ("day", "agent") else None
-    )
+    usage, stats, day_stats = _rollup_rows(team, period, by_group=not by_day)
     spend = spend_series(usage, period)
     if group_by == "thread":
         return _thread_report(team, period, usage, day_stats, spend)
+    column = GROUP_COLUMNS[group_by]
+    # By day or agent: the sums by day and agent; by user or token: summed by it alone.
+    sums = usage if column in ("day", "agent") else _usage_sums(team, period, (column,))
     groups: dict = {}
     totals = GroupRow(key="", label="All runs")
-    for row in usage:
+    for row in sums:
         key = row[column]
         group = groups.get(key)
         if group is None:
