@@ -397,6 +397,12 @@ def main() -> None:
     )
     parser.add_argument("--code", help="Checkouts to time in turn, comma-separated (--rounds)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--write-saved",
+        action="store_true",
+        help="Write results.md from each backend's last full run kept in --data (one locked "
+        "run per backend instead of one for both)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-write", action="store_true", help="Print, do not write results.md")
     args = parser.parse_args()
@@ -406,7 +412,13 @@ def main() -> None:
         return
     results = {}
     for name in args.backends.split(","):
+        saved = Path(args.data or ".") / f"{name}-figures.json"
+        if args.write_saved:
+            results[name] = json.loads(saved.read_text())
+            continue
         results[name] = run_backend(name, args.runs, args)
+        if args.data and not (args.code or args.pages or args.no_maintenance):
+            saved.write_text(json.dumps(results[name]))  # for --write-saved
     if args.code or args.rounds > 1 or args.pages or args.no_maintenance:
         print(_comparison(results))
         return
