@@ -314,9 +314,11 @@ def _markdown(results: dict[str, dict], runs: int, repeat: int) -> str:
         "## Reports at a million runs (`bench/reports.py`)",
         "",
         f"`python -m bench.reports --runs {runs}`: `seed_history` writes {runs:,} synthetic runs "
-        "over 90 days into a scratch database, the team gets prices, then each page is "
+        "over 90 days into a scratch database (kept with `--data`), the team gets prices, "
+        "nine runs in ten a `customer` among 200, every rollup is rebuilt, then each page is "
         f"requested {repeat} times (after one warm-up) through Django's test client as a "
-        "logged-in owner: view, queries, SVG charts and template. Milliseconds.",
+        "logged-in owner, with a deployment's settings (debug off): view, queries, SVG charts "
+        "and template. Milliseconds.",
         "",
         "| | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
@@ -371,12 +373,13 @@ def _markdown(results: dict[str, dict], runs: int, repeat: int) -> str:
         lines.append(f"| `{shown}` | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Reports read only rollups: DailyUsage for sums, DailyRunStats (log-scale histograms, "
-        "percentiles within ±2.5%) beside it and one whole-day row a day, and ThreadUsage for "
-        "the thread report (threads walked by total cost; exact top 100), DailyMetaUsage for "
-        '`meta:<key>` (one row per key, day and value; "(none)" is DailyUsage\'s total less '
-        "them). The custom period "
-        "is the whole 90 days of history, the worst case here.",
+        "Reports read only rollups: DailyUsage summed in the database (by day and agent for "
+        "the chart, by user or token for those reports; exact sums), DailyRunStats (log-scale "
+        "histograms, percentiles within ±2.5%) beside it and one whole-day row a day, and "
+        "ThreadUsage for the thread report (threads walked by total cost; exact top 100), "
+        'DailyMetaUsage summed by value in the database for `meta:<key>` ("(none)" is '
+        "DailyUsage's total less them). The custom period is the whole 90 days of history, "
+        "the worst case here.",
         "",
         "**Slowest report p95: "
         + ", ".join(f"{n} {worst[n]:.1f} ms" for n in names)
