@@ -421,7 +421,8 @@ def main() -> None:
             continue
         results[name] = run_backend(name, args.runs, args)
         if args.data and not (args.code or args.pages or args.no_maintenance):
-            saved.write_text(json.dumps(results[name]))  # for --write-saved
+            kept = {key: value for key, value in results[name].items() if key != "rounds"}
+            saved.write_text(json.dumps(kept))  # for --write-saved
     if args.code or args.rounds > 1 or args.pages or args.no_maintenance:
         print(_comparison(results))
         return
