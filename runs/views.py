@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET
 
 from runs import health
 from runs.core.access import team_view
-from runs.pipeline.budgets import budget_statuses, note_alerts
+from runs.pipeline.budgets import note_alerts, request_budget_statuses
 from runs.reports.overview import overview as overview_data
 
 
@@ -22,7 +22,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     """The team at a glance; every number links to the report or list behind it."""
     team = request.team
     data = overview_data(team)
-    statuses = budget_statuses(team)
+    statuses = request_budget_statuses(request)
     note_alerts(team, statuses)
     today = data.today.until.isoformat()
     context = {

@@ -179,11 +179,22 @@ def note_alerts(team: Team, statuses: list[BudgetStatus]) -> None:
     """Write the audit event for a budget crossing its threshold or limit, once a month each."""
     from runs.core.audit import record
 
-    for status in statuses:
-        if status.level == "ok":
-            continue
+    crossed = [status for status in statuses if status.level != "ok"]
+    if not crossed:
+        return
+    # Read first: once noted, a budget stays noted all month, and every page that shows the
+    # banner calls this; an INSERT refused by the unique constraint costs a write transaction.
+    noted = set(
+        BudgetAlert.objects.filter(
+            budget__in=[status.budget for status in crossed],
+            month__in={status.month for status in crossed},
+        ).values_list("budget_id", "month", "level")
+    )
+    for status in crossed:
         levels = [WARNING] if status.level == WARNING else [WARNING, EXCEEDED]
         for level in levels:
+            if (status.budget.pk, status.month, level) in noted:
+                continue
             try:
                 with transaction.atomic():
                     BudgetAlert.objects.create(
@@ -295,6 +306,15 @@ def estimate_run(
     return estimate
 
 
+def request_budget_statuses(request) -> list[BudgetStatus]:
+    """The statuses of the request's team's budgets, read once per request: the page that
+    shows them and the layout's banner (banner_context) share them."""
+    statuses = getattr(request, "budget_statuses", None)
+    if statuses is None:
+        statuses = request.budget_statuses = budget_statuses(request.membership.team)
+    return statuses
+
+
 def banner_context(request) -> dict:
     """Context processor for the layout: the current team's budgets at or past their warning.
 
@@ -302,10 +322,9 @@ def banner_context(request) -> dict:
     With it installed, base.html shows the banner on every page, and the pages that include the
     banner themselves leave it to the layout (`budget_banner_in_layout`).
     """
-    membership = getattr(request, "membership", None)
-    if membership is None:
+    if getattr(request, "membership", None) is None:
         return {}
-    statuses = budget_statuses(membership.team)
+    statuses = request_budget_statuses(request)
     return {
         "budget_banners": [status for status in statuses if status.level != "ok"],
         "budget_banner_in_layout": True,

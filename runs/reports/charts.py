@@ -86,6 +86,11 @@ def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280
             f"{FONT}>{escape(tick_label(value, step))}</text>"
         )
     label_every = max(1, math.ceil(count / 12))
+    # Per agent, once: its escaped name and its series' class (a 90-day period has 90 bars).
+    stacked = [
+        (series.cost[agent], escape(agent), _series(position))
+        for position, agent in enumerate(series.agents)
+    ]
     for index, day in enumerate(series.days):
         x = left + index * slot + (slot - bar) / 2
         y = top + plot_h
@@ -96,15 +101,15 @@ def stacked_spend_chart(series: SpendSeries, width: int = 960, height: int = 280
                 f'<rect class="empty-day" x="{x:.1f}" y="{y - 1:.1f}" width="{bar:.1f}" '
                 f'height="1" fill="#d0d5dd"><title>{day:%Y-%m-%d}: no priced spend</title></rect>'
             )
-        for position, agent in enumerate(series.agents):
-            amount = series.cost[agent][index]
+        for costs, name, css_class in stacked:
+            amount = costs[index]
             if amount <= 0:
                 continue
             h = plot_h * float(amount) / ceiling
             y -= h
             parts.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{max(h, 0.5):.1f}" '
-                f'class="{_series(position)}"><title>{escape(agent)} on {day:%Y-%m-%d}: '
+                f'class="{css_class}"><title>{name} on {day:%Y-%m-%d}: '
                 f"{escape(dollars(amount, 0.001))}</title></rect>"
             )
         parts.append("</g>")

@@ -10,8 +10,7 @@ those columns are blank for the rows and given for the totals only.
 
 from __future__ import annotations
 
-from operator import add
-
+from runs.core.exact_sums import read_sums, sums_of
 from runs.models import Team
 from runs.models.usage import META_KEY_LENGTH, OTHER_META_VALUE, DailyMetaUsage
 from runs.pipeline.meta_usage import META_KEY_PATTERN, tracked_keys
@@ -32,6 +31,7 @@ META_USAGE_COLUMNS = (
     "cached_input_tokens", "reasoning_tokens", "cost", "unpriced_runs", "partial_runs",
     "duration_ms",
 )  # fmt: skip
+_SUMMED = ("value", *(f"sum_{name}" for name in META_USAGE_COLUMNS[1:]))
 
 
 class InvalidGroup(ValueError):
@@ -71,7 +71,7 @@ def report_for(team: Team, period: Period, group_by: str) -> Report:
 
 def meta_usage_report(team: Team, period: Period, key: str) -> Report:
     """The report of `team` for `period` by the value of metadata `key`, biggest spend first."""
-    usage, _stats, day_stats = _rollup_rows(team, period)
+    usage, _stats, day_stats = _rollup_rows(team, period, by_group=False)
     totals = GroupRow(key="", label="All runs")
     for row in usage:
         totals.add_usage(row)
@@ -79,15 +79,18 @@ def meta_usage_report(team: Team, period: Period, key: str) -> Report:
         totals.add_stats(row)
     totals.finish()
     totals.filters = _filters(period)
-    rows = DailyMetaUsage.objects.filter(
-        team=team, key=key, day__gte=period.since, day__lte=period.until
-    ).values_list(*META_USAGE_COLUMNS)
-    # Summed per value as plain lists (a key can have hundreds of values a day): a GroupRow
-    # per rollup row cost more than reading the rows.
-    sums: dict[str, list] = {}
-    for value, *numbers in rows:
-        known = sums.get(value)
-        sums[value] = numbers if known is None else list(map(add, known, numbers))
+    # Summed per value in the database (a key can have hundreds of values a day, so a period
+    # has thousands of rows): what comes back is one row per value.
+    rows = (
+        DailyMetaUsage.objects.filter(
+            team=team, key=key, day__gte=period.since, day__lte=period.until
+        )
+        .values("value")
+        .annotate(**sums_of(META_USAGE_COLUMNS[1:]))
+        .values_list(*_SUMMED)
+        .order_by()
+    )
+    sums = {value: read_sums(META_USAGE_COLUMNS[1:], numbers) for value, *numbers in rows}
     groups: dict[str | None, GroupRow] = {}
     for value, numbers in sums.items():
         group = groups[value] = _group(value, numbers)

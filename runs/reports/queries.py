@@ -21,9 +21,11 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
+from django.db.models import Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from runs.core.days import day_start, local_today
+from runs.core.exact_sums import read_sums, sums_of
 from runs.models import (
     FINISHED_STATUSES,
     CostStatus,
@@ -170,6 +172,9 @@ class GroupRow:
     filters: dict[str, str] = field(default_factory=dict)
     _durations: Histogram = field(default_factory=Histogram, repr=False)
     _first_frames: Histogram = field(default_factory=Histogram, repr=False)
+    # Stored histograms not yet added: merged all at once by finish() (Histogram.add_texts).
+    _duration_texts: list[str] = field(default_factory=list, repr=False)
+    _first_frame_texts: list[str] = field(default_factory=list, repr=False)
     # Raw values, for the few runs of a thread row (exact percentiles).
     _exact_durations: Counter = field(default_factory=Counter, repr=False)
     _exact_first_frames: Counter = field(default_factory=Counter, repr=False)
@@ -214,8 +219,8 @@ class GroupRow:
         self.iterations_sum += row["iterations_sum"]
         self.max_turns_runs += row["max_turns_runs"]
         self.max_turns_hit += row["max_turns_hit"]
-        self._durations.add_text(row["duration_buckets"])
-        self._first_frames.add_text(row["first_byte_buckets"])
+        self._duration_texts.append(row["duration_buckets"])
+        self._first_frame_texts.append(row["first_byte_buckets"])
 
     def add_group(self, other: GroupRow) -> None:
         """Add another row's numbers (for totals: cheaper than adding every rollup row again)."""
@@ -228,6 +233,8 @@ class GroupRow:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self._durations.add_histogram(other._durations)
         self._first_frames.add_histogram(other._first_frames)
+        self._duration_texts += other._duration_texts  # if it is not finished yet
+        self._first_frame_texts += other._first_frame_texts
 
     def finish(self, *, exact: bool = False) -> None:
         """Read the percentiles: from histograms, or (exact) from counters of the raw values."""
@@ -238,6 +245,9 @@ class GroupRow:
             self.first_frame_p50_ms = _exact_percentile(first_frames, 0.50)
             self.first_frame_p95_ms = _exact_percentile(first_frames, 0.95)
             return
+        self._durations.add_texts(self._duration_texts)
+        self._first_frames.add_texts(self._first_frame_texts)
+        self._duration_texts, self._first_frame_texts = [], []
         self.duration_p50_ms = self._durations.percentile(0.50)
         self.duration_p95_ms = self._durations.percentile(0.95)
         self.first_frame_p50_ms = self._first_frames.percentile(0.50)
@@ -312,10 +322,9 @@ class Report:
         }
 
 
-USAGE_COLUMNS = (
-    "day", "dimensions", "agent", "user_id", "token_id", "source", "runs", "completed", "failed",
-    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost",
-    "unpriced_runs", "duration_ms",
+USAGE_SUMS = (
+    "runs", "completed", "failed", "input_tokens", "output_tokens", "cached_input_tokens",
+    "reasoning_tokens", "cost", "unpriced_runs", "duration_ms",
 )  # fmt: skip
 STATS_COLUMNS = (
     "day", "dimensions", "runs", "partial_runs", "iterations_runs", "iterations_sum",
@@ -323,40 +332,89 @@ STATS_COLUMNS = (
 )  # fmt: skip
 
 
-def _rollup_rows(team: Team, period: Period) -> tuple[list[dict], dict[tuple, dict], dict]:
-    """The period's DailyUsage rows, its statistics rows by (day, dimensions), and the
-    statistics of each whole day by day.
+def _usage_sums(team: Team, period: Period, keys: tuple[str, ...] = ("day", "agent")) -> list[dict]:
+    """The period's DailyUsage summed in the database by `keys` (by default day and agent,
+    what the spend chart stacks), whatever the other dimensions: one dict per group with its
+    keys and the USAGE_SUMS, exact (runs.core.exact_sums)."""
+    sums = sums_of(USAGE_SUMS)
+    rows = (
+        DailyUsage.objects.filter(team=team, day__gte=period.since, day__lte=period.until)
+        .values(*keys)
+        .annotate(**sums)
+        .values_list(*keys, *sums)
+        .order_by()
+    )
+    usage = []
+    for row in rows:
+        numbers = read_sums(USAGE_SUMS, row[len(keys) :])
+        usage.append(dict(zip((*keys, *USAGE_SUMS), (*row[: len(keys)], *numbers), strict=True)))
+    return usage
+
+
+def _rollup_rows(
+    team: Team, period: Period, *, by_group: bool = True
+) -> tuple[list[dict], dict[tuple, dict], dict]:
+    """The period's usage sums by day and agent (see _usage_sums), its statistics
+    rows by (day, dimensions) (only when `by_group`: reports by day, thread or metadata need
+    just the whole-day rows), and the statistics of each whole day by day.
 
     Statistics of a day that disagree with DailyUsage (a run finished without updating them,
     or the usage rollup was rebuilt alone) are rebuilt from that day's runs first.
     """
     window = {"team": team, "day__gte": period.since, "day__lte": period.until}
-    usage = list(DailyUsage.objects.filter(**window).values(*USAGE_COLUMNS))
+    usage = _usage_sums(team, period)
 
     def read_stats():
-        stats = list(DailyRunStats.objects.filter(**window).values(*STATS_COLUMNS))
-        by_group = {}
+        stats = DailyRunStats.objects.filter(**window)
+        if not by_group:
+            stats = stats.filter(dimensions=ALL_DIMENSIONS)
+        by_group_rows = {}
         by_day = {}
-        for row in stats:
+        for row in stats.values(*STATS_COLUMNS):
             if row["dimensions"] == ALL_DIMENSIONS:
                 by_day[row["day"]] = row
             else:
-                by_group[row["day"], row["dimensions"]] = row
-        return by_group, by_day
+                by_group_rows[row["day"], row["dimensions"]] = row
+        return by_group_rows, by_day
 
-    by_group, by_day = read_stats()
+    def grouped_counts(rows) -> Counter:
+        grouped: Counter = Counter()
+        if by_group:
+            for (day, _dimensions), row in rows.items():
+                grouped[day] += row["runs"]
+            return grouped
+        # Counted in the database: the rows themselves (histograms) are not needed.
+        counts = (
+            DailyRunStats.objects.filter(**window)
+            .exclude(dimensions=ALL_DIMENSIONS)
+            .values("day")
+            .annotate(n=Sum("runs"))
+            .values_list("day", "n")
+            .order_by()
+        )
+        grouped.update(dict(counts))
+        return grouped
+
+    group_rows, by_day = read_stats()
     expected: Counter = Counter()
     for row in usage:
         expected[row["day"]] += row["runs"]
-    grouped: Counter = Counter()
-    for (day, _dimensions), row in by_group.items():
-        grouped[day] += row["runs"]
     whole = Counter({day: row["runs"] for day, row in by_day.items()})
-    if (grouped != expected or whole != expected) and refresh_stale_days(
+    if (grouped_counts(group_rows) != expected or whole != expected) and refresh_stale_days(
         team, period.since, period.until
     ):
-        by_group, by_day = read_stats()
-    return usage, by_group, by_day
+        group_rows, by_day = read_stats()
+    return usage, group_rows, by_day
+
+
+def _group_of(dimensions: str, group_by: str):
+    """The group key (as usage_report keys its groups) of a statistics row's dimensions,
+    "agent|user id|token id|source" (runs.models.usage_dimensions; an agent may hold "|")."""
+    agent, user_id, token_id, _source = dimensions.rsplit("|", 3)
+    if group_by == "agent":
+        return agent
+    ids = user_id if group_by == "user" else token_id
+    return int(ids) if ids else None
 
 
 def _labels(team: Team, group_by: str, keys: set) -> dict:
@@ -413,26 +471,29 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
     """The report of `team` for `period`, one row per group, biggest spend first."""
     if group_by not in GROUPS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
-    usage, stats, day_stats = _rollup_rows(team, period)
+    by_day = group_by in ("day", "thread")  # the whole-day statistics are all they need
+    usage, stats, day_stats = _rollup_rows(team, period, by_group=not by_day)
     spend = spend_series(usage, period)
     if group_by == "thread":
         return _thread_report(team, period, usage, day_stats, spend)
     column = GROUP_COLUMNS[group_by]
-    # A day is one statistics row; other groups add up the rows of their (day, group) pairs.
-    by_day = group_by == "day"
+    # By day or agent: the sums by day and agent; by user or token: summed by it alone.
+    sums = usage if column in ("day", "agent") else _usage_sums(team, period, (column,))
     groups: dict = {}
     totals = GroupRow(key="", label="All runs")
-    for row in usage:
+    for row in sums:
         key = row[column]
         group = groups.get(key)
         if group is None:
             group = groups[key] = GroupRow(key="" if key is None else str(key), label="")
         group.add_usage(row)
-        if not by_day:
-            extra = stats.get((row["day"], row["dimensions"]))
-            if extra is not None:
+    if not by_day:
+        # A group adds up the statistics rows of its (day, dimensions) pairs.
+        for (_day, dimensions), extra in stats.items():
+            group = groups.get(_group_of(dimensions, group_by))
+            if group is not None:
                 group.add_stats(extra)
-    if by_day:
+    else:
         for day, group in groups.items():
             if day in day_stats:
                 group.add_stats(day_stats[day])
@@ -461,7 +522,8 @@ def _thread_report(team, period, usage, day_stats, spend) -> Report:
     totals.filters = _filters("", None, period)
     ranked, truncated = top_threads(team, period, REPORT_THREADS)
     chosen = [thread_id for thread_id, _cost in ranked]
-    threads = {t.pk: t for t in Thread.objects.filter(team=team, pk__in=chosen)}
+    named = Thread.objects.filter(team=team, pk__in=chosen).only("pk", "title", "upstream_id")
+    threads = {thread.pk: thread for thread in named}
     groups = {pk: GroupRow(key=str(pk), label="") for pk in chosen}
     # By thread alone in SQL, period and team checked here (see _costs_in_period).
     details = Run.objects.filter(thread_id__in=chosen).annotate(

@@ -26,7 +26,7 @@ from runs.core.validation import (
     parse_query_int,
 )
 from runs.models import Team
-from runs.pipeline.budgets import budget_statuses, estimate_run, note_alerts
+from runs.pipeline.budgets import estimate_run, note_alerts, request_budget_statuses
 from runs.reports.charts import bar_chart, stacked_spend_chart
 from runs.reports.comparison import period_change
 from runs.reports.meta_report import InvalidGroup, check_group, group_choices, report_for
@@ -36,6 +36,7 @@ from runs.reports.queries import (
     Report,
     make_period,
 )
+from runs.reports.table import rows_html
 
 CSV_COLUMNS = (
     "key", "label", "runs", "completed", "failed", "inputTokens", "outputTokens",
@@ -96,6 +97,7 @@ def reports(request: HttpRequest) -> HttpResponse:
         bars = [(row.label, row.cost) for row in report.rows if row.cost > 0][:15]
         context["group_chart"] = bar_chart(bars, label=f"Spend by {report.group_by}")
         context["run_list_url"] = reverse("run_list")
+        context["table_rows"] = rows_html(report.rows, context["run_list_url"])
         context["budgets"] = _banner_statuses(request)
     status = 400 if error else 200
     template = "runs/reports/_report.html" if request.htmx else "runs/reports/reports.html"
@@ -104,7 +106,7 @@ def reports(request: HttpRequest) -> HttpResponse:
 
 def _banner_statuses(request: HttpRequest):
     """Budgets at or past their warning threshold, for the banner (and their audit event)."""
-    statuses = budget_statuses(request.team)
+    statuses = request_budget_statuses(request)
     note_alerts(request.team, statuses)
     return [status for status in statuses if status.level != "ok"]
 

@@ -8,6 +8,8 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs.core.validation import validate_run
@@ -404,3 +406,22 @@ def test_pages_leave_the_banner_to_the_layout_when_it_has_one(client, alice, acm
     shown = 1 if "_budget_banner.html" in layout else 0
     for page in ("/", "/reports", "/reports/budgets"):
         assert client.get(page).content.decode().count('class="budget-banner') == shown
+
+
+@pytest.mark.django_db
+def test_a_page_and_its_banner_read_the_budgets_once(client, alice, acme):
+    set_price(acme)
+    budget(acme, "4.00", warn_percent=50)
+    finished_run(acme, usage=USAGE)
+    login(client, alice)
+    for page in ("/", "/reports"):
+        client.get(page)  # the alert is noted (and thread totals first built) on the first view
+    for page in ("/", "/reports"):
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(page)
+        assert response.status_code == 200
+        assert "budget-banner" in response.content.decode()
+        budget_reads = [q for q in queries if 'FROM "runs_budget"' in q["sql"]]
+        assert len(budget_reads) == 1, page
+        # Noted already: not tried again (a refused INSERT still costs a write transaction).
+        assert not [q for q in queries if "runs_budgetalert" in q["sql"] and "INSERT" in q["sql"]]

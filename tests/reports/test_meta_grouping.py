@@ -8,12 +8,14 @@ import csv
 import io
 import json
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.utils import timezone
 
+from runs.core.exact_sums import NanoSum, from_nanos
 from runs.core.formatting import money_number
 from runs.core.validation import validate_run
 from runs.models import Run
@@ -21,6 +23,8 @@ from runs.models.usage import META_KEYS_PER_TEAM, DailyMetaUsage, MetaKey
 from runs.pipeline import meta_usage
 from runs.pipeline.meta_usage import tracked_keys
 from runs.pipeline.recording import RunOutcome, finish_run, rebuild_usage, start_run
+from runs.reports.meta_report import meta_usage_report
+from runs.reports.queries import make_period
 from tests.helpers import login
 from tests.reporting import set_price
 
@@ -171,3 +175,66 @@ def test_hostile_or_unknown_keys_are_refused(client, acme, alice, tagged, group_
     assert 'class="notice error"' in page.text
     assert "<script>" not in page.text
     assert client.get("/reports/export.csv", {"group_by": group_by}).status_code == 400
+
+
+def test_another_teams_runs_with_the_same_values_are_not_counted(acme, globex, tagged):
+    set_price(globex, since=timezone.now().date() - timedelta(days=40))
+    for _ in range(3):
+        meta_run(globex, {"customer": "initech"}, input_tokens=99_999)
+    period = make_period("30d")
+    report = meta_usage_report(acme, period, "customer")
+    expected = expected_by_customer(acme, period.since)
+    got = {row.label: row for row in report.rows}
+    assert got["initech"].runs == expected["initech"]["runs"]
+    assert got["initech"].input_tokens == expected["initech"]["input"]
+    assert got["initech"].cost == expected["initech"]["cost"]
+    assert report.totals.runs == sum(sums["runs"] for sums in expected.values())
+
+
+def test_values_count_on_the_teams_day(acme):
+    """A run just after local midnight in Los Angeles is on that day, not on UTC's."""
+    acme.timezone = "America/Los_Angeles"
+    acme.save()
+    set_price(acme, since=date(2026, 11, 1))
+    zone = ZoneInfo("America/Los_Angeles")
+    late = datetime(2026, 11, 20, 23, 59, tzinfo=zone)
+    early = datetime(2026, 11, 21, 0, 1, tzinfo=zone)  # 08:01 UTC
+    meta_run(acme, {"customer": "initech"}, input_tokens=1000, started_at=late)
+    meta_run(acme, {"customer": "initech"}, input_tokens=3000, started_at=early)
+    meta_run(acme, {}, input_tokens=5000, started_at=early)
+    acme.refresh_from_db()
+    day = make_period("custom", "2026-11-21", "2026-11-21", zone=acme.zone)
+    report = meta_usage_report(acme, day, "customer")
+    got = {row.label: (row.runs, row.input_tokens) for row in report.rows}
+    assert got == {"initech": (1, 3000), "(none)": (1, 5000)}
+
+
+def test_a_values_sum_is_exact_where_adding_floats_is_not(acme):
+    """SQLite keeps costs as floats: these add up to a sum with more digits than a float holds
+    (its SUM gives 9876543.21012341). The report's sum is the exact one, on either database."""
+    costs = [Decimal("98765.432101234")] * 100 + [Decimal("0.000000007")]
+    start = date(2026, 8, 1)
+    for n, cost in enumerate(costs):
+        DailyMetaUsage.objects.create(
+            team=acme, day=start + timedelta(days=n), key="customer", value="initech",
+            runs=1, cost=cost,
+        )  # fmt: skip
+    exact = Decimal("9876543.210123407")
+    assert sum(costs) == exact
+    rows = DailyMetaUsage.objects.filter(team=acme)
+    assert from_nanos(rows.aggregate(total=NanoSum("cost"))["total"]) == exact
+    period = make_period("custom", "2026-08-01", "2026-12-01")
+    (row,) = [row for row in meta_usage_report(acme, period, "customer").rows if row.key]
+    assert (row.runs, row.cost) == (101, exact)
+
+
+def test_the_table_escapes_values_and_their_links(client, acme, alice):
+    set_price(acme, since=timezone.now().date() - timedelta(days=40))
+    hostile = '"><img src=x onerror=alert(1)>&co'
+    meta_run(acme, {"customer": hostile})
+    login(client, alice)
+    body = client.get("/reports?period=7d&group_by=meta:customer").content.decode()
+    assert "<img src=x" not in body
+    assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;&amp;co</a>" in body
+    # The link carries the value URL-encoded, its & escaped as the attribute needs.
+    assert "meta=customer%3D%22%3E%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E%26co" in body

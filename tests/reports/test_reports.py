@@ -12,12 +12,21 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs.core.formatting import money_number
-from runs.models import DailyRunStats, DailyUsage, Run, RunStatus
+from runs.models import DailyRunStats, DailyUsage, Run, RunStatus, ThreadUsageSync
 from runs.pipeline.recording import rebuild_usage
-from runs.pipeline.stats import GAMMA, bucket_of, bucket_value, rebuild_run_stats, record_run_stats
+from runs.pipeline.stats import (
+    GAMMA,
+    Histogram,
+    bucket_of,
+    bucket_value,
+    rebuild_run_stats,
+    record_run_stats,
+)
 from runs.reports.queries import GROUPS, make_period, top_threads, usage_report
 from tests.helpers import login
 from tests.reporting import finished_run, set_price
@@ -221,6 +230,23 @@ def test_histogram_buckets_stay_within_two_and_a_half_percent():
         assert abs(estimate - value) / value <= GAMMA**0.5 - 1 + 1e-9
 
 
+def test_many_stored_histograms_add_up_as_one_at_a_time():
+    rng = random.Random(3)
+    stored = []
+    for _ in range(50):
+        histogram = Histogram()
+        for _ in range(rng.randint(0, 40)):
+            histogram.add(bucket_of(rng.choice([0.5, rng.uniform(1, 10**7)])))
+        stored.append(histogram.text())
+    assert "" in stored  # an empty histogram among them
+    one_by_one, at_once = Histogram(), Histogram()
+    for text in stored:
+        one_by_one.add_text(text)
+    at_once.add_texts(stored)
+    assert at_once.counts == one_by_one.counts
+    assert at_once.total == sum(Histogram.of(text).total for text in stored)
+
+
 def test_report_percentiles_match_the_exact_ones_within_the_bound(acme, history):
     period = make_period("30d")
     report = usage_report(acme, period, "agent")
@@ -383,6 +409,23 @@ def test_thread_totals_follow_new_runs_without_a_rebuild(acme, history):
     period = make_period("30d")
     before = dict(top_threads(acme, period, 500)[0])
     thread = Run.objects.filter(team=acme, thread__isnull=False).latest("started_at").thread
+    extra = finished_run(acme, agent=thread.agent, usage={"inputTokens": 10**6, "outputTokens": 0},
+                         thread_id=thread.upstream_id)  # fmt: skip
+    after = dict(top_threads(acme, period, 500)[0])
+    assert after[thread.pk] == before.get(thread.pk, 0) + extra.cost
+
+
+def test_reading_thread_totals_while_nothing_happens_writes_nothing(acme, history):
+    period = make_period("30d")
+    top_threads(acme, period, 10)
+    synced = ThreadUsageSync.objects.get(team=acme).synced_at
+    with CaptureQueriesContext(connection) as queries:
+        top_threads(acme, period, 10)
+    assert not [q for q in queries if q["sql"].startswith(("UPDATE", "INSERT", "DELETE"))]
+    assert ThreadUsageSync.objects.get(team=acme).synced_at == synced
+    # A thread active after a quiet spell is still brought up to date.
+    thread = Run.objects.filter(team=acme, thread__isnull=False).latest("started_at").thread
+    before = dict(top_threads(acme, period, 500)[0])
     extra = finished_run(acme, agent=thread.agent, usage={"inputTokens": 10**6, "outputTokens": 0},
                          thread_id=thread.upstream_id)  # fmt: skip
     after = dict(top_threads(acme, period, 500)[0])
