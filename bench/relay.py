@@ -17,7 +17,13 @@ Lost frames: sequences a client never got (of run_started, the deltas and run_co
 also counted, duplicates and frames out of order. Memory per open stream: the worker's peak
 RSS while the N streams are open, minus its RSS after the warm-up, divided by N.
 
-    .venv/bin/python -m bench.relay
+The idle level holds IDLE_SOCKETS logged-in sockets open and idle for a minute and reads the
+worker's RSS per socket along the way, then starts a run on a few of them (idle_level).
+
+    .venv/bin/python -m bench.relay                  # every level, into bench/results.md
+    .venv/bin/python -m bench.relay --server uvicorn --layer in-memory --streams 200 --rounds 3
+    .venv/bin/python -m bench.relay --server uvicorn --layer redis-pubsub --idle 1000
+    (--profile FILE: a py-spy record of the worker during the level; FILE.txt for raw stacks)
 """
 
 from __future__ import annotations
