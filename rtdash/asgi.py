@@ -20,7 +20,6 @@ try:
 except ImproperlyConfigured as error:
     sys.exit(f"rtdash: {error}")
 
-from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.conf import settings
 from django.core import checks
@@ -28,6 +27,7 @@ from django.core import checks
 from rtdash.gateway_handler import GatewayASGIHandler, split_by_path
 from rtdash.origins import SameOriginValidator
 from rtdash.static_files import StaticFilesWithHeaders
+from rtdash.websocket_auth import WebsocketAuthStack
 from runs.checks import SAFETY_TAG
 from runs.pipeline.reaper import start_maintenance
 from runs.playground.routing import websocket_urlpatterns
@@ -55,7 +55,7 @@ application = ProtocolTypeRouter(
     {
         "http": split_by_path(GatewayASGIHandler(), pages_app),
         # The whole origin (scheme, host, port), not just its host: see rtdash/origins.py.
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(WebsocketAuthStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

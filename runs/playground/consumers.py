@@ -50,7 +50,6 @@ from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 from django.utils.datastructures import MultiValueDict
 
 from runs.core.crypto import KeyDecryptionError
@@ -63,6 +62,7 @@ from runs.playground.relay import (
     LAYER_ERRORS,
     RelaySink,
     control_group,
+    frames_text,
     local_sink,
     request_stop,
     run_group,
@@ -154,31 +154,71 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.layer_down = False  # no channel of our own: the layer failed at connect
         self.closing = False
         # The followed run's relay when its reader is in this process (see the module's doc),
-        # and the inbox it hands messages to.
         self.local_relay: RelaySink | None = None
-        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        # Every message for this socket (see __call__); the browser's next one waits its turn.
+        self.inbox: asyncio.Queue[dict | Exception] = asyncio.Queue()
+        self.browser_turn = asyncio.Event()
         self.in_group = False  # in the followed run's channel-layer group
 
     async def __call__(self, scope, receive, send) -> None:
-        # AsyncConsumer.__call__ (Channels offers no hook for either change), with two
-        # differences that matter: the socket also reads its inbox, where a relay in this
-        # process hands it messages without the channel layer; and a layer that cannot make
-        # this socket's channel (Redis down) does not kill the socket before it is accepted:
-        # it opens without a channel, serves what the database has and says live streaming is
-        # unavailable (tests/deploy/test_redis_down.py). Keep in step with Channels' own.
+        # AsyncConsumer.__call__ (Channels offers no hook for these changes), with three
+        # differences that matter:
+        # - Every message for the socket comes through one inbox, in arrival order: the
+        #   browser's, the channel layer's, and those a relay in this process hands it
+        #   without the layer. Channels waits on a task per source and makes a new task
+        #   for every message (await_many_dispatch), a cost on every live frame
+        #   (docs/performance.md, Playground relay).
+        # - The browser's messages are taken one at a time, each after the previous one was
+        #   handled, as with Channels: the server's flow control holds the rest back.
+        # - A layer that cannot make this socket's channel (Redis down) does not kill the
+        #   socket before it is accepted: it opens without a channel, serves what the
+        #   database has and says live streaming is unavailable (tests/deploy/test_redis_down.py).
+        # Keep in step with Channels' own.
         self.scope = scope
         self.base_send = send
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        receivers = [receive, self.inbox.get]
+        pumps = [asyncio.ensure_future(self._pump_browser(receive))]
         try:
             self.channel_name = await self.channel_layer.new_channel()
         except LAYER_ERRORS:
             self.layer_down = True
             self.channel_name = ""
         else:
-            receivers.append(functools.partial(self.channel_layer.receive, self.channel_name))
-        with contextlib.suppress(StopConsumer):
-            await await_many_dispatch(receivers, self.dispatch)
+            layer_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            pumps.append(asyncio.ensure_future(self._pump(layer_receive)))
+        try:
+            while True:
+                message = await self.inbox.get()
+                if isinstance(message, Exception):
+                    raise message  # a source failed: the socket ends, as with Channels
+                await self.dispatch(message)
+                if message["type"].startswith("websocket."):
+                    self.browser_turn.set()
+        except StopConsumer:
+            pass
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            for pump in pumps:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
+    async def _pump(self, source) -> None:
+        try:
+            while True:
+                self.inbox.put_nowait(await source())
+        except Exception as error:
+            self.inbox.put_nowait(error)
+
+    async def _pump_browser(self, receive) -> None:
+        try:
+            while True:
+                message = await receive()
+                self.browser_turn.clear()
+                self.inbox.put_nowait(message)
+                await self.browser_turn.wait()
+        except Exception as error:
+            self.inbox.put_nowait(error)
 
     async def dispatch(self, message) -> None:
         # Channels closes stale database connections before every message: a turn on the one
@@ -456,9 +496,10 @@ class RunConsumer(AsyncWebsocketConsumer):
         if self.run_id is not None:
             await self._close(CLOSE_UNAVAILABLE)
 
-    async def _emit(self, frames: list[list]) -> None:
+    async def _emit(self, frames: list[list], text: str | None = None) -> None:
+        """Send these frames; `text` is their message already encoded, when the relay has it."""
         self.last = frames[-1][0]
-        await self._send({"type": "frames", "frames": frames})
+        await self.send(text_data=text or frames_text(frames))
 
     async def _finish(
         self,
@@ -523,7 +564,8 @@ class RunConsumer(AsyncWebsocketConsumer):
                 self.held = {frame[0]: frame for frame in fresh}
                 await self._ask_reader()
                 return
-            await self._emit(fresh)
+            whole = len(fresh) == len(message["frames"])
+            await self._emit(fresh, message.get("text") if whole else None)
 
     async def run_catchup_reply(self, message) -> None:
         async with self.lock:
@@ -563,7 +605,10 @@ class RunConsumer(AsyncWebsocketConsumer):
                     if now - self.asked_at < CATCHUP_TIMEOUT:
                         continue
                 elif self.following is Following.LIVE:
-                    if now - self.checked_at < CHECK_SECONDS:
+                    # A reader that keeps sending frames is alive: its row is read only after
+                    # CHECK_SECONDS of silence, not every CHECK_SECONDS (on the database thread
+                    # that every run shares).
+                    if now - max(self.checked_at, self.heard_at) < CHECK_SECONDS:
                         continue
                     self.checked_at = now
                 else:

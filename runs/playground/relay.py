@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -75,6 +76,11 @@ class LocalViewer(Protocol):
 
     def deliver(self, message: dict) -> None:
         """Take a message for the run as if from the channel layer; must not block."""
+
+
+def frames_text(frames: list[WireFrame]) -> str:
+    """The message a socket sends the browser with these frames (docs/playground.md)."""
+    return json.dumps({"type": "frames", "frames": frames})
 
 
 def local_sink(run_id: int) -> RelaySink | None:
@@ -239,7 +245,10 @@ class RelaySink(Sink):
         count_relayed_frames(len(wire))
         self.relayed = wire[-1][0]
         message = {"type": "run.frames", "run": self.run_id, "frames": wire}
-        self._hand_out(message)
+        if self.viewers:
+            # Encoded once for every socket here: one that has sent all before these sends
+            # the text as it is.
+            self._hand_out({**message, "text": frames_text(wire)})
         if self.publishing:
             self._queue_publish(message)
 

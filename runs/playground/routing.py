@@ -1,4 +1,4 @@
-"""Websocket routes (Channels), served under SameOriginValidator(AuthMiddlewareStack()) in
+"""Websocket routes (Channels), served under SameOriginValidator(WebsocketAuthStack()) in
 rtdash/asgi.py."""
 
 from __future__ import annotations
