@@ -85,8 +85,8 @@ FLOOD_SECONDS = 10.0  # ... in this many seconds
 CATCHUP_TIMEOUT = 1.0  # ask again, and look at the run's row, after this long unanswered
 CHECK_SECONDS = 5.0  # while following, look at the run's row this often (a dead reader)
 WATCHDOG_TICK = 0.25
-# Messages waiting in a socket's inbox from a relay in this process, at most: past that, frames
-# are dropped as a full channel drops them, and the socket catches up when it sees the gap.
+# Messages waiting in a socket's inbox from a relay or the channel layer, at most: past that,
+# frames are dropped as a full channel drops them, and the socket catches up when it sees the gap.
 INBOX_CAPACITY = 100
 
 CLOSE_UNAUTHENTICATED = 4401
@@ -206,7 +206,7 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def _pump(self, source) -> None:
         try:
             while True:
-                self.inbox.put_nowait(await source())
+                self._enqueue(await source())
         except Exception as error:
             self.inbox.put_nowait(error)
 
@@ -417,6 +417,12 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     def deliver(self, message: dict) -> None:
         """A message from the followed run's relay in this process (relay.LocalViewer)."""
+        self._enqueue(message)
+
+    def _enqueue(self, message: dict) -> None:
+        """Put a relay's or the layer's message in the inbox, which stays bounded: the layer's
+        are taken as they come, not after the previous one was handled, so a socket whose
+        browser reads slowly would otherwise hold every frame of its run."""
         if message["type"] == "run.frames" and self.inbox.qsize() >= INBOX_CAPACITY:
             return  # dropped, as a full channel drops it: the next frames show the gap
         self.inbox.put_nowait(message)

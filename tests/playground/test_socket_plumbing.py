@@ -145,3 +145,30 @@ async def test_a_live_socket_reads_the_run_row_only_after_a_silence(application,
     assert finished["status"] == "completed"
     assert reads == []
     assert socket.frames == await astored(finished["run"])
+
+
+async def test_the_layers_frames_wait_in_a_bounded_inbox_and_its_other_messages_always_do():
+    """The layer's messages are pumped into the inbox as they come (not each after the last
+    was handled): a socket that cannot keep up keeps at most INBOX_CAPACITY frames messages,
+    as a full channel would, and catches up from the gap; the run's end still gets in."""
+    from channels.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer(capacity=1000)
+    channel = await layer.new_channel()
+    consumer = RunConsumer()
+    pump = asyncio.ensure_future(consumer._pump(lambda: layer.receive(channel)))
+    try:
+        for sequence in range(1, consumers.INBOX_CAPACITY + 51):
+            await layer.send(channel, {"type": "run.frames", "frames": [[sequence, "x", "{}"]]})
+        await layer.send(channel, {"type": "run.finished", "run": 1})
+        for _ in range(200):
+            if consumer.inbox.qsize() > consumers.INBOX_CAPACITY:
+                break
+            await asyncio.sleep(0.01)
+        waiting = [consumer.inbox.get_nowait() for _ in range(consumer.inbox.qsize())]
+    finally:
+        pump.cancel()
+    assert [m["type"] for m in waiting] == ["run.frames"] * consumers.INBOX_CAPACITY + [
+        "run.finished"
+    ]
+    assert waiting[-2]["frames"][0][0] == consumers.INBOX_CAPACITY  # the later ones dropped
