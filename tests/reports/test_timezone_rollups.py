@@ -339,8 +339,8 @@ def test_the_thread_report_counts_the_runs_of_the_teams_days(edge):
         finished_run(other, started_at=instant, usage=USAGE, thread_id="thread-0")
     first, change, last = sorted(expected_by_day(zone))
     # A run still going is not counted yet, whatever its thread.
-    thread = Run.objects.filter(team=team, thread__upstream_id="thread-0").first().thread
-    make_run(team, thread=thread, status="running", started_at=instants[1], input_tokens=10**6)
+    thread_0 = Run.objects.filter(team=team, thread__upstream_id="thread-0").first().thread
+    make_run(team, thread=thread_0, status="running", started_at=instants[1], input_tokens=10**6)
     for since, until in ((change, change), (first, change), (change, last), (first, last)):
         expected: dict[str, list] = defaultdict(list)
         for run in Run.objects.filter(team=team, status="completed").select_related("thread"):
