@@ -98,14 +98,18 @@ class Histogram:
     def add_texts(self, texts: Iterable[str]) -> None:
         """Add many stored histograms: what a report does with a period's rows. The counts
         after the colon are JSON's list syntax without its brackets, and json.loads reads them
-        faster than splitting and converting each number."""
-        counts = self.counts
+        faster than splitting and converting each number: all of them in one call, as a list
+        of lists, since a call per histogram costs about as much as its numbers."""
+        starts, lists = [], []
         for text in texts:
-            if not text:
-                continue
-            first, _, rest = text.partition(":")
-            start = int(first)
-            added = json.loads(f"[{rest}]")
+            if text:
+                first, _, rest = text.partition(":")
+                starts.append(int(first))
+                lists.append(rest)
+        if not lists:
+            return
+        counts = self.counts
+        for start, added in zip(starts, json.loads(f"[[{'],['.join(lists)}]]"), strict=True):
             end = start + len(added)
             counts[start:end] = map(add, counts[start:end], added)
 

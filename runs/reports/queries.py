@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db.models import Sum
+from django.db.models import BooleanField, ExpressionWrapper, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 
 from runs.core.days import day_start, local_today
@@ -525,18 +525,16 @@ def _thread_report(team, period, usage, day_stats, spend) -> Report:
     named = Thread.objects.filter(team=team, pk__in=chosen).only("pk", "title", "upstream_id")
     threads = {thread.pk: thread for thread in named}
     groups = {pk: GroupRow(key=str(pk), label="") for pk in chosen}
-    # By thread alone in SQL, period and team checked here (see _costs_in_period).
+    # By thread alone in SQL, period and team checked beside it (see _counted_in_period).
     details = Run.objects.filter(thread_id__in=chosen).annotate(
-        max_turns=KeyTextTransform("maxTurns", "config")
+        max_turns=KeyTextTransform("maxTurns", "config"), counted=_counted_in_period(team, period)
     )
     for run in details.values(
-        "thread_id", "team_id", "started_at", "status", "input_tokens", "output_tokens",
+        "thread_id", "counted", "status", "input_tokens", "output_tokens",
         "cached_input_tokens", "reasoning_tokens", "cost", "cost_status", "duration_ms",
         "first_byte_ms", "iterations", "max_turns",
     ):  # fmt: skip
-        if run["team_id"] != team.pk or run["status"] not in FINISHED_STATUSES:
-            continue
-        if period.start <= run["started_at"] < period.end:
+        if run["counted"]:
             _add_run(groups[run["thread_id"]], run)
     for pk, group in groups.items():
         thread = threads.get(pk)
@@ -604,12 +602,19 @@ def top_threads(team: Team, period: Period, limit: int) -> tuple[list[tuple[int,
     costs (unpriced threads cost 0) are broken by the most recent activity.
     """
     sync_thread_usage(team)
+    start, end = period.start, period.end
     candidates = (
-        ThreadUsage.objects.filter(
-            team=team, last_started_at__gte=period.start, first_started_at__lt=period.end
+        ThreadUsage.objects.filter(team=team, last_started_at__gte=start, first_started_at__lt=end)
+        # Whether the thread has runs outside the period, told by the database: reading the
+        # two dates of every candidate into datetimes cost more than the query.
+        .annotate(
+            straddles=ExpressionWrapper(
+                Q(first_started_at__lt=start) | Q(last_started_at__gte=end),
+                output_field=BooleanField(),
+            )
         )
         .order_by("-cost", "-last_started_at", "-thread_id")  # as thread_usage_by_cost
-        .values_list("thread_id", "cost", "first_started_at", "last_started_at")
+        .values_list("thread_id", "cost", "straddles")
     )
     best: list[tuple[Decimal, int]] = []  # (cost in the period, thread id), costliest first
     offset, batch, more = 0, 4 * limit, False
@@ -618,13 +623,13 @@ def top_threads(team: Team, period: Period, limit: int) -> tuple[list[tuple[int,
         offset += batch
         if not chunk:
             break
-        straddling = [row[0] for row in chunk if row[2] < period.start or row[3] >= period.end]
+        straddling = [thread_id for thread_id, _total, straddles in chunk if straddles]
         partial = _costs_in_period(team, straddling, period)
-        for thread_id, total, first_started, last_started in chunk:
+        for thread_id, total, straddles in chunk:
             if len(best) >= limit and total <= best[-1][0]:
                 more = True
                 return [(pk, cost) for cost, pk in best], more
-            if first_started < period.start or last_started >= period.end:
+            if straddles:
                 if thread_id not in partial:
                     continue  # its runs are all outside the period
                 total = partial[thread_id]
@@ -637,20 +642,35 @@ def top_threads(team: Team, period: Period, limit: int) -> tuple[list[tuple[int,
 
 
 def _costs_in_period(team: Team, thread_ids: list[int], period: Period) -> dict[int, Decimal]:
-    """Each thread's cost in `period` (threads with runs in it only), from its few runs.
-
-    By thread alone in SQL, period and team checked here: given the team or the period, SQLite
-    walks the team's runs by date (hundreds of thousands) instead of each thread's handful.
-    """
+    """Each thread's cost in `period` (threads with runs in it only), from its few runs."""
     costs: dict[int, Decimal] = {}
     if not thread_ids:
         return costs
-    runs = Run.objects.filter(thread_id__in=thread_ids).values_list(
-        "thread_id", "team_id", "started_at", "status", "cost"
+    runs = (
+        Run.objects.filter(thread_id__in=thread_ids)
+        .annotate(counted=_counted_in_period(team, period))
+        .values_list("thread_id", "counted", "cost")
     )
-    for thread_id, team_id, started_at, status, cost in runs:
-        if team_id != team.pk or status not in FINISHED_STATUSES:
-            continue
-        if period.start <= started_at < period.end:
+    for thread_id, counted, cost in runs:
+        if counted:
             costs[thread_id] = costs.get(thread_id, Decimal(0)) + (cost or 0)
     return costs
+
+
+def _counted_in_period(team: Team, period: Period) -> ExpressionWrapper:
+    """Whether a run counts in the team's report for `period` (the team's, finished, started
+    in the period), as a column of the query rather than a filter.
+
+    Runs are selected by thread alone: given the team or the period as a filter, SQLite walks
+    the team's runs by date (hundreds of thousands) instead of each thread's handful. Told by
+    the database, the flag also spares turning each run's start into a datetime.
+    """
+    return ExpressionWrapper(
+        Q(
+            team=team,
+            status__in=FINISHED_STATUSES,
+            started_at__gte=period.start,
+            started_at__lt=period.end,
+        ),
+        output_field=BooleanField(),
+    )

@@ -222,7 +222,8 @@ def test_a_values_sum_is_exact_where_adding_floats_is_not(acme):
     exact = Decimal("9876543.210123407")
     assert sum(costs) == exact
     rows = DailyMetaUsage.objects.filter(team=acme)
-    assert from_nanos(rows.aggregate(total=NanoSum("cost"))["total"]) == exact
+    total = from_nanos(rows.aggregate(total=NanoSum("cost"))["total"])
+    assert (total, str(total)) == (exact, str(exact))  # the same places, too
     period = make_period("custom", "2026-08-01", "2026-12-01")
     (row,) = [row for row in meta_usage_report(acme, period, "customer").rows if row.key]
     assert (row.runs, row.cost) == (101, exact)

@@ -245,6 +245,10 @@ def test_many_stored_histograms_add_up_as_one_at_a_time():
     at_once.add_texts(stored)
     assert at_once.counts == one_by_one.counts
     assert at_once.total == sum(Histogram.of(text).total for text in stored)
+    nothing = Histogram()
+    nothing.add_texts([])
+    nothing.add_texts(["", ""])
+    assert nothing.total == 0
 
 
 def test_report_percentiles_match_the_exact_ones_within_the_bound(acme, history):

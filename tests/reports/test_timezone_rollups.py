@@ -7,6 +7,7 @@ worked out here from the runs themselves with zoneinfo, never from rtdash's own 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -21,7 +22,7 @@ from runs.pipeline.recording import rebuild_usage
 from runs.pipeline.stats import rebuild_run_stats
 from runs.reports.overview import overview
 from runs.reports.queries import Period, make_period, usage_report
-from tests.helpers import login, shown_run_ids
+from tests.helpers import login, make_run, shown_run_ids
 from tests.reporting import finished_run, set_price
 
 LOS_ANGELES = ZoneInfo("America/Los_Angeles")
@@ -319,3 +320,43 @@ def test_a_report_days_link_lists_exactly_its_runs(client, acme, alice):
         day = date.fromisoformat(row.key)
         wanted = [r.pk for r in runs if r.started_at.astimezone(LOS_ANGELES).date() == day]
         assert sorted(listed) == sorted(wanted) and len(listed) == row.runs
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("edge", EDGES)
+def test_the_thread_report_counts_the_runs_of_the_teams_days(edge):
+    """The thread report picks a run by its start in SQL (runs.reports.queries
+    _counted_in_period): each thread's row holds exactly its finished runs of the local days,
+    none of another team's in a thread of the same name, and its percentiles are the runs'
+    own."""
+    zone, instants = EDGES[edge]
+    team = zoned_team(zone)
+    other = Team.objects.create(slug="other", name="Other")
+    set_price(other, since=date(2026, 1, 1))
+    for n, instant in enumerate(instants):
+        finished_run(team, started_at=instant, usage={"inputTokens": 1000 * (n + 1)},
+                     thread_id=f"thread-{n % 2}", duration_ms=100 * (n + 1))  # fmt: skip
+        finished_run(other, started_at=instant, usage=USAGE, thread_id="thread-0")
+    first, change, last = sorted(expected_by_day(zone))
+    # A run still going is not counted yet, whatever its thread.
+    thread_0 = Run.objects.filter(team=team, thread__upstream_id="thread-0").first().thread
+    make_run(team, thread=thread_0, status="running", started_at=instants[1], input_tokens=10**6)
+    for since, until in ((change, change), (first, change), (change, last), (first, last)):
+        expected: dict[str, list] = defaultdict(list)
+        for run in Run.objects.filter(team=team, status="completed").select_related("thread"):
+            if since <= run.started_at.astimezone(zone).date() <= until:
+                expected[run.thread.upstream_id].append(run)
+        report = usage_report(team, Period("custom", since, until, zone), "thread")
+        got = {
+            row.key: (row.runs, row.input_tokens, row.cost, row.duration_p95_ms)
+            for row in report.rows
+        }
+        assert got == {
+            thread: (
+                len(runs),
+                sum(run.input_tokens for run in runs),
+                sum(run.cost for run in runs),
+                float(sorted(run.duration_ms for run in runs)[math.ceil(0.95 * len(runs)) - 1]),
+            )
+            for thread, runs in expected.items()
+        }
