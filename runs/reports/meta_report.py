@@ -20,6 +20,7 @@ from runs.reports.queries import (
     Period,
     Report,
     _rollup_rows,
+    all_runs_row,
     spend_series,
     usage_report,
 )
@@ -72,12 +73,7 @@ def report_for(team: Team, period: Period, group_by: str) -> Report:
 def meta_usage_report(team: Team, period: Period, key: str) -> Report:
     """The report of `team` for `period` by the value of metadata `key`, biggest spend first."""
     usage, _stats, day_stats = _rollup_rows(team, period, by_group=False)
-    totals = GroupRow(key="", label="All runs")
-    for row in usage:
-        totals.add_usage(row)
-    for row in day_stats.values():
-        totals.add_stats(row)
-    totals.finish()
+    totals = all_runs_row(usage, day_stats)
     totals.filters = _filters(period)
     # Summed per value in the database (a key can have hundreds of values a day, so a period
     # has thousands of rows): what comes back is one row per value.

@@ -512,13 +512,19 @@ def usage_report(team: Team, period: Period, group_by: str = "agent") -> Report:
     return Report(team, period, group_by, rows, totals, spend)
 
 
-def _thread_report(team, period, usage, day_stats, spend) -> Report:
+def all_runs_row(usage, day_stats: dict) -> GroupRow:
+    """The report's "All runs" row, from the period's usage sums and whole-day statistics."""
     totals = GroupRow(key="", label="All runs")
     for row in usage:
         totals.add_usage(row)
     for row in day_stats.values():
         totals.add_stats(row)
     totals.finish()
+    return totals
+
+
+def _thread_report(team, period, usage, day_stats, spend) -> Report:
+    totals = all_runs_row(usage, day_stats)
     totals.filters = _filters("", None, period)
     ranked, truncated = top_threads(team, period, REPORT_THREADS)
     chosen = [thread_id for thread_id, _cost in ranked]

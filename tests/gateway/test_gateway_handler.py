@@ -44,9 +44,8 @@ def request_signals():
     signals.request_finished.disconnect(finished)
 
 
-async def call(method: str, path: str, token: str, body: dict | None = None) -> dict:
-    raw = json.dumps(body).encode() if body is not None else b""
-    scope = {
+def _scope(path: str, token: str, method: str = "POST") -> dict:
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -64,6 +63,11 @@ async def call(method: str, path: str, token: str, body: dict | None = None) -> 
         "client": ("127.0.0.1", 5000),
         "server": ("testserver", 80),
     }
+
+
+async def call(method: str, path: str, token: str, body: dict | None = None) -> dict:
+    raw = json.dumps(body).encode() if body is not None else b""
+    scope = _scope(path, token, method)
     app = ApplicationCommunicator(GatewayASGIHandler(), scope)
     await app.send_input({"type": "http.request", "body": raw, "more_body": False})
     start = await app.receive_output(10)
@@ -112,27 +116,6 @@ async def test_a_request_that_never_authenticates_still_gets_both_signals(
     answer = await call("GET", "/v1/run", plaintext)
     assert answer["status"] == 405
     assert [name for name, _ in request_signals] == ["started", "finished"]
-
-
-def _scope(path: str, token: str) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"x-api-key", token.encode()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
 
 
 async def test_a_json_runs_record_is_finished_only_after_its_response_has_left(
