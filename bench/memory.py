@@ -18,13 +18,11 @@ import time
 import httpx
 
 from bench._results import write_section
+from bench.gateway import SHORT_STREAM_BODY
 from bench.harness import RedisServer, Stack, process_stats, production
 
-STREAM_BODY = {
-    "agent": "support-chat",
-    "prompt": "Count",
-    "metadata": {"simulate": {"deltas": 20}},
-}
+# The floor's short stream (bench/gateway.py): one upstream write, so runs come quickly.
+STREAM_BODY = SHORT_STREAM_BODY
 CONCURRENCY = 4
 BASELINE_RUNS = 1_000
 TARGET_GROWTH = 0.10
