@@ -15,7 +15,13 @@ machine:
   raw sqlite3 connection (no ORM, no framework). Its overhead is the floor for rtdash's
   "recorded before forwarded" (`REFERENCE_DATABASE`, `REFERENCE_TOKEN_HASH`).
 
-Either can wait before each forward (`REFERENCE_WAIT_MS`), asleep or computing
+- `relay`: the playground's relay with nothing of rtdash in it, for bench/relay.py: a plain
+  ASGI websocket app that, on the playground's `start` message, streams the run from the
+  upstream with the shared httpx client, splits the SSE frames and sends each chunk's frames
+  to the socket in the playground's own messages (`started`, `frames`, `finished`). No
+  framework, no database, no channel layer: the floor of a Python websocket relay.
+
+The hops can wait before each forward (`REFERENCE_WAIT_MS`), asleep or computing
 (`REFERENCE_WAIT_MODE=sleep|compute`): the bare hop spending as long as rtdash's own work
 before it forwards a run shows what that work alone costs a stream. rtdash's work is some of
 each (database calls on its sync thread, and the hops there and back), so the two bracket it.
@@ -29,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import json
 import os
 import sqlite3
 import sys
@@ -142,6 +149,56 @@ async def bare_app(scope, receive, send) -> None:
         await answer.aclose()
 
 
+async def relay_app(scope, receive, send) -> None:
+    """ws://…/ws/playground/: `{"action": "start", "form": …}` → the run's frames, relayed."""
+    if scope["type"] == "http":  # the harness's "is it up?" probe
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    runs: list[asyncio.Task] = []
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.accept"})
+            elif message["type"] == "websocket.disconnect":
+                return
+            elif message["type"] == "websocket.receive":
+                start = json.loads(message.get("text") or "{}")
+                if start.get("action") == "start":
+                    runs.append(asyncio.ensure_future(_relay_run(start["form"], send, len(runs))))
+    finally:
+        for task in runs:
+            task.cancel()
+
+
+async def _relay_run(form: dict, send, number: int) -> None:
+    metadata = {
+        key: json.loads(value)
+        for key, value in zip(form["meta_key"], form["meta_value"], strict=True)
+    }
+    body = {"agent": form["agent"], "prompt": form["prompt"], "stream": True, "metadata": metadata}
+    request = _upstream().build_request("POST", "/run", json=body)
+    answer = await _upstream().send(request, stream=True)
+    await send({"type": "websocket.send", "text": json.dumps({"type": "started", "run": number})})
+    sequence, pending = 0, b""
+    try:
+        async for chunk in answer.aiter_raw():
+            *blocks, pending = (pending + chunk).split(b"\n\n")
+            frames = []
+            for block in blocks:
+                fields = dict(line.split(": ", 1) for line in block.decode().splitlines())
+                sequence += 1
+                frames.append([sequence, fields.get("event", "message"), fields.get("data", "")])
+            if frames:
+                text = json.dumps({"type": "frames", "frames": frames})
+                await send({"type": "websocket.send", "text": text})
+    finally:
+        await answer.aclose()
+    finished = {"type": "finished", "status": "completed" if answer.is_success else "failed"}
+    await send({"type": "websocket.send", "text": json.dumps(finished)})
+
+
 def _django_app():
     from django.conf import settings
 
@@ -227,8 +284,19 @@ def main() -> None:
     import uvicorn
 
     kind, port = sys.argv[1], int(sys.argv[2])
-    app = _django_app() if kind == "django" else bare_app
-    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, lifespan="off")
+    app = {"django": _django_app, "relay": lambda: relay_app}.get(kind, lambda: bare_app)()
+    uvicorn.run(
+        app,
+        host=HOST,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        # As rtdash is deployed (docs/deployment.md).
+        ws="websockets-sansio",
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":

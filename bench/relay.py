@@ -51,6 +51,7 @@ from bench.harness import (
     process_stats,
     production,
 )
+from bench.reference import ReferenceServer
 from bench.ws import Socket, Stream, follow, log_in, sequence_faults
 from simulator.testing import HOST, free_port
 
@@ -177,8 +178,8 @@ async def one_stream(socket: Socket, delay: float = 0.0, result: Stream | None =
     return await follow(socket, _latency, form=FORM, delay=delay, result=result)
 
 
-async def level(stack: Stack, cookie: str, count: int, spread: float = 0.0) -> dict:
-    pid, port = stack.pids[0], stack.ports[0]
+async def level(pid: int, port: int, cookie: str, count: int, spread: float = 0.0) -> dict:
+    """`count` streams through the worker `pid` listening on `port` (rtdash's, or the floor's)."""
     await one_stream(await Socket.connect(port, "/ws/playground/", cookie))  # warm-up
     await asyncio.sleep(1)
     baseline = rss_kib(pid)
@@ -318,7 +319,9 @@ def measure_level(
         with stack:
             cookie = log_in(stack)[0]
             measure = (
-                idle_level(stack, cookie, count) if idle else level(stack, cookie, count, spread)
+                idle_level(stack, cookie, count)
+                if idle
+                else level(stack.pids[0], stack.ports[0], cookie, count, spread)
             )
             with Profiler(stack.pids[0], profile):
                 row = asyncio.run(measure)
@@ -326,6 +329,20 @@ def measure_level(
         if redis is not None:
             redis.stop()
     row.update(server=server, layer=layer)
+    return row
+
+
+def measure_floor(count: int, spread: float = 0.0) -> dict:
+    """The same level through the relay floor (bench.reference `relay`): a bare ASGI websocket
+    relay in front of its own stamp server, nothing of rtdash in the path."""
+    upstream = StampServer()
+    upstream.start()
+    try:
+        with ReferenceServer("relay", upstream.url) as floor:
+            row = asyncio.run(level(floor.process.pid, floor.port, "", count, spread))
+    finally:
+        upstream.stop()
+    row.update(server="uvicorn", layer="floor (bare relay)")
     return row
 
 
@@ -361,6 +378,19 @@ def _stream_line(row: dict) -> str:
         f"{row['completed']}/{row['streams']} | {row['cpu_percent']:.0f}% | "
         f"{row['cpu_per_frame_us']:.0f} µs | {row['rss_per_stream']:.0f} KiB |"
     )
+
+
+def _floor_ratios(row: dict, floor: dict) -> str:
+    ratios = [
+        f"{name} {row[key] / floor[key]:.2f}x"
+        for name, key in (
+            ("p50", "p50"),
+            ("p95", "p95"),
+            ("p99", "p99"),
+            ("CPU/frame", "cpu_per_frame_us"),
+        )
+    ]
+    return "rtdash against the floor: " + ", ".join(ratios)
 
 
 def _idle_line(row: dict) -> str:
@@ -460,6 +490,11 @@ def main() -> None:
     parser.add_argument("--idle", type=int, metavar="N", help="hold N idle sockets instead")
     parser.add_argument("--profile", default="", metavar="FILE", help="py-spy the worker to FILE")
     parser.add_argument("--rounds", type=int, default=1, help="measure the level this many times")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="each round, the same streams through a bare ASGI relay first (bench.reference)",
+    )
     args = parser.parse_args()
     if args.server is None and args.layer is None and args.streams is None and args.idle is None:
         everything()
@@ -473,11 +508,16 @@ def main() -> None:
             row = measure_level(args.server, args.layer, args.idle, idle=True, profile=args.profile)
             line = _idle_line(row)
         else:
+            if args.floor:
+                floor = measure_floor(args.streams, args.spread)
+                print(_stream_line(floor), flush=True)
             row = measure_level(
                 args.server, args.layer, args.streams, args.spread, profile=args.profile
             )
             line = _stream_line(row)
         print(line, flush=True)
+        if args.floor and not args.idle:
+            print(_floor_ratios(row, floor), flush=True)
     print(f"load average at the start: {' / '.join(f'{v:.2f}' for v in load)}")
 
 

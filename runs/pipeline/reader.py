@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from runs.core.sse import Frame, SSEParser
 from runs.core.upstream import translate
-from runs.models import RunStatus
+from runs.models import Run, RunStatus
 from runs.pipeline.frames import frame_store
 from runs.pipeline.recording import RunOutcome, finish_run
 
@@ -174,6 +174,8 @@ class RunReader:
         self.task: asyncio.Task | None = None
         self.finished = asyncio.Event()
         self.on_finish: list[Callable[[], Awaitable[None]]] = []
+        # The run as finishing left it, for the on_finish callbacks (None if that failed).
+        self.record: Run | None = None
 
     def start(self) -> asyncio.Task:
         READERS[self.run_id] = self
@@ -411,7 +413,7 @@ class RunReader:
                 # Not every runtime repeats the answer in its final frame.
                 self.outcome.result = self._last_message or self._streamed_text() or None
             await self.writer.close()
-            await sync_to_async(finish_run)(self.run_id, self.outcome)
+            self.record = await sync_to_async(finish_run)(self.run_id, self.outcome)
         finally:
             READERS.pop(self.run_id, None)
             IN_FLIGHT.discard(self.run_id)

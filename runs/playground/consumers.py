@@ -67,10 +67,9 @@ from runs.playground.relay import (
     request_stop,
     run_group,
 )
-from runs.playground.run_summary import refusal, run_url, summary, watch_url
+from runs.playground.run_summary import browser_state, refusal, run_url, watch_url
 from runs.playground.watching import (
     REPLAY_BATCH,
-    elapsed_ms,
     membership_now,
     run_is_finished,
     run_state,
@@ -355,7 +354,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             self.run_id, self.last, self.held = run.pk, 0, {}
             self.local_relay = sink
             await self._send(started)
-            state = {**summary(run), "elapsedMs": elapsed_ms(run)}
+            state = browser_state(run)
             if self.layer_down or sink.layer_failed:
                 # The run goes on and is recorded; the page comes back for it later.
                 self._unwatch()
@@ -597,9 +596,12 @@ class RunConsumer(AsyncWebsocketConsumer):
             if self.closing:
                 return  # closed since (4503 and the like): nothing more goes to the browser
             if message.get("run") == self.run_id and self.following is not Following.DONE:
-                await self._finish(
-                    last=message.get("last"), first_token_at=message.get("firstTokenAt")
-                )
+                last, state = message.get("last"), message.get("state")
+                if state is not None and last is not None and self.last >= last:
+                    # Every frame sent and the outcome in the message: no database read.
+                    await self._finish(state)
+                    return
+                await self._finish(last=last, first_token_at=message.get("firstTokenAt"))
 
     async def _watch(self) -> None:
         """Look after a follow that nobody answers: the reader's worker may be gone."""

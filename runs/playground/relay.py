@@ -27,8 +27,9 @@ join its control group, tries again at every stop-flag poll so that sockets comi
 the outage can catch up from it; Stop goes by the flag meanwhile.
 
 When the run is finished — final status and usage committed, every frame stored — the sink
-sends `run.finished` with the last sequence; sockets read anything they have not sent yet
-(the parser finds a last frame without its blank line only at the very end) from the database.
+sends `run.finished` with the last sequence and the recorded run as the browser shows it;
+sockets read anything they have not sent yet (the parser finds a last frame without its blank
+line only at the very end) from the database, and nothing else.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import json
 import logging
 import time
 from collections import deque
+from datetime import UTC, datetime
 from typing import Protocol
 
 from asgiref.sync import sync_to_async
@@ -51,6 +53,7 @@ from runs.core.sse import Frame
 from runs.models import Run, RunStatus
 from runs.operations.metrics import count_relayed_frames
 from runs.pipeline.reader import READERS, RunReader, Sink
+from runs.playground.run_summary import SUMMARY_FIELDS, browser_state
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +294,9 @@ class RelaySink(Sink):
         finished = {"type": "run.finished", "run": self.run_id, "last": last}
         if self.first_token_at is not None:
             finished["firstTokenAt"] = self.first_token_at
+        state = self._recorded_state()
+        if state is not None:
+            finished["state"] = state
         # This process's sockets first, in the same step as closing: a socket that finds the
         # relay closed knows `run.finished` is already in its inbox, whatever the layer does.
         self.closed = True
@@ -311,6 +317,18 @@ class RelaySink(Sink):
             await self._quietly(discard, "leave its control group")
         # Always: a socket elsewhere may have joined the group without having asked yet.
         await self._quietly(self.layer.group_send(run_group(self.run_id), finished))
+
+    def _recorded_state(self) -> dict | None:
+        """The finished run for the browser, built once here from the row finishing wrote:
+        otherwise every socket reads it back from the database, and when many runs end
+        together those reads held up the frames of the runs still streaming."""
+        run = self.reader.record if self.reader is not None else None
+        if run is None or run.get_deferred_fields() & SUMMARY_FIELDS:
+            return None  # it was ended elsewhere (the reaper): the sockets read the row
+        first_token = None
+        if self.first_token_at is not None:
+            first_token = datetime.fromtimestamp(self.first_token_at, UTC)
+        return browser_state(run, first_token)
 
     # --- requests from any worker -----------------------------------------------------------
 

@@ -3,10 +3,12 @@ sentence for a run that did not complete, why a run could not start, and its lin
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from django.urls import reverse
+from django.utils import timezone
 
 from runs.models import Run, RunStatus
 from runs.pipeline.budgets import BudgetExceeded
@@ -28,6 +30,30 @@ def continue_url(upstream_id: str, agent: str) -> str:
 
 def watch_url(run_id: int) -> str:
     return f"{reverse('playground')}?{urlencode({'run': run_id})}"
+
+
+# The columns `summary` and `browser_state` read: a run with these loaded needs no query.
+SUMMARY_FIELDS = frozenset(
+    {
+        "agent",
+        "status",
+        "error_code",
+        "error_message",
+        "http_status",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "reasoning_tokens",
+        "total_tokens",
+        "iterations",
+        "cost",
+        "cost_status",
+        "duration_ms",
+        "first_byte_ms",
+        "upstream_thread_id",
+        "started_at",
+    }
+)
 
 
 def summary(run: Run) -> dict[str, Any]:
@@ -61,6 +87,16 @@ def summary(run: Run) -> dict[str, Any]:
         "threadUrl": thread_url(thread) if thread else "",
         "continueUrl": continue_url(thread, run.agent) if thread else "",
     }
+
+
+def browser_state(run: Run, first_token: datetime | None = None) -> dict[str, Any]:
+    """The run as a socket sends it to the browser: its summary, how long it has been going,
+    and when its first token came (when known)."""
+    result = summary(run)
+    result["elapsedMs"] = round((timezone.now() - run.started_at).total_seconds() * 1000)
+    if first_token is not None:
+        result["firstTokenMs"] = round((first_token - run.started_at).total_seconds() * 1000)
+    return result
 
 
 def error_text(run: Run) -> str:

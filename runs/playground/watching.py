@@ -8,12 +8,11 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from channels.db import database_sync_to_async
-from django.utils import timezone
 
 from runs.core.access import current_membership
 from runs.models import Membership, Run, RunEvent
 from runs.playground.relay import FIRST_TOKEN_EVENTS
-from runs.playground.run_summary import summary
+from runs.playground.run_summary import browser_state
 
 # Stored frames go to the browser at most this many per message.
 REPLAY_BATCH = 1000
@@ -41,10 +40,6 @@ def team_run_id(team, run_id: int) -> int | None:
     return Run.objects.filter(team=team, pk=run_id).values_list("pk", flat=True).first()
 
 
-def elapsed_ms(run: Run) -> int:
-    return round((timezone.now() - run.started_at).total_seconds() * 1000)
-
-
 def _frames_after(run_id: int, after: int, upto: int | None) -> list[list]:
     events = RunEvent.objects.filter(run_id=run_id, sequence__gt=after)
     if upto is not None:
@@ -60,8 +55,6 @@ def run_state(
     """The run for the browser and, in the same trip, its first stored frames after `after`
     (none when `after` is None: the socket has them all)."""
     run = Run.objects.get(pk=run_id)
-    state = summary(run)
-    state["elapsedMs"] = elapsed_ms(run)
     if first_token_at is not None:  # the reader saw it go by
         first = datetime.fromtimestamp(first_token_at, UTC)
     else:
@@ -71,9 +64,8 @@ def run_state(
             .values_list("created_at", flat=True)
             .first()
         )
-    if first is not None:
-        state["firstTokenMs"] = round((first - run.started_at).total_seconds() * 1000)
-    return state, _frames_after(run_id, after, None) if after is not None else []
+    frames = _frames_after(run_id, after, None) if after is not None else []
+    return browser_state(run, first), frames
 
 
 @database_sync_to_async

@@ -17,10 +17,20 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from rtdash.websocket_auth import WebsocketAuthStack
+from runs.models import Run
 from runs.playground import consumers
 from runs.playground.consumers import RunConsumer
-from runs.playground.relay import frames_text
-from tests.sockets import ORIGIN, Socket, _session_cookie, astored, with_simulate
+from runs.playground.relay import RelaySink, frames_text
+from runs.playground.run_summary import SUMMARY_FIELDS, browser_state
+from tests.sockets import (
+    ORIGIN,
+    Socket,
+    _session_cookie,
+    astored,
+    run_row,
+    running_run,
+    with_simulate,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -172,3 +182,55 @@ async def test_the_layers_frames_wait_in_a_bounded_inbox_and_its_other_messages_
         "run.finished"
     ]
     assert waiting[-2]["frames"][0][0] == consumers.INBOX_CAPACITY  # the later ones dropped
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_sockets_on_the_readers_worker_finish_from_the_recorded_run_without_reading_it(
+    application, bob, alice, monkeypatch
+):
+    reads: list[int] = []
+    real = consumers.run_state
+
+    async def counted(run_id, *args, **kwargs):
+        reads.append(run_id)
+        return await real(run_id, *args, **kwargs)
+
+    monkeypatch.setattr(consumers, "run_state", counted)
+    async with Socket(application, "/ws/playground/", bob) as starter:
+        run_id = await starter.start(with_simulate(SLOW, deltas=30))
+        await starter.until_frames(2)
+        async with Socket(application, f"/ws/runs/{run_id}/", alice) as teammate:
+            await teammate.until("run")
+            assert reads == [run_id]  # the teammate's one read, to follow from the start
+            finished = await starter.until("finished")
+            teammate_finished = await teammate.until("finished")
+    assert reads == [run_id]  # and none when the run ended
+    row = await run_row(run_id)
+    expected = await sync_to_async(browser_state)(row)
+    for message in (dict(finished), dict(teammate_finished)):
+        assert message.pop("type") == "finished"
+        assert message.pop("elapsedMs") >= row.duration_ms
+        assert 0 < message.pop("firstTokenMs") < row.duration_ms
+        assert message == {key: value for key, value in expected.items() if key != "elapsedMs"}
+    assert finished["status"] == "completed" and finished["usage"]["output"] > 0
+    assert starter.frames == teammate.frames == await astored(run_id)
+
+
+def test_the_summary_needs_only_its_fields(django_assert_num_queries, acme, bob):
+    run = running_run(acme, bob)
+    loaded = Run.objects.only(*SUMMARY_FIELDS).get(pk=run.pk)
+    with django_assert_num_queries(0):
+        state = browser_state(loaded, run.started_at)
+    assert state["run"] == run.pk and state["firstTokenMs"] == 0
+
+
+async def test_a_run_ended_elsewhere_leaves_the_sockets_to_read_its_row(acme, bob):
+    run = await sync_to_async(running_run)(acme, bob)
+    sink = RelaySink()
+    sink.reader = type("Reader", (), {"record": None})()
+    assert sink._recorded_state() is None  # finishing failed: nothing recorded to send
+    # As finish_run returns a run some other path had already ended: only its reads loaded.
+    sink.reader.record = await Run.objects.only("status", "started_at").aget(pk=run.pk)
+    assert sink._recorded_state() is None
+    sink.reader.record = await Run.objects.aget(pk=run.pk)
+    assert sink._recorded_state()["run"] == run.pk
