@@ -25,9 +25,11 @@ application has not accepted by then is refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -119,6 +121,20 @@ class GatewayStream:
     error: str = ""
     done: bool = False
     latencies: list[float] = field(default_factory=list)
+
+
+# Shared by the gateway streams' clients: loading the CA bundle 200 times takes seconds.
+_TLS = ssl.create_default_context()
+
+
+def _script_client() -> httpx.AsyncClient:
+    """One gateway stream's own client, as each script that calls the gateway has its own.
+    With one client and a pool of 400 connections for every stream, httpcore went through
+    the whole pool at each request and at each close: when a round's 200 streams ended
+    together, the client spent a second doing that (py-spy on the client) while every socket's
+    frames waited in it, and that wait was counted as rtdash's latency at the tail."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(timeout=ROUND_TIMEOUT_SECONDS, limits=limits, verify=_TLS)
 
 
 async def _gateway_stream(
@@ -232,7 +248,6 @@ async def _round(
     streams, viewers_count = round(STREAMS * fraction), round(VIEWERS * fraction)
     ports, urls = stack.ports, stack.urls
     workers = len(ports)
-    limits = httpx.Limits(max_connections=STREAMS * 2, max_keepalive_connections=STREAMS)
     gateway = [GatewayStream() for _ in range(streams)]
     viewers = [Viewer() for _ in range(viewers_count)]
     watchers: list[Viewer] = []
@@ -283,11 +298,15 @@ async def _round(
     peak = [process_stats(pid)[1] for pid in pids]
     started = time.monotonic()
     deadline = started + ROUND_TIMEOUT_SECONDS
-    async with httpx.AsyncClient(timeout=ROUND_TIMEOUT_SECONDS, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as clients:
         tasks = [
             asyncio.ensure_future(
                 _gateway_stream(
-                    client, urls[index % workers], stack.token, gateway[index], _body(drip_ms)
+                    await clients.enter_async_context(_script_client()),
+                    urls[index % workers],
+                    stack.token,
+                    gateway[index],
+                    _body(drip_ms),
                 )
             )
             for index in range(streams)
