@@ -17,11 +17,16 @@ Lost frames: sequences a client never got (of run_started, the deltas and run_co
 also counted, duplicates and frames out of order. Memory per open stream: the worker's peak
 RSS while the N streams are open, minus its RSS after the warm-up, divided by N.
 
+The floor (`measure_floor`, `--floor`): the same streams from the same upstream through a
+bare ASGI websocket relay (bench.reference `relay`), measured in the same run, so rtdash's
+latency and CPU per frame can be read as multiples of what any Python relay costs here.
+
 The idle level holds IDLE_SOCKETS logged-in sockets open and idle for a minute and reads the
 worker's RSS per socket along the way, then starts a run on a few of them (idle_level).
 
     .venv/bin/python -m bench.relay                  # every level, into bench/results.md
     .venv/bin/python -m bench.relay --server uvicorn --layer in-memory --streams 200 --rounds 3
+    .venv/bin/python -m bench.relay --server uvicorn --layer in-memory --streams 200 --floor
     .venv/bin/python -m bench.relay --server uvicorn --layer redis-pubsub --idle 1000
     (--profile FILE: a py-spy record of the worker during the level; FILE.txt for raw stacks)
 """
@@ -390,7 +395,7 @@ def _floor_ratios(row: dict, floor: dict) -> str:
             ("CPU/frame", "cpu_per_frame_us"),
         )
     ]
-    return "rtdash against the floor: " + ", ".join(ratios)
+    return ", ".join(ratios)
 
 
 def _idle_line(row: dict) -> str:
@@ -436,6 +441,7 @@ def everything() -> None:
     for server, layer in CONFIGS:
         rows += [measure_level(server, layer, count) for count in LEVELS]
         rows.append(measure_level(server, layer, 50, SPREAD_SECONDS))
+    floor = measure_floor(max(LEVELS))
     enough_file_descriptors(IDLE_SOCKETS)
     idle_rows = [measure_level("uvicorn", layer, IDLE_SOCKETS, idle=True) for layer in IDLE_LAYERS]
     at_200 = {
@@ -459,6 +465,13 @@ def everything() -> None:
         "",
         STREAM_HEADER,
         *(_stream_line(row) for row in rows),
+        _stream_line(floor),
+        "",
+        "The last row is the floor: the same streams through a bare ASGI websocket relay "
+        "(`bench.reference` `relay`: httpx to the upstream, the frames split and sent on, no "
+        "framework, database or channel layer). At 200 streams, uvicorn, against the floor: "
+        + "; ".join(f"{name}: {_floor_ratios(row, floor)}" for name, row in at_200.items())
+        + ".",
         "",
         f"Idle sockets (uvicorn): {IDLE_SOCKETS} logged-in `ws/playground/` sockets opened "
         f"{CONNECT_BATCH} at a time and held idle (answering the server's pings) for "
@@ -517,7 +530,7 @@ def main() -> None:
             line = _stream_line(row)
         print(line, flush=True)
         if args.floor and not args.idle:
-            print(_floor_ratios(row, floor), flush=True)
+            print("rtdash against the floor:", _floor_ratios(row, floor), flush=True)
     print(f"load average at the start: {' / '.join(f'{v:.2f}' for v in load)}")
 
 
