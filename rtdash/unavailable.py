@@ -5,16 +5,20 @@ connection of this worker staying busy past RTDASH_DB_POOL_TIMEOUT (psycopg_pool
 PoolTimeout, which Django raises as an OperationalError). SDKs parse the RunTools envelope, so
 /v1/ and /api/ get it (code `unavailable`); pages get a plain 503 page. Each such request is
 logged as one line naming the error, without a traceback: an outage would otherwise print one
-per request.
+per request. A view's error is caught by the middleware; an error raised outside any view
+reaches `server_error`, Django's 500 handler, and Django's own log line for it goes through
+`RepeatedDatabaseErrors` (at most one a minute).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
+from django.views import defaults
 
 from rtdash.logs import RepeatedOutageErrors
 from runs.core.errors import error_response
@@ -67,6 +71,18 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         return answer_database_unavailable(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's 500 handler (`handler500` in rtdash.urls). The middleware above sees only a
+    view's errors; a database error raised elsewhere (a middleware saving the session after
+    the view, a response being rendered) reaches Django's last resort, which calls this inside
+    its `except`, so the error is still at hand: it answers 503 like the rest, and anything
+    else gets Django's own 500 page."""
+    error = sys.exc_info()[1]
+    if error is not None and is_database_unavailable(error):
+        return answer_database_unavailable(request, error)
+    return defaults.server_error(request)
 
 
 class RepeatedDatabaseErrors(RepeatedOutageErrors):

@@ -16,3 +16,6 @@ urlpatterns = [
     # Pages for people (session-authenticated).
     path("", include("runs.urls")),
 ]
+
+# A database that cannot be reached answers 503 even when the error escapes every view.
+handler500 = "rtdash.unavailable.server_error"
