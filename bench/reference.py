@@ -53,7 +53,12 @@ _client: httpx.AsyncClient | None = None
 def _upstream() -> httpx.AsyncClient:
     global _client
     if _client is None:
-        _client = httpx.AsyncClient(base_url=os.environ["REFERENCE_UPSTREAM"], timeout=60)
+        # No pool limit (httpx's default is 100): the relay floor holds 200 streams at once, as
+        # rtdash does with its own 200 (RTDASH_UPSTREAM_MAX_CONNECTIONS).
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        _client = httpx.AsyncClient(
+            base_url=os.environ["REFERENCE_UPSTREAM"], timeout=60, limits=limits
+        )
     return _client
 
 

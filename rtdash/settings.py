@@ -250,8 +250,6 @@ LOGGING = {
     "filters": {
         "redis_outage": {"()": "rtdash.logs.RepeatedConnectionErrors"},
         "database_outage": {"()": "rtdash.unavailable.RepeatedDatabaseErrors"},
-        # Its own minute, apart from the maintenance thread's.
-        "database_outage_requests": {"()": "rtdash.unavailable.RepeatedDatabaseErrors"},
     },
     "root": {"handlers": ["console"], "level": envstr("RTDASH_LOG_LEVEL", "INFO")},
     "loggers": {
@@ -262,8 +260,6 @@ LOGGING = {
         "channels_redis.pubsub": {"filters": ["redis_outage"]},
         # A traceback every maintenance round while the database is down, otherwise.
         "runs.pipeline.reaper": {"filters": ["database_outage"]},
-        # Django's line for a database error that escaped every view (rtdash.unavailable).
-        "django.request": {"filters": ["database_outage_requests"]},
     },
 }
 

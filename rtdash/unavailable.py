@@ -6,8 +6,8 @@ PoolTimeout, which Django raises as an OperationalError). SDKs parse the RunTool
 /v1/ and /api/ get it (code `unavailable`); pages get a plain 503 page. Each such request is
 logged as one line naming the error, without a traceback: an outage would otherwise print one
 per request. A view's error is caught by the middleware; an error raised outside any view
-reaches `server_error`, Django's 500 handler, and Django's own log line for it goes through
-`RepeatedDatabaseErrors` (at most one a minute).
+reaches `server_error`, Django's 500 handler. Either way the request's one line is rtdash's:
+Django's own for the 503 is skipped.
 """
 
 from __future__ import annotations
@@ -63,7 +63,12 @@ def answer_database_unavailable(request: HttpRequest, error: Exception) -> HttpR
         type(error.__cause__ or error).__name__,
         reason,
     )
-    return unavailable_response(request)
+    response = unavailable_response(request)
+    # That line is the request's log: Django's own "Service Unavailable" line for it (with
+    # the traceback, when the error escaped every view) would repeat it on every request.
+    # django.utils.log.log_response skips a response marked so.
+    response._has_been_logged = True
+    return response
 
 
 class DatabaseUnavailableMiddleware(MiddlewareMixin):

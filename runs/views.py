@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 
 from runs import health
 from runs.core.access import team_view
+from runs.history.threads import page_url as thread_page_url
 from runs.pipeline.budgets import note_alerts, request_budget_statuses
 from runs.reports.overview import overview as overview_data
 
@@ -34,9 +35,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         "month_since": data.month.since.isoformat(),
         "run_list_url": reverse("run_list"),
         "run_links": [(run, reverse("run_detail", args=[run.pk])) for run in data.runs],
-        "thread_links": [
-            (row, reverse("thread_detail", args=[row.thread.upstream_id])) for row in data.threads
-        ],
+        "thread_links": [(row, thread_page_url(row.thread.upstream_id)) for row in data.threads],
     }
     return render(request, "runs/overview.html", context)
 

@@ -23,6 +23,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.db.models import QuerySet
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -54,6 +55,15 @@ def team_key(team: Team) -> SealedKey:
         return sealed
     except KeyDecryptionError:
         raise NoKey("The team's RunTools key cannot be decrypted.") from None
+
+
+def page_url(upstream_id: str) -> str:
+    """The thread's page, or "" for an id no URL here can hold: RunTools' ids are its own, and
+    one with a "/" in it has no page (it stays unlinked, as the templates leave it)."""
+    try:
+        return reverse("thread_detail", args=[upstream_id])
+    except NoReverseMatch:
+        return ""
 
 
 def thread_path(upstream_id: str) -> str:

@@ -294,7 +294,12 @@ class RelaySink(Sink):
         finished = {"type": "run.finished", "run": self.run_id, "last": last}
         if self.first_token_at is not None:
             finished["firstTokenAt"] = self.first_token_at
-        state = self._recorded_state()
+        try:
+            state = self._recorded_state()
+        except Exception:
+            # The sockets read the row instead; the relay must close whatever happens here.
+            logger.exception("Run %s: its outcome could not be built for its sockets", self.run_id)
+            state = None
         if state is not None:
             finished["state"] = state
         # This process's sockets first, in the same step as closing: a socket that finds the

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from django.urls import reverse
 from django.utils import timezone
 
+from runs.history.threads import page_url
 from runs.models import Run, RunStatus
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey
@@ -18,10 +19,6 @@ from runs.templatetags.rtdash_history import run_cost
 
 def run_url(run_id: int) -> str:
     return reverse("run_detail", args=[run_id])
-
-
-def thread_url(upstream_id: str) -> str:
-    return reverse("thread_detail", args=[upstream_id])
 
 
 def continue_url(upstream_id: str, agent: str) -> str:
@@ -84,7 +81,7 @@ def summary(run: Run) -> dict[str, Any]:
         "runUrl": run_url(run.pk),
         "cardUrl": reverse("playground_card", args=[run.pk]),
         "threadId": thread,
-        "threadUrl": thread_url(thread) if thread else "",
+        "threadUrl": page_url(thread) if thread else "",
         "continueUrl": continue_url(thread, run.agent) if thread else "",
     }
 

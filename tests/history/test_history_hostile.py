@@ -194,7 +194,10 @@ def test_an_upstream_id_no_url_can_hold_does_not_break_pages(client, alice, acme
     run = make_run(acme, upstream_thread_id=odd)
     Thread.objects.create(team=acme, upstream_id=odd, agent="support-chat", title="Odd one")
     client.force_login(alice)
-    for url in (reverse("run_list"), reverse("run_detail", args=[run.pk]), reverse("thread_list")):
+    pages = ("run_list", "thread_list", "overview")
+    urls = [reverse(name) for name in pages]
+    urls += [reverse("run_detail", args=[run.pk]), reverse("playground_card", args=[run.pk])]
+    for url in urls:
         response = client.get(url)
         assert response.status_code == 200, url
         assert "/threads/thr/" not in response.content.decode()

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import weakref
+from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -22,6 +23,7 @@ from runs.playground import consumers
 from runs.playground.consumers import RunConsumer
 from runs.playground.relay import RelaySink, frames_text
 from runs.playground.run_summary import SUMMARY_FIELDS, browser_state
+from tests.helpers import make_run
 from tests.sockets import (
     ORIGIN,
     Socket,
@@ -216,12 +218,14 @@ async def test_sockets_on_the_readers_worker_finish_from_the_recorded_run_withou
     assert starter.frames == teammate.frames == await astored(run_id)
 
 
-def test_the_summary_needs_only_its_fields(django_assert_num_queries, acme, bob):
-    run = running_run(acme, bob)
+def test_the_summary_needs_only_its_fields(django_assert_num_queries, acme):
+    # Finished and priced, so that every branch of the summary reads its columns.
+    run = make_run(acme, upstream_thread_id="thr_1", cost=Decimal("0.25"), cost_status="computed")
     loaded = Run.objects.only(*SUMMARY_FIELDS).get(pk=run.pk)
     with django_assert_num_queries(0):
         state = browser_state(loaded, run.started_at)
     assert state["run"] == run.pk and state["firstTokenMs"] == 0
+    assert state["cost"] == "$0.25" and state["threadUrl"] == "/threads/thr_1/"
 
 
 async def test_a_run_ended_elsewhere_leaves_the_sockets_to_read_its_row(acme, bob):
@@ -234,3 +238,24 @@ async def test_a_run_ended_elsewhere_leaves_the_sockets_to_read_its_row(acme, bo
     assert sink._recorded_state() is None
     sink.reader.record = await Run.objects.aget(pk=run.pk)
     assert sink._recorded_state()["run"] == run.pk
+
+
+@pytest.mark.usefixtures("upstream", "acme_key")
+async def test_an_outcome_that_cannot_be_built_still_closes_the_relay_and_finishes_the_socket(
+    application, bob, monkeypatch, caplog
+):
+    from runs.playground import relay
+
+    def broken(run, first_token=None):
+        raise RuntimeError("no summary today")
+
+    monkeypatch.setattr(relay, "browser_state", broken)
+    async with Socket(application, "/ws/playground/", bob) as socket:
+        run_id = await socket.start(with_simulate(SLOW, deltas=5))
+        sink = relay.local_sink(run_id)
+        finished = await socket.until("finished", timeout=5)
+    # The socket read the row, as before the outcome came with run.finished.
+    assert finished["status"] == "completed" and finished["run"] == run_id
+    assert sink is not None and sink.closed
+    assert all(task.done() for task in sink._tasks)  # its control-group listener too
+    assert "its outcome could not be built" in caplog.text

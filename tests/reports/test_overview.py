@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from runs.models import AuditEvent, Budget
+from runs.models import AuditEvent, Budget, Thread
 from runs.reports.overview import overview
 from tests.helpers import login
 from tests.reporting import finished_run, set_price
@@ -90,3 +90,16 @@ def test_an_outsider_sees_only_their_own_team(client, charlie, globex, acme, mon
     body = login(client, charlie).get("/").content.decode()
     assert "Globex" in body
     assert "deep-thinker" not in body and "thr_big" not in body and "$6.00" not in body
+
+
+def test_a_thread_id_no_url_can_hold_is_listed_unlinked(client, alice, acme, month):
+    """RunTools' thread ids are its own: one with a slash has no page here, so the overview
+    lists it linked to its runs instead of failing."""
+    from django.urls import reverse
+
+    Thread.objects.filter(team=acme, upstream_id="thr_big").update(upstream_id="thr/big")
+    response = login(client, alice).get("/")
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert f'href="{reverse("run_list")}?thread=thr/big"' in body
+    assert "/threads/thr/" not in body
