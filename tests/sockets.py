@@ -18,6 +18,8 @@ from runs.pipeline.recording import start_run
 
 ORIGIN = b"http://127.0.0.1"
 HELLO = {"agent": "support-chat", "prompt": "My invoice is wrong", "stream": "on"}
+# The simulator's slow agent: a run that is still streaming while a test looks at it.
+SLOW = {"agent": "slow-poke", "prompt": "Take your time", "stream": "on"}
 
 
 def _session_cookie(user) -> bytes:

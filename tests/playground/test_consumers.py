@@ -25,6 +25,7 @@ from runs.playground.relay import control_group
 from tests.conftest import ACME_KEY
 from tests.sockets import (
     HELLO,
+    SLOW,
     Socket,
     astored,
     reader_on_another_worker,
@@ -37,8 +38,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("empty_channel_layer"),
 ]
-
-SLOW = {"agent": "slow-poke", "prompt": "Take your time", "stream": "on"}
 
 
 def deltas(frames: list[list]) -> str:

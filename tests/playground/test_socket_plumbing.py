@@ -26,6 +26,7 @@ from runs.playground.run_summary import SUMMARY_FIELDS, browser_state
 from tests.helpers import make_run
 from tests.sockets import (
     ORIGIN,
+    SLOW,
     Socket,
     _session_cookie,
     astored,
@@ -38,8 +39,6 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.usefixtures("empty_channel_layer"),
 ]
-
-SLOW = {"agent": "slow-poke", "prompt": "Take your time", "stream": "on"}
 
 
 async def test_the_session_names_the_user_and_send_goes_to_the_server_unwrapped(bob):

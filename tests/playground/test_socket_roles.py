@@ -16,11 +16,10 @@ from django.test import Client
 from runs.core.access import SESSION_TEAM_KEY
 from runs.gateway.views import settle
 from runs.models import Membership, Run
+from tests.sockets import HELLO, SLOW
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HELLO = {"agent": "support-chat", "prompt": "My invoice is wrong", "stream": "on"}
-SLOW = {"agent": "slow-poke", "prompt": "Take your time", "stream": "on"}
 HEADERS = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
 
 
