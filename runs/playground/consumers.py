@@ -513,16 +513,21 @@ class RunConsumer(AsyncWebsocketConsumer):
         *,
         last: int | None = None,
         first_token_at: float | None = None,
+        recorded: dict | None = None,
     ) -> None:
         """The run is recorded: send what is left of its frames, then its outcome.
 
-        `last` is the run's last sequence when known: a socket that has it reads no frames.
+        `last` is the run's last sequence when known: a socket that has it reads no frames,
+        and with the outcome as `run.finished` carried it (`recorded`), reads nothing at all.
         """
         if state is None:
             caught_up = last is not None and self.last >= last
-            state, frames = await run_state(
-                self.run_id, None if caught_up else self.last, first_token_at
-            )
+            if caught_up and recorded is not None:
+                state = recorded
+            else:
+                state, frames = await run_state(
+                    self.run_id, None if caught_up else self.last, first_token_at
+                )
         if frames:
             await self._replay(frames)
         self.following = Following.DONE
@@ -596,12 +601,11 @@ class RunConsumer(AsyncWebsocketConsumer):
             if self.closing:
                 return  # closed since (4503 and the like): nothing more goes to the browser
             if message.get("run") == self.run_id and self.following is not Following.DONE:
-                last, state = message.get("last"), message.get("state")
-                if state is not None and last is not None and self.last >= last:
-                    # Every frame sent and the outcome in the message: no database read.
-                    await self._finish(state)
-                    return
-                await self._finish(last=last, first_token_at=message.get("firstTokenAt"))
+                await self._finish(
+                    last=message.get("last"),
+                    first_token_at=message.get("firstTokenAt"),
+                    recorded=message.get("state"),
+                )
 
     async def _watch(self) -> None:
         """Look after a follow that nobody answers: the reader's worker may be gone."""
