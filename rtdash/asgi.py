@@ -26,6 +26,7 @@ from django.core import checks
 
 from rtdash.gateway_handler import GatewayASGIHandler, split_by_path
 from rtdash.origins import SameOriginValidator
+from rtdash.run_endpoint import RunEndpoint, match_run
 from rtdash.static_files import StaticFilesWithHeaders
 from rtdash.websocket_auth import WebsocketAuthStack
 from runs.checks import SAFETY_TAG
@@ -53,7 +54,7 @@ if settings.RTDASH_SERVE_STATIC:
 
 application = ProtocolTypeRouter(
     {
-        "http": split_by_path(GatewayASGIHandler(), pages_app),
+        "http": split_by_path(GatewayASGIHandler(), pages_app, RunEndpoint(), match_run),
         # The whole origin (scheme, host, port), not just its host: see rtdash/origins.py.
         "websocket": SameOriginValidator(WebsocketAuthStack(URLRouter(websocket_urlpatterns))),
     }

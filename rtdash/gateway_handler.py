@@ -92,7 +92,7 @@ class GatewayASGIHandler(ASGIHandler):
         if not is_async:
             raise ValueError("GatewayASGIHandler serves ASGI only")
         get_response = convert_exception_to_response(self._get_response_async)
-        self._middleware_chain = convert_exception_to_response(_protected(get_response))
+        self._middleware_chain = convert_exception_to_response(protected(get_response))
 
     async def handle(self, scope, receive, send) -> None:
         """Django's ASGIHandler.handle (5.2), with `request_started` deferred."""
@@ -108,8 +108,7 @@ class GatewayASGIHandler(ASGIHandler):
             await self.send_response(error_response, send)
             await sync_to_async(error_response.close)()
             return
-        setattr(request, _DEFERRED, scope)
-        setattr(request, _AFTER_RESPONSE, AfterResponse())
+        after_response_hooks(request, scope)
 
         async def process_request(request, send):
             try:
@@ -144,13 +143,12 @@ class GatewayASGIHandler(ASGIHandler):
         try:
             response = tasks[1].result()
         except asyncio.CancelledError:
-            await sync_to_async(_finish_unanswered)(request)
-        else:
-            await sync_to_async(_close_response)(request, response)
+            response = None
+        await sync_to_async(close_response)(request, response)
         body_file.close()
 
 
-def _protected(get_response):
+def protected(get_response):
     """What the pages' middleware stack does that the gateway needs, without its thread hops:
     SecurityMiddleware's hooks do no I/O, so they run here on the event loop."""
     security = SecurityMiddleware(get_response)
@@ -213,21 +211,33 @@ def send_deferred_request_started(request) -> None:
         signals.request_started.send(sender=GatewayASGIHandler, scope=scope)
 
 
-def _close_response(request, response) -> None:
-    # A request that never reached the sync thread still gets a matched pair of signals.
+def after_response_hooks(request, scope) -> AfterResponse:
+    """Mark a request as served by rtdash's handlers: its `request_started` deferred to its
+    first trip to the sync thread, and its AfterResponse (returned) to run once it is sent."""
+    setattr(request, _DEFERRED, scope)
+    hooks = AfterResponse()
+    setattr(request, _AFTER_RESPONSE, hooks)
+    return hooks
+
+
+def close_response(request, response) -> None:
+    """The request's end, in the sync thread: its response closed (which sends
+    `request_finished`), or, when it was never answered (None), the signal alone. A request
+    that never reached the sync thread still gets a matched pair of signals."""
     send_deferred_request_started(request)
-    response.close()  # sends request_finished
+    if response is None:
+        signals.request_finished.send(sender=GatewayASGIHandler)
+    else:
+        response.close()
 
 
-def _finish_unanswered(request) -> None:
-    send_deferred_request_started(request)
-    signals.request_finished.send(sender=GatewayASGIHandler)
-
-
-def split_by_path(gateway_app, pages_app):
-    """Send /v1/... to the gateway handler and everything else to the full Django stack."""
+def split_by_path(gateway_app, pages_app, run_app=None, match_run=None):
+    """Send a run (`match_run` says which requests are) to `run_app`, the rest of /v1/... to
+    the gateway handler and everything else to the full Django stack."""
 
     async def app(scope, receive, send):
+        if match_run is not None and (route := match_run(scope)) is not None:
+            return await run_app(scope, receive, send, route)
         if scope["path"].startswith(GATEWAY_PREFIX):
             return await gateway_app(scope, receive, send)
         return await pages_app(scope, receive, send)

@@ -173,7 +173,14 @@ def _invalid(problem: InvalidRequest) -> JsonResponse:
     return error_response(problem.status, code, problem.message, field=problem.field)
 
 
-async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
+async def answer_run(
+    request: HttpRequest, agent_from_path: str | None, *, shielded: bool = True
+) -> HttpResponse:
+    """A run's answer: refused, or recorded, sent upstream and answered as RunTools answered.
+
+    `shielded` keeps the run going when the request's task is cancelled, as Django's handler
+    cancels a view whose client hangs up: it is still read to its end and recorded. Handlers
+    that never cancel it (rtdash.run_endpoint) save the task that takes."""
     receipt = Receipt.now()
     try:
         # An oversized body is refused before anything else, unread.
@@ -197,10 +204,10 @@ async def _run(request: HttpRequest, agent_from_path: str | None) -> HttpRespons
         return _invalid(problem)
     assert prepared is not None and run_request is not None
     path = upstream.endpoint("agents", agent_from_path, "run") if legacy else "/run"
-    # Shielded: if the client hangs up, the run is still read to its end and recorded.
-    return await asyncio.shield(
-        asyncio.ensure_future(_forward_run(request, prepared, run_request, path))
-    )
+    forwarding = _forward_run(request, prepared, run_request, path)
+    if not shielded:
+        return await forwarding
+    return await asyncio.shield(asyncio.ensure_future(forwarding))
 
 
 async def _forward_run(
@@ -239,14 +246,14 @@ def _stream(run_id: int, reader: RunReader, sink: ClientSink) -> StreamingHttpRe
 async def run(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response(405, "method_not_allowed", "Use POST.")
-    return await _run(request, None)
+    return await answer_run(request, None)
 
 
 @csrf_exempt
 async def legacy_run(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method != "POST":
         return error_response(405, "method_not_allowed", "Use POST.")
-    return await _run(request, slug)
+    return await answer_run(request, slug)
 
 
 async def _proxy(

@@ -1,0 +1,192 @@
+"""The run endpoints (POST /v1/run and /v1/agents/{slug}/run) served with the least of
+Django's request cycle: the gateway's hottest path, measured against a bare ASGI hop
+(issue 18, docs/performance.md).
+
+The view code is the one Django's handler runs (runs.gateway.views.answer_run), with the same
+request and response classes, the same protections (rtdash.gateway_handler's Host check and
+SecurityMiddleware hooks), the same 503 for an unreachable database, the same logging of
+refusals and the same pair of request signals. What is left out is what a run does not need:
+- the URL resolver and the middleware chain's bookkeeping: two paths, matched here;
+- the body spooled to a temporary file: a run's body is bounded (RTDASH_MAX_BODY_BYTES), so
+  it is read into memory, and no further than one byte past that bound;
+- three tasks: Django's handler answers in one task while another listens for the client
+  hanging up, and the view shields the run in a third so that cancel cannot stop it. Here
+  nothing cancels a run's answer: a JSON answer nobody is left to read is dropped by the
+  server, and a stream is watched for its client leaving only from its first chunk on, so the
+  first byte waits for no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIRequest, get_script_prefix
+from django.core.handlers.exception import convert_exception_to_response
+from django.urls import set_script_prefix, set_urlconf
+from django.utils.log import log_response
+
+from rtdash.gateway_handler import (
+    GatewayASGIHandler,
+    after_response_hooks,
+    close_response,
+    protected,
+)
+from rtdash.unavailable import answer_database_unavailable
+from runs.core.errors import error_response
+from runs.gateway import views
+
+RUN_PATH = "/v1/run"
+# /v1/agents/{slug}/run, the slug as Django's <str:> converter takes it (no slash).
+LEGACY_RUN_PATH = re.compile(r"/v1/agents/(?P<slug>[^/]+)/run")
+
+
+@dataclass(frozen=True)
+class RunRoute:
+    agent_from_path: str | None  # the legacy path's agent
+
+
+def match_run(scope) -> RunRoute | None:
+    """The run a request is, when this module serves it; None for the rest. Other methods get
+    their 405 from Django's handler, as does an app mounted under a root path."""
+    if scope["method"] != "POST" or scope.get("root_path"):
+        return None
+    path = scope["path"]
+    if path == RUN_PATH:
+        return RunRoute(None)
+    legacy = LEGACY_RUN_PATH.fullmatch(path)
+    if legacy is not None:
+        return RunRoute(legacy["slug"])
+    return None
+
+
+async def read_bounded_body(receive, limit: int) -> bytes:
+    """The request body, up to one byte past `limit` (the view refuses it then, with its
+    413); RequestAborted if the client leaves first."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestAborted
+        chunk = message.get("body", b"")
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit + 1 - size])
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _answering(route: RunRoute):
+    async def answer(request):
+        try:
+            return await views.answer_run(request, route.agent_from_path, shielded=False)
+        except Exception as error:
+            response = answer_database_unavailable(request, error)
+            if response is None:
+                raise
+            return response
+
+    return answer
+
+
+def _start_message(response) -> dict:
+    """The response's start, as Django's handler writes it (header case kept)."""
+    headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
+    for cookie in response.cookies.values():
+        headers.append((b"Set-Cookie", cookie.OutputString().encode("ascii").strip()))
+    return {"type": "http.response.start", "status": response.status_code, "headers": headers}
+
+
+class _Departure:
+    """Watches a streaming request for its client hanging up, and then cancels the task
+    sending the stream; started after the first chunk, so the first byte waits for nothing."""
+
+    def __init__(self, receive) -> None:
+        self.departed = False
+        self._sender = asyncio.current_task()
+        self._watch = asyncio.create_task(self._wait(receive))
+
+    async def _wait(self, receive) -> None:
+        # Body left unread past the bound may still come first; only a disconnect counts.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.departed = True
+        self._sender.cancel()
+
+    def stop(self) -> None:
+        self._watch.cancel()
+
+
+class RunEndpoint:
+    """The ASGI app for the run paths (see match_run)."""
+
+    def __init__(self) -> None:
+        # Django's own response writer, for every answer but a stream.
+        self._writer = GatewayASGIHandler()
+
+    async def __call__(self, scope, receive, send, route: RunRoute) -> None:
+        try:
+            body = await read_bounded_body(receive, settings.RTDASH_MAX_BODY_BYTES)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        set_urlconf(settings.ROOT_URLCONF)
+        try:
+            request = ASGIRequest(scope, io.BytesIO(body))
+        except UnicodeDecodeError:
+            # A query string that is not UTF-8: Django's handler answers 400 too.
+            await self._writer.send_response(
+                error_response(400, "bad_request", "The query string is not UTF-8."), send
+            )
+            return
+        hooks = after_response_hooks(request, scope)
+        chain = convert_exception_to_response(protected(_answering(route)))
+        response = None
+        try:
+            response = await chain(request)
+            response._resource_closers.append(request.close)
+            if response.status_code >= 400:
+                await sync_to_async(log_response, thread_sensitive=False)(
+                    "%s: %s",
+                    response.reason_phrase,
+                    request.path,
+                    response=response,
+                    request=request,
+                )
+            if response.streaming:
+                await _send_stream(response, receive, send)
+            else:
+                await self._writer.send_response(response, send)
+        finally:
+            hooks.run()
+            await sync_to_async(close_response)(request, response)
+
+
+async def _send_stream(response, receive, send) -> None:
+    """Send a streamed response in this task, stopping when the client leaves: the body's
+    iterator is closed then (the view's ClientSink lets go of the run, which is still read
+    and recorded)."""
+    await send(_start_message(response))
+    departure = None
+    try:
+        async with aclosing(aiter(response)) as content:
+            async for part in content:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                if departure is None:
+                    departure = _Departure(receive)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except asyncio.CancelledError:
+        if departure is None or not departure.departed:
+            raise
+        asyncio.current_task().uncancel()
+    finally:
+        if departure is not None:
+            departure.stop()
