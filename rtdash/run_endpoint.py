@@ -19,6 +19,7 @@ refusals and the same pair of request signals. What is left out is what a run do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 from contextlib import aclosing
@@ -161,10 +162,13 @@ class RunEndpoint:
                     response=response,
                     request=request,
                 )
-            if response.streaming:
-                await _send_stream(response, receive, send)
-            else:
-                await self._writer.send_response(response, send)
+            # A server may refuse to send to a client that has left (ASGI 2.4): the run is
+            # recorded all the same, and there is nobody left to tell.
+            with contextlib.suppress(OSError):
+                if response.streaming:
+                    await _send_stream(response, receive, send)
+                else:
+                    await self._writer.send_response(response, send)
         finally:
             hooks.run()
             await sync_to_async(close_response)(request, response)

@@ -22,8 +22,21 @@ def production(settings):
     settings.ALLOWED_HOSTS = ["rtdash.example"]
 
 
-async def call(path: str, *, host: str, scheme: str = "http", token: str = "") -> dict:
+@pytest.fixture(params=["django-handler", "run-endpoint"])
+def entry(request):
+    """(method, path, app maker): a /v1/ request for Django's handler
+    (rtdash.gateway_handler), and a run, which rtdash's application serves from
+    rtdash.run_endpoint."""
+    if request.param == "django-handler":
+        # A handler per call: SecurityMiddleware reads its settings when the handler is made.
+        return "GET", "/v1/agents", GatewayASGIHandler
+    application = request.getfixturevalue("application")
+    return "POST", "/v1/run", lambda: application
+
+
+async def call(entry, *, host: str, scheme: str = "http", token: str = "") -> dict:
     """One request through the gateway's handler as an ASGI server sends it."""
+    method, path, make_app = entry
     headers = [(b"host", host.encode()), (b"content-type", b"application/json")]
     if token:
         headers.append((b"x-api-key", token.encode()))
@@ -31,7 +44,7 @@ async def call(path: str, *, host: str, scheme: str = "http", token: str = "") -
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET",
+        "method": method,
         "scheme": scheme,
         "path": path,
         "raw_path": path.encode(),
@@ -41,8 +54,7 @@ async def call(path: str, *, host: str, scheme: str = "http", token: str = "") -
         "client": ("127.0.0.1", 5000),
         "server": (host, 443 if scheme == "https" else 80),
     }
-    # A handler per call: SecurityMiddleware reads its settings when the handler is made.
-    app = ApplicationCommunicator(GatewayASGIHandler(), scope)
+    app = ApplicationCommunicator(make_app(), scope)
     await app.send_input({"type": "http.request", "body": b"", "more_body": False})
     start = await app.receive_output(10)
     body = b""
@@ -56,9 +68,9 @@ async def call(path: str, *, host: str, scheme: str = "http", token: str = "") -
     return {"status": start["status"], "headers": headers, "body": body}
 
 
-async def test_it_refuses_a_host_outside_allowed_hosts(production, acme_token):
+async def test_it_refuses_a_host_outside_allowed_hosts(production, acme_token, entry):
     _token, plaintext = acme_token
-    answer = await call("/v1/agents", host="evil.example", token=plaintext)
+    answer = await call(entry, host="evil.example", token=plaintext)
     assert answer["status"] == 400
     assert answer["headers"]["content-type"] == "application/json"
     error = json.loads(answer["body"])["error"]
@@ -66,22 +78,23 @@ async def test_it_refuses_a_host_outside_allowed_hosts(production, acme_token):
     assert "evil.example" not in answer["body"].decode()
 
 
-async def test_it_answers_an_allowed_host(production):
-    answer = await call("/v1/agents", host="rtdash.example")
+async def test_it_answers_an_allowed_host(production, entry):
+    answer = await call(entry, host="rtdash.example")
     assert answer["status"] == 401  # no token: the request got past the Host check
 
 
-async def test_it_redirects_plain_http_to_https(production, settings):
+async def test_it_redirects_plain_http_to_https(production, settings, entry):
     settings.SECURE_SSL_REDIRECT = True
-    answer = await call("/v1/agents", host="rtdash.example")
+    answer = await call(entry, host="rtdash.example")
     assert answer["status"] == 301
-    assert answer["headers"]["location"] == "https://rtdash.example/v1/agents"
+    _method, path, _app = entry
+    assert answer["headers"]["location"] == "https://rtdash.example" + path
 
 
-async def test_it_sends_hsts_over_https(production, settings):
+async def test_it_sends_hsts_over_https(production, settings, entry):
     settings.SECURE_SSL_REDIRECT = True
     settings.SECURE_HSTS_SECONDS = 3600
-    answer = await call("/v1/agents", host="rtdash.example", scheme="https")
+    answer = await call(entry, host="rtdash.example", scheme="https")
     assert answer["status"] == 401
     assert answer["headers"]["strict-transport-security"].startswith("max-age=3600")
     assert answer["headers"]["x-content-type-options"] == "nosniff"

@@ -1,0 +1,228 @@
+"""The run endpoints served from ASGI (rtdash.run_endpoint), driven through rtdash's own
+ASGI application as a server drives it: the same answers as Django's handler gives, bodies
+bounded as they arrive, and a stream let go of when its client leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+
+from rtdash.gateway_handler import GatewayASGIHandler
+from rtdash.run_endpoint import RunRoute, match_run
+from runs.gateway.views import settle
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+JSON_RUN = {"agent": "support-chat", "prompt": "Hello", "stream": False}
+SLOW_STREAM = {
+    "agent": "slow-poke",
+    "prompt": "Take your time",
+    "metadata": {"simulate": {"dripMs": 40}},
+}
+
+
+def _scope(path: str, token: str, method: str = "POST", extra_headers=()) -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"x-api-key", token.encode()),
+            *extra_headers,
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+
+
+async def _answer(app, scope, messages: list[dict]) -> dict:
+    communicator = ApplicationCommunicator(app, scope)
+    for message in messages:
+        await communicator.send_input(message)
+    start = await communicator.receive_output(10)
+    body = b""
+    while True:
+        message = await communicator.receive_output(10)
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await communicator.wait(10)
+    await settle()
+    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+    return {"status": start["status"], "headers": headers, "body": body}
+
+
+def _whole(body: dict) -> list[dict]:
+    return [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "root_path", "route"),
+    [
+        ("POST", "/v1/run", "", RunRoute(None)),
+        ("POST", "/v1/agents/support-chat/run", "", RunRoute("support-chat")),
+        ("GET", "/v1/run", "", None),  # its 405 comes from Django's handler
+        ("POST", "/v1/agents/a/b/run", "", None),
+        ("POST", "/v1/agents//run", "", None),
+        ("POST", "/v1/run/threads", "", None),
+        ("POST", "/v1/run", "/mounted", None),
+    ],
+)
+def test_it_serves_only_the_run_paths(method, path, root_path, route):
+    assert match_run({"method": method, "path": path, "root_path": root_path}) == route
+
+
+async def test_a_json_run_gets_the_answer_django_s_handler_gives(
+    application, upstream, acme_key, acme_token
+):
+    _token, plaintext = acme_token
+    ours = await _answer(application, _scope("/v1/run", plaintext), _whole(JSON_RUN))
+    django = await _answer(GatewayASGIHandler(), _scope("/v1/run", plaintext), _whole(JSON_RUN))
+    assert ours["status"] == django["status"] == 200
+    assert ours["headers"].keys() == django["headers"].keys()
+    assert ours["headers"]["x-content-type-options"] == "nosniff"
+    first, second = [row async for row in Run.objects.order_by("pk").values_list("pk", "status")]
+    assert ours["headers"]["x-rtdash-run-id"] == str(first[0])
+    assert (first[1], second[1]) == ("completed", "completed")
+    assert json.loads(ours["body"])["data"]["status"] == "completed"
+
+
+async def test_a_legacy_run_is_served_with_the_agent_from_its_path(
+    application, upstream, acme_key, acme_token
+):
+    _token, plaintext = acme_token
+    path = "/v1/agents/support-chat/run"
+    answer = await _answer(application, _scope(path, plaintext), _whole({"prompt": "Hello"}))
+    assert answer["status"] == 200
+    run = await Run.objects.aget()
+    assert (run.agent, run.legacy_path, run.status) == ("support-chat", True, "completed")
+
+
+async def test_a_stream_is_relayed_whole(application, upstream, acme_key, acme_token):
+    _token, plaintext = acme_token
+    body = {"agent": "support-chat", "prompt": "Hello"}
+    answer = await _answer(application, _scope("/v1/run", plaintext), _whole(body))
+    assert answer["status"] == 200
+    assert answer["headers"]["content-type"].startswith("text/event-stream")
+    assert answer["headers"]["cache-control"] == "no-cache"
+    run = await Run.objects.aget()
+    assert answer["body"].count(b"\n\n") == run.frame_count > 3
+
+
+async def test_a_body_past_the_bound_is_refused_before_the_rest_arrives(
+    application, upstream, acme_key, acme_token, settings
+):
+    """A chunked body declares no length: it is read one byte past the bound and refused
+    then, without waiting for (or holding) the rest, which never comes here."""
+    settings.RTDASH_MAX_BODY_BYTES = 2048
+    _token, plaintext = acme_token
+    chunk = {"type": "http.request", "body": b" " * 1024, "more_body": True}
+    answer = await _answer(application, _scope("/v1/run", plaintext), [chunk, chunk, chunk])
+    assert answer["status"] == 413
+    assert json.loads(answer["body"])["error"]["code"] == "payload_too_large"
+    assert not await Run.objects.aexists()
+
+
+async def test_a_declared_length_past_the_bound_is_refused(
+    application, upstream, acme_key, acme_token, settings
+):
+    settings.RTDASH_MAX_BODY_BYTES = 2048
+    _token, plaintext = acme_token
+    scope = _scope("/v1/run", plaintext, extra_headers=[(b"content-length", b"999999")])
+    answer = await _answer(application, scope, _whole(JSON_RUN))
+    assert answer["status"] == 413
+    assert not await Run.objects.aexists()
+
+
+async def test_a_client_that_leaves_during_its_body_gets_nothing_recorded(
+    application, upstream, acme_key, acme_token
+):
+    _token, plaintext = acme_token
+    communicator = ApplicationCommunicator(application, _scope("/v1/run", plaintext))
+    await communicator.send_input({"type": "http.request", "body": b'{"agent"', "more_body": True})
+    await communicator.send_input({"type": "http.disconnect"})
+    await communicator.wait(10)
+    assert communicator.output_queue.empty()  # nothing was answered
+    assert not await Run.objects.aexists()
+
+
+async def _leave_after_first_chunk(application, plaintext) -> float:
+    """Start a slow stream and hang up once its first chunk has come; the seconds the app
+    took to return after the hang-up."""
+    communicator = ApplicationCommunicator(application, _scope("/v1/run", plaintext))
+    await communicator.send_input(_whole(SLOW_STREAM)[0])
+    start = await communicator.receive_output(10)
+    assert start["status"] == 200
+    first = await communicator.receive_output(10)
+    assert first["body"]
+    await communicator.send_input({"type": "http.disconnect"})
+    loop = asyncio.get_running_loop()
+    left = loop.time()
+    await communicator.wait(10)
+    return loop.time() - left
+
+
+async def test_a_stream_s_client_leaving_is_let_go_and_the_run_still_recorded(
+    application, upstream, acme_key, acme_token
+):
+    _token, plaintext = acme_token
+    returned_after = await _leave_after_first_chunk(application, plaintext)
+    # The app returned at once, not when the run ended (40 ms a frame, 50+ frames).
+    assert returned_after < 1.0
+    await settle()
+    run = await Run.objects.aget()
+    assert run.status == "completed"
+    assert run.frame_count > 10
+    assert await run.events.acount() == run.frame_count
+
+
+async def test_a_stream_s_client_leaving_can_cancel_the_run(
+    application, upstream, acme_key, acme_token, settings
+):
+    settings.RTDASH_CANCEL_ON_DISCONNECT = True
+    _token, plaintext = acme_token
+    await _leave_after_first_chunk(application, plaintext)
+    await settle()
+    run = await Run.objects.aget()
+    assert run.status == "cancelled"
+    assert run.frame_count < 20
+
+
+async def test_a_refusal_is_the_envelope_and_is_logged(application, upstream, caplog):
+    answer = await _answer(application, _scope("/v1/run", "rtd_unknown"), _whole(JSON_RUN))
+    assert answer["status"] == 401
+    assert json.loads(answer["body"])["error"]["code"] == "invalid_token"
+    assert any("Unauthorized: /v1/run" in record.getMessage() for record in caplog.records)
+    assert not await Run.objects.aexists()
+
+
+async def test_a_server_refusing_to_send_to_a_departed_client_is_no_error(
+    application, upstream, acme_key, acme_token
+):
+    """ASGI 2.4 lets a server raise OSError from send() once its client has gone."""
+    _token, plaintext = acme_token
+    messages = _whole(JSON_RUN)
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        raise OSError("the client has gone")
+
+    await application(_scope("/v1/run", plaintext), receive, send)
+    await settle()
+    assert await Run.objects.values_list("status", flat=True).aget() == "completed"
