@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import random
 import statistics
 import sys
 import time
@@ -288,10 +289,13 @@ async def _first_byte(client: httpx.AsyncClient, url: str, key: str) -> float:
 
 
 async def _floor_rounds(
-    client: httpx.AsyncClient, timed, paths: dict[str, tuple[str, str]]
+    client: httpx.AsyncClient, timed, paths: dict[str, tuple[str, str]], *, shuffle=False
 ) -> dict[str, list[float]]:
-    """FLOOR_ROUNDS rounds of `timed` on every path of `paths` (the order rotating each
-    round); returns each path's times, round by round, so they can be paired."""
+    """FLOOR_ROUNDS rounds of `timed` on every path of `paths`, the order rotating each round
+    (or, with `shuffle`, random: a rotation always puts a path behind the same neighbour,
+    which biases a comparison of several rtdash workers, each one's finish still running
+    when the next is asked); returns each path's times, round by round, so they can be
+    paired."""
     names = list(paths)
     for _ in range(FLOOR_WARMUP_ROUNDS):
         for name in names:
@@ -299,7 +303,10 @@ async def _floor_rounds(
     times: dict[str, list[float]] = {name: [] for name in names}
     for index in range(FLOOR_ROUNDS):
         shift = index % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = names[shift:] + names[:shift]
+        if shuffle:
+            random.shuffle(order)
+        for name in order:
             times[name].append(await timed(client, *paths[name]))
     return times
 
