@@ -30,6 +30,7 @@ from django.conf import settings
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIRequest, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.core.signals import setting_changed
 from django.urls import set_script_prefix, set_urlconf
 from django.utils.log import log_response
 
@@ -85,17 +86,19 @@ async def read_bounded_body(receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _answering(route: RunRoute):
-    async def answer(request):
-        try:
-            return await views.answer_run(request, route.agent_from_path, shielded=False)
-        except Exception as error:
-            response = answer_database_unavailable(request, error)
-            if response is None:
-                raise
-            return response
+# The request's RunRoute, for the view at the end of the chain (which takes only the request).
+_ROUTE = "_rtdash_run_route"
 
-    return answer
+
+async def _answer(request):
+    try:
+        route = getattr(request, _ROUTE)
+        return await views.answer_run(request, route.agent_from_path, shielded=False)
+    except Exception as error:
+        response = answer_database_unavailable(request, error)
+        if response is None:
+            raise
+        return response
 
 
 def _start_message(response) -> dict:
@@ -132,6 +135,19 @@ class RunEndpoint:
     def __init__(self) -> None:
         # Django's own response writer, for every answer but a stream.
         self._writer = GatewayASGIHandler()
+        self._chain = None
+        # The chain reads its settings (SecurityMiddleware's) when it is made: made once, and
+        # made again after a setting changes (tests override them).
+        setting_changed.connect(self._forget_chain, weak=False)
+
+    def _forget_chain(self, **_kwargs) -> None:
+        self._chain = None
+
+    def chain(self):
+        """The view behind the gateway's protections and Django's last-resort error answer."""
+        if self._chain is None:
+            self._chain = convert_exception_to_response(protected(_answer))
+        return self._chain
 
     async def __call__(self, scope, receive, send, route: RunRoute) -> None:
         try:
@@ -149,10 +165,10 @@ class RunEndpoint:
             )
             return
         hooks = after_response_hooks(request, scope)
-        chain = convert_exception_to_response(protected(_answering(route)))
+        setattr(request, _ROUTE, route)
         response = None
         try:
-            response = await chain(request)
+            response = await self.chain()(request)
             response._resource_closers.append(request.close)
             if response.status_code >= 400:
                 await sync_to_async(log_response, thread_sensitive=False)(

@@ -34,11 +34,14 @@ class Caller:
 
 
 def credential(request: HttpRequest) -> str:
-    """The token the request carries: X-API-Key, or Authorization: Bearer (as RunTools)."""
-    key = request.headers.get("X-API-Key", "").strip()
+    """The token the request carries: X-API-Key, or Authorization: Bearer (as RunTools).
+
+    Read from META, where the server's headers are: `request.headers` would first build a
+    mapping of every header, on every gateway request."""
+    key = request.META.get("HTTP_X_API_KEY", "").strip()
     if key:
         return key
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
 
 
