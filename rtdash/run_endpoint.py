@@ -12,8 +12,9 @@ refusals and the same pair of request signals. What is left out is what a run do
 - three tasks: Django's handler answers in one task while another listens for the client
   hanging up, and the view shields the run in a third so that cancel cannot stop it. Here
   nothing cancels a run's answer: a JSON answer nobody is left to read is dropped by the
-  server, and a stream is watched for its client leaving only from its first chunk on, so the
-  first byte waits for no task.
+  server, and a stream is watched for its client leaving from its first chunk on (or from
+  FIRST_CHUNK_GRACE_SECONDS after its start, if that chunk is slower), so the first byte
+  waits for no task.
 """
 
 from __future__ import annotations
@@ -109,24 +110,39 @@ def _start_message(response) -> dict:
     return {"type": "http.response.start", "status": response.status_code, "headers": headers}
 
 
+# A stream is watched for its client leaving from its first chunk on, or from this long after
+# its start when the first chunk is slower: the first byte waits for no task, and a client
+# that leaves a stream still waiting for its first frame is let go all the same.
+FIRST_CHUNK_GRACE_SECONDS = 0.05
+
+
 class _Departure:
-    """Watches a streaming request for its client hanging up, and then cancels the task
-    sending the stream; started after the first chunk, so the first byte waits for nothing."""
+    """Watches a streaming request for its client hanging up (once `watch` is called, or the
+    grace above has passed), and then cancels the task sending the stream."""
 
     def __init__(self, receive) -> None:
         self.departed = False
+        self._receive = receive
         self._sender = asyncio.current_task()
-        self._watch = asyncio.create_task(self._wait(receive))
+        self._watching: asyncio.Task | None = None
+        self._timer = asyncio.get_running_loop().call_later(FIRST_CHUNK_GRACE_SECONDS, self.watch)
 
-    async def _wait(self, receive) -> None:
+    def watch(self) -> None:
+        if self._watching is None:
+            self._timer.cancel()
+            self._watching = asyncio.create_task(self._wait())
+
+    async def _wait(self) -> None:
         # Body left unread past the bound may still come first; only a disconnect counts.
-        while (await receive())["type"] != "http.disconnect":
+        while (await self._receive())["type"] != "http.disconnect":
             pass
         self.departed = True
         self._sender.cancel()
 
     def stop(self) -> None:
-        self._watch.cancel()
+        self._timer.cancel()
+        if self._watching is not None:
+            self._watching.cancel()
 
 
 class RunEndpoint:
@@ -195,18 +211,16 @@ async def _send_stream(response, receive, send) -> None:
     iterator is closed then (the view's ClientSink lets go of the run, which is still read
     and recorded)."""
     await send(_start_message(response))
-    departure = None
+    departure = _Departure(receive)
     try:
         async with aclosing(aiter(response)) as content:
             async for part in content:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
-                if departure is None:
-                    departure = _Departure(receive)
+                departure.watch()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
-        if departure is None or not departure.departed:
+        if not departure.departed:
             raise
         asyncio.current_task().uncancel()
     finally:
-        if departure is not None:
-            departure.stop()
+        departure.stop()

@@ -9,9 +9,10 @@ import json
 
 import pytest
 from asgiref.testing import ApplicationCommunicator
+from django.http import StreamingHttpResponse
 
 from rtdash.gateway_handler import GatewayASGIHandler
-from rtdash.run_endpoint import RunRoute, match_run
+from rtdash.run_endpoint import RunRoute, _send_stream, match_run
 from runs.gateway.views import settle
 from runs.models import Run
 
@@ -226,3 +227,29 @@ async def test_a_server_refusing_to_send_to_a_departed_client_is_no_error(
     await application(_scope("/v1/run", plaintext), receive, send)
     await settle()
     assert await Run.objects.values_list("status", flat=True).aget() == "completed"
+
+
+async def test_a_client_that_leaves_before_the_first_chunk_is_let_go_too():
+    """The watch for a departing client starts at the first chunk, or a moment after the
+    stream's start when that chunk is slow (here it never comes)."""
+    closed = asyncio.Event()
+
+    async def first_chunk_never_comes():
+        try:
+            await asyncio.Event().wait()
+            yield b"never"
+        finally:
+            closed.set()
+
+    sent = []
+
+    async def send(message):
+        sent.append(message["type"])
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    response = StreamingHttpResponse(first_chunk_never_comes())
+    await asyncio.wait_for(_send_stream(response, receive, send), timeout=5)
+    assert closed.is_set()  # the body's iterator was closed: the ClientSink would let go
+    assert sent == ["http.response.start"]
