@@ -9,12 +9,11 @@ refusals and the same pair of request signals. What is left out is what a run do
 - the URL resolver and the middleware chain's bookkeeping: two paths, matched here;
 - the body spooled to a temporary file: a run's body is bounded (RTDASH_MAX_BODY_BYTES), so
   it is read into memory, and no further than one byte past that bound;
-- three tasks: Django's handler answers in one task while another listens for the client
-  hanging up, and the view shields the run in a third so that cancel cannot stop it. Here
-  nothing cancels a run's answer: a JSON answer nobody is left to read is dropped by the
-  server, and a stream is watched for its client leaving from its first chunk on (or from
-  FIRST_CHUNK_GRACE_SECONDS after its start, if that chunk is slower), so the first byte
-  waits for no task.
+- a task: Django's handler answers in one task while another listens for the client hanging
+  up. Here a JSON answer nobody is left to read is dropped by the server (the view shields
+  the run itself from any cancel, a server's included), and a stream is watched for its
+  client leaving from its first chunk on (or from FIRST_CHUNK_GRACE_SECONDS after its start,
+  if that chunk is slower), so the first byte waits for no listener.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ from rtdash.gateway_handler import (
     protected,
 )
 from rtdash.unavailable import answer_database_unavailable
-from runs.core.errors import error_response
 from runs.gateway import views
 
 RUN_PATH = "/v1/run"
@@ -57,8 +55,11 @@ class RunRoute:
 
 def match_run(scope) -> RunRoute | None:
     """The run a request is, when this module serves it; None for the rest. Other methods get
-    their 405 from Django's handler, as does an app mounted under a root path."""
+    their 405 from Django's handler, and an app mounted under a root path or a query string
+    that is not UTF-8 its answer too."""
     if scope["method"] != "POST" or scope.get("root_path"):
+        return None
+    if not _utf8(scope.get("query_string", b"")):
         return None
     path = scope["path"]
     if path == RUN_PATH:
@@ -67,6 +68,15 @@ def match_run(scope) -> RunRoute | None:
     if legacy is not None:
         return RunRoute(legacy["slug"])
     return None
+
+
+def _utf8(query: bytes) -> bool:
+    # A query string Django cannot decode gets its handler's 400 (logged, with its signals).
+    try:
+        query.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 async def read_bounded_body(receive, limit: int) -> bytes:
@@ -94,7 +104,7 @@ _ROUTE = "_rtdash_run_route"
 async def _answer(request):
     try:
         route = getattr(request, _ROUTE)
-        return await views.answer_run(request, route.agent_from_path, shielded=False)
+        return await views.answer_run(request, route.agent_from_path)
     except Exception as error:
         response = answer_database_unavailable(request, error)
         if response is None:
@@ -162,7 +172,11 @@ class RunEndpoint:
     def chain(self):
         """The view behind the gateway's protections and Django's last-resort error answer."""
         if self._chain is None:
-            self._chain = convert_exception_to_response(protected(_answer))
+            # Wrapped twice, as Django's handler wraps each layer: a view's unexpected error
+            # becomes its 500 inside the protections, so it still carries their headers.
+            self._chain = convert_exception_to_response(
+                protected(convert_exception_to_response(_answer))
+            )
         return self._chain
 
     async def __call__(self, scope, receive, send, route: RunRoute) -> None:
@@ -172,14 +186,7 @@ class RunEndpoint:
             return
         set_script_prefix(get_script_prefix(scope))
         set_urlconf(settings.ROOT_URLCONF)
-        try:
-            request = ASGIRequest(scope, io.BytesIO(body))
-        except UnicodeDecodeError:
-            # A query string that is not UTF-8: Django's handler answers 400 too.
-            await self._writer.send_response(
-                error_response(400, "bad_request", "The query string is not UTF-8."), send
-            )
-            return
+        request = ASGIRequest(scope, io.BytesIO(body))
         hooks = after_response_hooks(request, scope)
         setattr(request, _ROUTE, route)
         response = None
@@ -202,8 +209,10 @@ class RunEndpoint:
                 else:
                     await self._writer.send_response(response, send)
         finally:
-            hooks.run()
-            await sync_to_async(close_response)(request, response)
+            try:
+                hooks.run()
+            finally:
+                await sync_to_async(close_response)(request, response)
 
 
 async def _send_stream(response, receive, send) -> None:
@@ -219,8 +228,9 @@ async def _send_stream(response, receive, send) -> None:
                 departure.watch()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
-        if not departure.departed:
+        # Only the watcher's own cancel is swallowed: one from the server as well (shutting
+        # down) still ends the task.
+        if not departure.departed or asyncio.current_task().uncancel() > 0:
             raise
-        asyncio.current_task().uncancel()
     finally:
         departure.stop()

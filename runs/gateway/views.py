@@ -173,14 +173,13 @@ def _invalid(problem: InvalidRequest) -> JsonResponse:
     return error_response(problem.status, code, problem.message, field=problem.field)
 
 
-async def answer_run(
-    request: HttpRequest, agent_from_path: str | None, *, shielded: bool = True
-) -> HttpResponse:
+async def answer_run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
     """A run's answer: refused, or recorded, sent upstream and answered as RunTools answered.
 
-    `shielded` keeps the run going when the request's task is cancelled, as Django's handler
-    cancels a view whose client hangs up: it is still read to its end and recorded. Handlers
-    that never cancel it (rtdash.run_endpoint) save the task that takes."""
+    Once recorded, the run is shielded from the request's task being cancelled (Django's
+    handler cancels a view whose client hangs up; a server cancels what is still running when
+    it shuts down or gives up on a departed client): it is still read to its end and
+    recorded."""
     receipt = Receipt.now()
     try:
         # An oversized body is refused before anything else, unread.
@@ -205,8 +204,6 @@ async def answer_run(
     assert prepared is not None and run_request is not None
     path = upstream.endpoint("agents", agent_from_path, "run") if legacy else "/run"
     forwarding = _forward_run(request, prepared, run_request, path)
-    if not shielded:
-        return await forwarding
     return await asyncio.shield(asyncio.ensure_future(forwarding))
 
 

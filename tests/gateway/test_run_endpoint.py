@@ -11,8 +11,9 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 from django.http import StreamingHttpResponse
 
+from rtdash import run_endpoint
 from rtdash.gateway_handler import GatewayASGIHandler
-from rtdash.run_endpoint import RunRoute, _send_stream, match_run
+from rtdash.run_endpoint import RunEndpoint, RunRoute, _send_stream, match_run
 from runs.gateway.views import settle
 from runs.models import Run
 
@@ -65,6 +66,21 @@ async def _answer(app, scope, messages: list[dict]) -> dict:
     return {"status": start["status"], "headers": headers, "body": body}
 
 
+@pytest.fixture
+def served_here(monkeypatch) -> list[str]:
+    """The paths RunEndpoint served (a spy: it still serves them), so a test through the
+    application knows its request did not go to Django's handler instead."""
+    paths: list[str] = []
+    serve = RunEndpoint.__call__
+
+    async def spy(self, scope, receive, send, route):
+        paths.append(scope["path"])
+        return await serve(self, scope, receive, send, route)
+
+    monkeypatch.setattr(RunEndpoint, "__call__", spy)
+    return paths
+
+
 def _whole(body: dict) -> list[dict]:
     return [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
 
@@ -85,12 +101,19 @@ def test_it_serves_only_the_run_paths(method, path, root_path, route):
     assert match_run({"method": method, "path": path, "root_path": root_path}) == route
 
 
+def test_a_query_string_django_cannot_decode_is_left_to_its_handler():
+    scope = {"method": "POST", "path": "/v1/run", "root_path": "", "query_string": b"a=%FF\xff"}
+    assert match_run(scope) is None
+    assert match_run({**scope, "query_string": b"a=b"}) == RunRoute(None)
+
+
 async def test_a_json_run_gets_the_answer_django_s_handler_gives(
-    application, upstream, acme_key, acme_token
+    application, served_here, upstream, acme_key, acme_token
 ):
     _token, plaintext = acme_token
     ours = await _answer(application, _scope("/v1/run", plaintext), _whole(JSON_RUN))
     django = await _answer(GatewayASGIHandler(), _scope("/v1/run", plaintext), _whole(JSON_RUN))
+    assert served_here == ["/v1/run"]  # the first through RunEndpoint, the second not
     assert ours["status"] == django["status"] == 200
     assert ours["headers"].keys() == django["headers"].keys()
     assert ours["headers"]["x-content-type-options"] == "nosniff"
@@ -101,23 +124,25 @@ async def test_a_json_run_gets_the_answer_django_s_handler_gives(
 
 
 async def test_a_legacy_run_is_served_with_the_agent_from_its_path(
-    application, upstream, acme_key, acme_token
+    application, served_here, upstream, acme_key, acme_token
 ):
     _token, plaintext = acme_token
     path = "/v1/agents/support-chat/run"
     answer = await _answer(application, _scope(path, plaintext), _whole({"prompt": "Hello"}))
     assert answer["status"] == 200
+    assert served_here == [path]
     run = await Run.objects.aget()
     assert (run.agent, run.legacy_path, run.status) == ("support-chat", True, "completed")
 
 
-async def test_a_stream_is_relayed_whole(application, upstream, acme_key, acme_token):
+async def test_a_stream_is_relayed_whole(application, served_here, upstream, acme_key, acme_token):
     _token, plaintext = acme_token
     body = {"agent": "support-chat", "prompt": "Hello"}
     answer = await _answer(application, _scope("/v1/run", plaintext), _whole(body))
     assert answer["status"] == 200
     assert answer["headers"]["content-type"].startswith("text/event-stream")
     assert answer["headers"]["cache-control"] == "no-cache"
+    assert served_here == ["/v1/run"]
     run = await Run.objects.aget()
     assert answer["body"].count(b"\n\n") == run.frame_count > 3
 
@@ -201,9 +226,10 @@ async def test_a_stream_s_client_leaving_can_cancel_the_run(
     assert run.frame_count < 20
 
 
-async def test_a_refusal_is_the_envelope_and_is_logged(application, upstream, caplog):
+async def test_a_refusal_is_the_envelope_and_is_logged(application, served_here, upstream, caplog):
     answer = await _answer(application, _scope("/v1/run", "rtd_unknown"), _whole(JSON_RUN))
     assert answer["status"] == 401
+    assert served_here == ["/v1/run"]
     assert json.loads(answer["body"])["error"]["code"] == "invalid_token"
     assert any("Unauthorized: /v1/run" in record.getMessage() for record in caplog.records)
     assert not await Run.objects.aexists()
@@ -253,3 +279,75 @@ async def test_a_client_that_leaves_before_the_first_chunk_is_let_go_too():
     await asyncio.wait_for(_send_stream(response, receive, send), timeout=5)
     assert closed.is_set()  # the body's iterator was closed: the ClientSink would let go
     assert sent == ["http.response.start"]
+
+
+async def test_a_view_s_unexpected_error_still_gets_the_protections_headers(
+    application, served_here, upstream, acme_key, acme_token, monkeypatch
+):
+    async def broken(request, agent_from_path):
+        raise RuntimeError("a bug in the view")
+
+    monkeypatch.setattr(run_endpoint.views, "answer_run", broken)
+    _token, plaintext = acme_token
+    answer = await _answer(application, _scope("/v1/run", plaintext), _whole(JSON_RUN))
+    assert served_here == ["/v1/run"]
+    assert answer["status"] == 500
+    assert answer["headers"]["x-content-type-options"] == "nosniff"
+    assert "referrer-policy" in answer["headers"]
+
+
+async def test_a_server_cancelling_the_request_does_not_stop_its_run(
+    application, served_here, upstream, acme_key, acme_token
+):
+    """Servers cancel what is still running when they shut down, and daphne a request whose
+    client left a while ago: a run already recorded is still read to its end."""
+    _token, plaintext = acme_token
+    body = {**JSON_RUN, "metadata": {"simulate": {"hangSeconds": 0.5}}}
+    messages = _whole(body)
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()
+
+    async def send(message):
+        pass
+
+    serving = asyncio.ensure_future(application(_scope("/v1/run", plaintext), receive, send))
+    for _ in range(100):  # until the run is recorded and upstream
+        await asyncio.sleep(0.01)
+        if await Run.objects.aexists():
+            break
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    for _ in range(100):
+        await settle()
+        if await Run.objects.filter(status="completed").aexists():
+            break
+        await asyncio.sleep(0.05)
+    run = await Run.objects.aget()
+    assert (run.status, run.output_tokens > 0) == ("completed", True)
+    assert served_here == ["/v1/run"]
+
+
+async def test_a_server_s_cancel_is_not_taken_for_the_client_leaving():
+    """The watcher's cancel ends the stream quietly; a server's cancel arriving with it (a
+    shutdown that also drops the connection) still ends the task."""
+    sender: list[asyncio.Task] = []
+
+    async def waits_forever():
+        await asyncio.Event().wait()
+        yield b"never"
+
+    async def receive():
+        sender[0].cancel()  # the server's cancel, as its client leaves
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    response = StreamingHttpResponse(waits_forever())
+    sender.append(asyncio.ensure_future(_send_stream(response, receive, send)))
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(sender[0], timeout=5)
