@@ -352,13 +352,26 @@ def _run_read_sql(names: tuple[str, ...], vendor: str) -> str:
 
 def run_for_update(run_id: int, names: Sequence[str]):
     """The run, locked, with only the named columns (the others stay deferred), and its
-    team's time zone as `team_timezone`."""
+    team's time zone as `team_timezone`.
+
+    Built as the ORM builds a fetched row (Model.from_db), from the driver's row: a raw
+    queryset resolved its columns against the model anew on every finish."""
+    from django.db.models import DEFERRED
+
     from runs.models import Run
 
-    sql = _run_read_sql(tuple(names), _connection().vendor)
-    for run in Run.objects.raw(sql, [run_id]):
-        return run
-    raise Run.DoesNotExist(f"run {run_id} does not exist")
+    connection = _connection()
+    read = ("id", *names)
+    with connection.cursor() as cursor:
+        cursor.execute(_run_read_sql(tuple(names), connection.vendor), [run_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Run.DoesNotExist(f"run {run_id} does not exist")
+    found = dict(zip(read, _converted(Run, read, row[:-1]), strict=True))
+    values = [found.get(field.attname, DEFERRED) for field in Run._meta.concrete_fields]
+    run = Run.from_db(connection.alias, read, values)
+    run.team_timezone = row[-1]
+    return run
 
 
 @functools.cache
