@@ -34,8 +34,16 @@ def main() -> None:
 
     from runs.core import sql as fastsql
     from runs.core.validation import validate_run
-    from runs.models import Budget, GatewayToken, Run, RunToolsKey, Team, hash_token
-    from runs.pipeline.recording import FINISH_READS, FINISH_WRITES, RunOutcome, _apply, start_run
+    from runs.models import Budget, GatewayToken, Price, Run, RunToolsKey, Team, hash_token
+    from runs.pipeline.pricing import price_in_force
+    from runs.pipeline.recording import (
+        FINISH_READS,
+        FINISH_WRITES,
+        RunOutcome,
+        _apply,
+        finish_run,
+        start_run,
+    )
 
     call_command("migrate", verbosity=0)
     team, _ = Team.objects.get_or_create(slug="bench-prepared", defaults={"name": "bench"})
@@ -83,11 +91,25 @@ def main() -> None:
     def raw_insert():
         start_run(team, request, source="gateway")
 
+    Price.objects.filter(team=team).delete()
+    today = run.started_at.date()
+    Price.objects.create(
+        team=team, agent="a", effective_from=today, input_per_million=3, output_per_million=15
+    )
+
+    def orm_price():
+        return (
+            Price.objects.filter(team=team, agent__in=["a", ""], effective_from__lte=today)
+            .order_by("-agent", "-effective_from")
+            .first()
+        )
+
     cases = [
         ("token lookup", orm_token, lambda: fastsql.find_token(token_hash)),
         ("Run insert", orm_insert, raw_insert),
         ("finish: read the run, locked", orm_read, raw_read),
         ("finish: update the run", orm_update, raw_update),
+        ("finish: the price in force", orm_price, lambda: price_in_force(team.pk, "a", today)),
     ]
     vendor = django.db.connection.vendor
     print(f"{vendor}, best of 5 x {N} calls, µs of CPU per call")
@@ -97,9 +119,28 @@ def main() -> None:
         orm(), raw()  # warm the caches of both
         orm_us, raw_us = _best_us(orm), _best_us(raw)
         print(f"| {name} | {orm_us:.0f} | {raw_us:.0f} | {orm_us - raw_us:.0f} |")
+    finish_us = _finish_us(finish_run, start_run, team, request)
+    print(f"\nThe whole finish of a JSON run (`finish_run`): {finish_us:.0f} µs of CPU")
     Run.objects.filter(team=team).delete()
+    Price.objects.filter(team=team).delete()
     GatewayToken.objects.filter(team=team).delete()
     sys.stdout.flush()
+
+
+def _finish_us(finish_run, start_run, team, request) -> float:
+    """CPU per call of the whole finish (status, usage, price, thread, rollups), best of 5
+    batches of N runs, each finished once."""
+    from runs.pipeline.recording import RunOutcome
+
+    usage = {"inputTokens": 10, "outputTokens": 20, "totalTokens": 30}
+    batches = []
+    for _ in range(6):
+        runs = [start_run(team, request, source="gateway").pk for _ in range(N)]
+        started = time.process_time()
+        for run_id in runs:
+            finish_run(run_id, RunOutcome(status="completed", usage=usage, http_status=200))
+        batches.append((time.process_time() - started) / N * 1e6)
+    return min(batches[1:])  # the first batch warms the caches
 
 
 if __name__ == "__main__":

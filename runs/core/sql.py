@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
-from django.db.models import Field, Model, QuerySet
+from django.db.models import DEFERRED, Field, Model, QuerySet
 
 
 def _connection():
@@ -77,19 +77,20 @@ _UNCHANGED = (
 )
 
 
-def _value_reader(field: Field) -> Callable[[Model, Any], Any]:
-    """How one column's value is read from an instance to be inserted, given the connection:
-    the attribute itself where Django would send it as it is, Django's conversion otherwise."""
+def _value_reader(field: Field, add: bool = True) -> Callable[[Model, Any], Any]:
+    """How one column's value is read from an instance to be written (inserted when `add`,
+    else updated), given the connection: the attribute itself where Django would send it as
+    it is, Django's conversion otherwise."""
     kind = next((kind for cls, kind in _UNCHANGED if isinstance(field, cls)), None)
     if kind is None or isinstance(field, models.AutoField):
-        return functools.partial(_db_value, field, add=True)
+        return functools.partial(_db_value, field, add=add)
     attname, null = field.attname, field.null
 
     def read(instance: Model, connection) -> Any:
         value = instance.__dict__[attname]
         if type(value) is kind or (value is None and null):
             return value
-        return _db_value(field, instance, connection, True)
+        return _db_value(field, instance, connection, add)
 
     return read
 
@@ -120,18 +121,19 @@ def insert(instance: Model) -> Model:
 @functools.cache
 def _update_sql(
     model: type[Model], names: tuple[str, ...], vendor: str
-) -> tuple[str, tuple[Field, ...]]:
+) -> tuple[str, tuple[Callable, ...]]:
     fields = tuple(_fields(model, names))
     assignments = ", ".join(f"{_quote(f.column)} = %s" for f in fields)
     pk = _quote(model._meta.pk.column)
-    return f"UPDATE {_quote(model._meta.db_table)} SET {assignments} WHERE {pk} = %s", fields  # noqa: S608 - names from the model, values bound
+    sql = f"UPDATE {_quote(model._meta.db_table)} SET {assignments} WHERE {pk} = %s"  # noqa: S608 - names from the model, values bound
+    return sql, tuple(_value_reader(f, add=False) for f in fields)
 
 
 def update(instance: Model, names: Sequence[str]) -> None:
     """UPDATE the named fields of a saved instance (like save(update_fields=...))."""
     connection = _connection()
-    sql, fields = _update_sql(type(instance), tuple(names), connection.vendor)
-    values = [_db_value(f, instance, connection, False) for f in fields]
+    sql, readers = _update_sql(type(instance), tuple(names), connection.vendor)
+    values = [read(instance, connection) for read in readers]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, instance.pk])
 
@@ -144,7 +146,7 @@ def _upsert_sql(
     added: tuple[str, ...],
     replaced: tuple[str, ...],
     vendor: str,
-) -> tuple[str, tuple[Field, ...]]:
+) -> tuple[str, tuple[Callable, ...]]:
     fields = tuple(_fields(model, names))
     table = _quote(model._meta.db_table)
     columns = ", ".join(_quote(f.column) for f in fields)
@@ -160,17 +162,17 @@ def _upsert_sql(
         f"INSERT INTO {table} ({columns}) VALUES ({marks}) "  # noqa: S608 - names from the model, values bound
         f"ON CONFLICT ({conflict}) {action} RETURNING {pk}"
     )
-    return sql, fields
+    return sql, tuple(_value_reader(f) for f in fields)
 
 
 def _upsert(instance: Model, key, added, replaced) -> int | None:
     names = tuple(f.name for f in type(instance)._meta.concrete_fields if not f.primary_key)
     connection = _connection()
-    sql, fields = _upsert_sql(
+    sql, readers = _upsert_sql(
         type(instance), names, tuple(key), tuple(added), tuple(replaced), connection.vendor
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [_db_value(f, instance, connection, True) for f in fields])
+        cursor.execute(sql, [read(instance, connection) for read in readers])
         row = cursor.fetchone()
     return None if row is None else row[0]
 
@@ -218,27 +220,47 @@ def add_to_row(model: type[Model], pk: int, added: dict[str, int], replaced: dic
 
 @functools.cache
 def _columns(model: type[Model], names: tuple[str, ...], vendor: str) -> tuple[tuple, ...]:
-    """Per column, its field and what the ORM's compiler would apply to a fetched value (the
-    backend's converters, then the field's), so a raw row reads exactly as a queryset's
-    would."""
+    """Per column, its expression and what the ORM's compiler would apply to a fetched value
+    (the backend's converters, then the field's, each given that expression, as a decimal's
+    reads its places from it), so a raw row reads exactly as a queryset's would."""
     connection = _connection()
     result = []
     for field in _fields(model, names):
         column = field.get_col(model._meta.db_table)
         converters = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
-        result.append((field, converters))
+        result.append((column, converters))
     return tuple(result)
+
+
+def _instance(model: type[Model], names: tuple[str, ...], row: Sequence) -> Model:
+    """An instance from a raw row that starts with the columns of `names` (attribute names),
+    built as the ORM builds a fetched row (Model.from_db); the other fields stay deferred.
+
+    A raw queryset would resolve the row's columns against the model anew on every call: on
+    the finish's path that cost twice what building the instance does."""
+    found = dict(zip(names, _converted(model, names, row[: len(names)]), strict=True))
+    values = [found.get(field.attname, DEFERRED) for field in model._meta.concrete_fields]
+    return model.from_db(_connection().alias, names, values)
+
+
+def first_instance(model: type[Model], sql: str, params: Sequence, names: tuple[str, ...]):
+    """The first row of `sql`, which selects the columns of `names` (attribute names) in that
+    order, as an instance (see `_instance`); None when there is no row."""
+    with _connection().cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else _instance(model, names, row)
 
 
 def _converted(model: type[Model], names: tuple[str, ...], row: Sequence) -> list[Any]:
     """A raw row's values for these fields, as a queryset would have read them."""
     connection = _connection()
     values = []
-    for (_field, converters), value in zip(
+    for (column, converters), value in zip(
         _columns(model, names, connection.vendor), row, strict=True
     ):
         for convert in converters:
-            value = convert(value, None, connection)
+            value = convert(value, column, connection)
         values.append(value)
     return values
 
@@ -356,20 +378,15 @@ def run_for_update(run_id: int, names: Sequence[str]):
 
     Built as the ORM builds a fetched row (Model.from_db), from the driver's row: a raw
     queryset resolved its columns against the model anew on every finish."""
-    from django.db.models import DEFERRED
-
     from runs.models import Run
 
     connection = _connection()
-    read = ("id", *names)
     with connection.cursor() as cursor:
         cursor.execute(_run_read_sql(tuple(names), connection.vendor), [run_id])
         row = cursor.fetchone()
     if row is None:
         raise Run.DoesNotExist(f"run {run_id} does not exist")
-    found = dict(zip(read, _converted(Run, read, row[:-1]), strict=True))
-    values = [found.get(field.attname, DEFERRED) for field in Run._meta.concrete_fields]
-    run = Run.from_db(connection.alias, read, values)
+    run = _instance(Run, ("id", *names), row)
     run.team_timezone = row[-1]
     return run
 

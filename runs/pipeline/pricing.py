@@ -35,6 +35,7 @@ from decimal import Decimal
 
 from django.db import connection
 
+from runs.core import sql as fastsql
 from runs.core.days import run_day
 from runs.models import CostStatus, Price, Run
 
@@ -105,13 +106,18 @@ def cost_of(
 
 
 @functools.cache
-def _price_sql(vendor: str) -> str:
-    table = connection.ops.quote_name(Price._meta.db_table)
+def _price_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+    """The statement, and the fields its columns are, in order."""
+    quote = connection.ops.quote_name
+    fields = Price._meta.concrete_fields
+    columns = ", ".join(quote(field.column) for field in fields)
     # "" (the default) sorts before any agent name, so descending puts the override first.
-    return (
-        f"SELECT * FROM {table} WHERE team_id = %s AND agent IN (%s, '') "  # noqa: S608 - table name from the model, values bound
+    sql = (
+        f"SELECT {columns} FROM {quote(Price._meta.db_table)} "  # noqa: S608 - names from the model, values bound
+        "WHERE team_id = %s AND agent IN (%s, '') "
         "AND effective_from <= %s ORDER BY agent DESC, effective_from DESC LIMIT 1"
     )
+    return sql, tuple(field.attname for field in fields)
 
 
 def price_in_force(team_id: int, agent: str, day: date) -> Price | None:
@@ -119,10 +125,9 @@ def price_in_force(team_id: int, agent: str, day: date) -> Price | None:
 
     Prepared SQL: every finished run asks (runs.core.sql says why that matters).
     """
+    sql, names = _price_sql(connection.vendor)
     params = [team_id, agent, connection.ops.adapt_datefield_value(day)]
-    for price in Price.objects.raw(_price_sql(connection.vendor), params):
-        return price
-    return None
+    return fastsql.first_instance(Price, sql, params, names)
 
 
 class PriceBook:
