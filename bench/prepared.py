@@ -34,7 +34,18 @@ def main() -> None:
 
     from runs.core import sql as fastsql
     from runs.core.validation import validate_run
-    from runs.models import Budget, GatewayToken, Price, Run, RunToolsKey, Team, hash_token
+    from runs.models import (
+        Budget,
+        DailyRunStats,
+        DailyUsage,
+        GatewayToken,
+        Price,
+        Run,
+        RunToolsKey,
+        Team,
+        hash_token,
+    )
+    from runs.models.usage import DailyMetaUsage
     from runs.pipeline.pricing import price_in_force
     from runs.pipeline.recording import (
         FINISH_READS,
@@ -121,8 +132,9 @@ def main() -> None:
         print(f"| {name} | {orm_us:.0f} | {raw_us:.0f} | {orm_us - raw_us:.0f} |")
     finish_us = _finish_us(finish_run, start_run, team, request)
     print(f"\nThe whole finish of a JSON run (`finish_run`): {finish_us:.0f} µs of CPU")
-    Run.objects.filter(team=team).delete()
-    Price.objects.filter(team=team).delete()
+    # What the bench wrote, the finishes' rollups included.
+    for model in (Run, Price, DailyUsage, DailyRunStats, DailyMetaUsage):
+        model.objects.filter(team=team).delete()
     GatewayToken.objects.filter(team=team).delete()
     sys.stdout.flush()
 

@@ -87,7 +87,8 @@ def _value_reader(field: Field, add: bool = True) -> Callable[[Model, Any], Any]
     attname, null = field.attname, field.null
 
     def read(instance: Model, connection) -> Any:
-        value = instance.__dict__[attname]
+        # A deferred field is not in __dict__: Django's own path loads it (one query).
+        value = instance.__dict__.get(attname, DEFERRED)
         if type(value) is kind or (value is None and null):
             return value
         return _db_value(field, instance, connection, add)
@@ -233,18 +234,22 @@ def _columns(model: type[Model], names: tuple[str, ...], vendor: str) -> tuple[t
 
 
 def _instance(model: type[Model], names: tuple[str, ...], row: Sequence) -> Model:
-    """An instance from a raw row that starts with the columns of `names` (attribute names),
+    """An instance from a raw row that starts with the columns of `names` (field names),
     built as the ORM builds a fetched row (Model.from_db); the other fields stay deferred.
 
     A raw queryset would resolve the row's columns against the model anew on every call: on
     the finish's path that cost twice what building the instance does."""
-    found = dict(zip(names, _converted(model, names, row[: len(names)]), strict=True))
+    converted = _converted(model, names, row[: len(names)])
+    # Keyed by attribute name, whichever name (`team` or `team_id`) the caller gave.
+    found = {
+        field.attname: value for field, value in zip(_fields(model, names), converted, strict=True)
+    }
     values = [found.get(field.attname, DEFERRED) for field in model._meta.concrete_fields]
-    return model.from_db(_connection().alias, names, values)
+    return model.from_db(_connection().alias, tuple(found), values)
 
 
 def first_instance(model: type[Model], sql: str, params: Sequence, names: tuple[str, ...]):
-    """The first row of `sql`, which selects the columns of `names` (attribute names) in that
+    """The first row of `sql`, which selects the columns of `names` (field names) in that
     order, as an instance (see `_instance`); None when there is no row."""
     with _connection().cursor() as cursor:
         cursor.execute(sql, params)

@@ -259,7 +259,7 @@ def _once_per_value(convert: Callable[[datetime], Any]) -> Callable[[datetime], 
 
 def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
     # Every field in FINISH_WRITES is assigned here, even to its start value: a deferred field
-    # left unassigned would cost a query of its own when the run is saved.
+    # left unassigned would cost a query of its own when the run is saved (a test holds it).
     run.status = outcome.status or RunStatus.COMPLETED
     run.result = storable(outcome.result or "")
     usage = outcome.usage or {}

@@ -97,3 +97,44 @@ def test_a_database_error_on_the_drivers_cursor_is_djangos(acme, acme_token):
     finally:
         with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE moved_away RENAME TO {table}")
+
+
+def test_an_update_of_a_deferred_field_writes_what_the_orm_would(acme, acme_token):
+    """A field left deferred and unassigned is loaded, as save(update_fields=...) loads it."""
+    token, _plaintext = acme_token
+    run = fastsql.insert(Run(**{**_run_values(acme, token), "result": "kept"}))
+    partial = Run.objects.only("id", "status").get(pk=run.pk)
+    partial.status = RunStatus.COMPLETED
+    fastsql.update(partial, ["status", "result"])
+    assert Run.objects.values_list("status", "result").get(pk=run.pk) == ("completed", "kept")
+
+
+def test_an_instance_from_a_raw_row_keeps_a_foreign_key_named_either_way(acme, acme_token):
+    token, _plaintext = acme_token
+    run = fastsql.insert(Run(**_run_values(acme, token)))
+    for name in ("team", "team_id"):
+        sql = f"SELECT id, team_id FROM runs_run WHERE id = {run.pk}"  # noqa: S608 - a test's own id
+        found = fastsql.first_instance(Run, sql, [], ("id", name))
+        assert "team_id" not in found.get_deferred_fields()  # read, not left to a query
+        assert found.team_id == acme.pk
+
+
+def test_the_finish_loads_no_field_it_writes(acme, acme_token, monkeypatch):
+    """finish_run reads the run with FINISH_READS and writes FINISH_WRITES: each written field
+    must be assigned first, or writing it would load it with a query of its own."""
+    from runs.pipeline.recording import RunOutcome, finish_run
+
+    token, _plaintext = acme_token
+    run = fastsql.insert(Run(**_run_values(acme, token)))
+    loaded = []
+    refresh = Run.refresh_from_db
+
+    def spy(self, *args, **kwargs):
+        loaded.append(kwargs.get("fields") or args)
+        return refresh(self, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "refresh_from_db", spy)
+    usage = {"inputTokens": 3, "outputTokens": 5, "totalTokens": 8}
+    finish_run(run.pk, RunOutcome(status=RunStatus.COMPLETED, usage=usage, http_status=200))
+    assert Run.objects.values_list("status", flat=True).get(pk=run.pk) == "completed"
+    assert loaded == []
