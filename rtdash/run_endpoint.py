@@ -12,8 +12,8 @@ refusals and the same pair of request signals. What is left out is what a run do
 - a task: Django's handler answers in one task while another listens for the client hanging
   up. Here a JSON answer nobody is left to read is dropped by the server (the view shields
   the run itself from any cancel, a server's included), and a stream is watched for its
-  client leaving from its first chunk on (or from FIRST_CHUNK_GRACE_SECONDS after its start,
-  if that chunk is slower), so the first byte waits for no listener.
+  client leaving only from WATCH_STREAM_AFTER_SECONDS after its start, so its first byte
+  waits for no listener and a short stream needs none.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import io
 import re
-from contextlib import aclosing
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -112,35 +111,25 @@ async def _answer(request):
         return response
 
 
-def _start_message(response) -> dict:
-    """The response's start, as Django's handler writes it (header case kept)."""
-    headers = [(name.encode("ascii"), value.encode("latin-1")) for name, value in response.items()]
-    for cookie in response.cookies.values():
-        headers.append((b"Set-Cookie", cookie.OutputString().encode("ascii").strip()))
-    return {"type": "http.response.start", "status": response.status_code, "headers": headers}
-
-
-# A stream is watched for its client leaving from its first chunk on, or from this long after
-# its start when the first chunk is slower: the first byte waits for no task, and a client
-# that leaves a stream still waiting for its first frame is let go all the same.
-FIRST_CHUNK_GRACE_SECONDS = 0.05
+# A stream is watched for its client leaving from this long after its start on: its first
+# byte waits for no listener task, a short stream needs none, and a client that leaves a long
+# one (or one still waiting for its first frame) is let go a moment later.
+WATCH_STREAM_AFTER_SECONDS = 0.05
 
 
 class _Departure:
-    """Watches a streaming request for its client hanging up (once `watch` is called, or the
-    grace above has passed), and then cancels the task sending the stream."""
+    """Watches a streaming request for its client hanging up, from WATCH_STREAM_AFTER_SECONDS
+    on, and then cancels the task sending the stream."""
 
     def __init__(self, receive) -> None:
         self.departed = False
         self._receive = receive
         self._sender = asyncio.current_task()
         self._watching: asyncio.Task | None = None
-        self._timer = asyncio.get_running_loop().call_later(FIRST_CHUNK_GRACE_SECONDS, self.watch)
+        self._timer = asyncio.get_running_loop().call_later(WATCH_STREAM_AFTER_SECONDS, self._watch)
 
-    def watch(self) -> None:
-        if self._watching is None:
-            self._timer.cancel()
-            self._watching = asyncio.create_task(self._wait())
+    def _watch(self) -> None:
+        self._watching = asyncio.create_task(self._wait())
 
     async def _wait(self) -> None:
         # Body left unread past the bound may still come first; only a disconnect counts.
@@ -205,7 +194,7 @@ class RunEndpoint:
             # recorded all the same, and there is nobody left to tell.
             with contextlib.suppress(OSError):
                 if response.streaming:
-                    await _send_stream(response, receive, send)
+                    await send_stream(self._writer, response, receive, send)
                 else:
                     await self._writer.send_response(response, send)
         finally:
@@ -215,18 +204,13 @@ class RunEndpoint:
                 await sync_to_async(close_response)(request, response)
 
 
-async def _send_stream(response, receive, send) -> None:
-    """Send a streamed response in this task, stopping when the client leaves: the body's
-    iterator is closed then (the view's ClientSink lets go of the run, which is still read
-    and recorded)."""
-    await send(_start_message(response))
+async def send_stream(writer: GatewayASGIHandler, response, receive, send) -> None:
+    """Send a streamed response with Django's writer, in this task, stopping when the client
+    leaves: the body's iterator is closed then (the view's ClientSink lets go of the run,
+    which is still read and recorded)."""
     departure = _Departure(receive)
     try:
-        async with aclosing(aiter(response)) as content:
-            async for part in content:
-                await send({"type": "http.response.body", "body": part, "more_body": True})
-                departure.watch()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await writer.send_response(response, send)
     except asyncio.CancelledError:
         # Only the watcher's own cancel is swallowed: one from the server as well (shutting
         # down) still ends the task.

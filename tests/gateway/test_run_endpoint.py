@@ -13,7 +13,7 @@ from django.http import StreamingHttpResponse
 
 from rtdash import run_endpoint
 from rtdash.gateway_handler import GatewayASGIHandler
-from rtdash.run_endpoint import RunEndpoint, RunRoute, _send_stream, match_run
+from rtdash.run_endpoint import RunEndpoint, RunRoute, match_run, send_stream
 from runs.gateway.views import settle
 from runs.models import Run
 
@@ -256,8 +256,8 @@ async def test_a_server_refusing_to_send_to_a_departed_client_is_no_error(
 
 
 async def test_a_client_that_leaves_before_the_first_chunk_is_let_go_too():
-    """The watch for a departing client starts at the first chunk, or a moment after the
-    stream's start when that chunk is slow (here it never comes)."""
+    """The watch for a departing client starts a moment after the stream's start, whether
+    or not a chunk has come (here none ever does)."""
     closed = asyncio.Event()
 
     async def first_chunk_never_comes():
@@ -276,7 +276,7 @@ async def test_a_client_that_leaves_before_the_first_chunk_is_let_go_too():
         return {"type": "http.disconnect"}
 
     response = StreamingHttpResponse(first_chunk_never_comes())
-    await asyncio.wait_for(_send_stream(response, receive, send), timeout=5)
+    await asyncio.wait_for(send_stream(GatewayASGIHandler(), response, receive, send), timeout=5)
     assert closed.is_set()  # the body's iterator was closed: the ClientSink would let go
     assert sent == ["http.response.start"]
 
@@ -348,6 +348,6 @@ async def test_a_server_s_cancel_is_not_taken_for_the_client_leaving():
         pass
 
     response = StreamingHttpResponse(waits_forever())
-    sender.append(asyncio.ensure_future(_send_stream(response, receive, send)))
+    sender.append(asyncio.ensure_future(send_stream(GatewayASGIHandler(), response, receive, send)))
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(sender[0], timeout=5)
