@@ -7,13 +7,13 @@ import json
 import threading
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 from django.core import signals
 
 from rtdash.gateway_handler import GatewayASGIHandler
 from runs.gateway.views import settle
 from runs.models import Run
 from runs.pipeline import start
+from tests.gateway.asgi import exchange, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,24 +45,7 @@ def request_signals():
 
 
 def _scope(path: str, token: str, method: str = "POST") -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"x-api-key", token.encode()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
+    return http_scope(path, method=method, token=token)
 
 
 @pytest.fixture(params=["django-handler", "run-endpoint"])
@@ -76,19 +59,10 @@ def handler(request):
 
 async def call(handler, method: str, path: str, token: str, body: dict | None = None) -> dict:
     raw = json.dumps(body).encode() if body is not None else b""
-    scope = _scope(path, token, method)
-    app = ApplicationCommunicator(handler, scope)
-    await app.send_input({"type": "http.request", "body": raw, "more_body": False})
-    start = await app.receive_output(10)
-    chunks = []
-    while True:
-        message = await app.receive_output(10)
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    await app.wait(10)
+    message = {"type": "http.request", "body": raw, "more_body": False}
+    answer = await exchange(handler, _scope(path, token, method), [message])
     await settle()
-    return {"status": start["status"], "body": b"".join(chunks)}
+    return answer
 
 
 async def test_a_run_is_answered_and_the_request_signals_come_in_pairs(

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from asgiref.testing import ApplicationCommunicator
 
 from rtdash import gateway_handler
 from rtdash.gateway_handler import GatewayASGIHandler, drifted_django_methods
 from runs.checks import check_gateway_handler_matches_django
+from tests.gateway.asgi import exchange, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,35 +37,9 @@ def entry(request):
 async def call(entry, *, host: str, scheme: str = "http", token: str = "") -> dict:
     """One request through the gateway's handler as an ASGI server sends it."""
     method, path, make_app = entry
-    headers = [(b"host", host.encode()), (b"content-type", b"application/json")]
-    if token:
-        headers.append((b"x-api-key", token.encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": scheme,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": (host, 443 if scheme == "https" else 80),
-    }
-    app = ApplicationCommunicator(make_app(), scope)
-    await app.send_input({"type": "http.request", "body": b"", "more_body": False})
-    start = await app.receive_output(10)
-    body = b""
-    while True:
-        message = await app.receive_output(10)
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await app.wait(10)
-    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
-    return {"status": start["status"], "headers": headers, "body": body}
+    scope = http_scope(path, method=method, token=token, host=host, scheme=scheme)
+    message = {"type": "http.request", "body": b"", "more_body": False}
+    return await exchange(make_app(), scope, [message])
 
 
 async def test_it_refuses_a_host_outside_allowed_hosts(production, acme_token, entry):

@@ -16,6 +16,7 @@ from rtdash.gateway_handler import GatewayASGIHandler
 from rtdash.run_endpoint import RunEndpoint, RunRoute, match_run, send_stream
 from runs.gateway.views import settle
 from runs.models import Run
+from tests.gateway.asgi import exchange, http_scope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,43 +28,14 @@ SLOW_STREAM = {
 }
 
 
-def _scope(path: str, token: str, method: str = "POST", extra_headers=()) -> dict:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"testserver"),
-            (b"content-type", b"application/json"),
-            (b"x-api-key", token.encode()),
-            *extra_headers,
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("testserver", 80),
-    }
+def _scope(path: str, token: str, extra_headers=()) -> dict:
+    return http_scope(path, token=token, extra_headers=extra_headers)
 
 
 async def _answer(app, scope, messages: list[dict]) -> dict:
-    communicator = ApplicationCommunicator(app, scope)
-    for message in messages:
-        await communicator.send_input(message)
-    start = await communicator.receive_output(10)
-    body = b""
-    while True:
-        message = await communicator.receive_output(10)
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await communicator.wait(10)
+    answer = await exchange(app, scope, messages)
     await settle()
-    headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
-    return {"status": start["status"], "headers": headers, "body": body}
+    return answer
 
 
 @pytest.fixture
