@@ -43,9 +43,12 @@ __all__ = ["error_response", "settle"]  # imported from here by rtdash's handler
 
 logger = logging.getLogger(__name__)
 
-# Response headers that belong to one hop, or that rtdash recomputes.
+# Response headers that belong to one hop, or that rtdash recomputes; and Set-Cookie, which
+# is RunTools' (or its load balancer's) for its own host: passed on, it would land in rtdash's
+# origin, where it could overwrite rtdash's own session cookies in a browser.
 HOP_HEADERS = frozenset(
     {
+        "set-cookie",
         "connection",
         "keep-alive",
         "transfer-encoding",

@@ -1,8 +1,10 @@
-"""Gateway ids stay inside their path segment (issue 13, item 7).
+"""What reaches RunTools from the gateway: ids stay inside their path segment (issue 13,
+item 7), and no cookie set on one answer rides on a later request.
 
 The upstream here is a real HTTP server on loopback that records the request target exactly
 as it arrived on the wire, so a test sees what RunTools would have seen: the path, any
-query, and that nothing was sent at all for a refused id.
+query, the Cookie header, and that nothing was sent at all for a refused id. Every answer
+sets a cookie, as a load balancer with sticky sessions in front of RunTools would.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ class _Recorder(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         self.server.seen.append((self.command, self.path))
+        self.server.cookies.append(self.headers.get("Cookie"))
         body = json.dumps({"data": {"ok": True}}).encode()
         self.send_response(200)
+        self.send_header("Set-Cookie", f"affinity=node-{len(self.server.seen)}; Path=/")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -41,17 +45,23 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def recorder(settings):
-    """A loopback upstream that answers 200 to anything and lists what it was asked."""
+def upstream_server(settings):
+    """A loopback upstream that answers 200 to anything, setting a cookie, and lists what it
+    was asked (`seen`) and the Cookie header each request carried (`cookies`)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.seen = []
+    server.seen, server.cookies = [], []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     settings.RUNTOOLS_API_URL = f"http://127.0.0.1:{server.server_address[1]}/v1"
     upstream.use_transport(None)  # fresh clients, pointed at this server
-    yield server.seen
+    yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def recorder(upstream_server):
+    return upstream_server.seen
 
 
 @pytest.fixture
@@ -132,3 +142,22 @@ def test_endpoint_encodes_each_segment_whole():
     assert upstream.endpoint("agents", "x?y=1", "run") == "/agents/x%3Fy%3D1/run"
     assert upstream.endpoint("threads", ".") == "/threads/%2E"
     assert upstream.endpoint("threads", "thr_abc-1.2") == "/threads/thr_abc-1.2"
+
+
+async def test_no_cookie_from_one_answer_rides_on_a_later_request(
+    upstream_server, async_client, acme_key, acme_token, globex_key, globex_token
+):
+    # One event loop, so one pooled upstream client, carries both teams' calls: a cookie kept
+    # from acme's answers would go to RunTools on globex's requests.
+    for _token, plaintext in (acme_token, acme_token, globex_token):
+        response = await async_client.get("/v1/agents", headers={"X-API-Key": plaintext})
+        assert response.status_code == 200
+        assert "set-cookie" not in response  # nor is it passed on to the caller
+    assert upstream_server.cookies == [None, None, None]
+    await async_client.post(
+        "/v1/run",
+        b'{"agent": "a", "prompt": "hi", "stream": false}',
+        content_type="application/json",
+        headers={"X-API-Key": globex_token[1]},
+    )
+    assert upstream_server.cookies == [None, None, None, None]
