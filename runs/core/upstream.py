@@ -18,6 +18,7 @@ import httpx
 from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
+from runs.core import network
 from runs.core.crypto import SealedKey
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
@@ -85,7 +86,9 @@ def client() -> httpx.AsyncClient:
         keepalive_expiry=30,
     )
     new = _UpstreamClient(
-        timeout=timeout, limits=limits, follow_redirects=False, transport=_transport
+        timeout=timeout,
+        follow_redirects=False,
+        transport=_transport or network.transport(limits),
     )
     _clients[loop] = new
     return new
