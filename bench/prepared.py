@@ -115,7 +115,21 @@ def main() -> None:
             .first()
         )
 
+    started = run.started_at
+    given = {
+        "team_id": team.pk, "source": "gateway", "token_id": run.token_id, "agent": "a",
+        "prompt": "p", "config": {}, "metadata": {}, "stream": False, "started_at": started,
+        "heartbeat_at": started, "reader": "bench",
+    }  # fmt: skip
+
+    def keyword_instance():
+        return Run(**given)
+
+    def positional_instance():
+        return fastsql.new(Run, given)
+
     cases = [
+        ("a new Run instance (not a statement)", keyword_instance, positional_instance),
         ("token lookup", orm_token, lambda: fastsql.find_token(token_hash)),
         ("Run insert", orm_insert, raw_insert),
         ("finish: read the run, locked", orm_read, raw_read),

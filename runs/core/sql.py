@@ -97,6 +97,39 @@ def _value_reader(field: Field, add: bool = True) -> Callable[[Model, Any], Any]
 
 
 @functools.cache
+def _defaults(model: type[Model]) -> tuple[tuple[str, Callable[[], Any] | None, Any], ...]:
+    """Per concrete field, in order: its attribute name, and its default as a callable to
+    call (a default that is one) or as the value itself (every other default, made once, as
+    Django hands the same object to every instance)."""
+    result = []
+    for field in model._meta.concrete_fields:
+        if field.has_default() and callable(field.default):
+            result.append((field.attname, field.get_default, None))
+        else:
+            result.append((field.attname, None, field.get_default()))
+    return tuple(result)
+
+
+def new(model: type[Model], values: dict[str, Any]) -> Model:
+    """A new, unsaved instance: `values` by attribute name (`team_id`, not `team`) and every
+    other field at its default, as `model(**values)` makes it; built from positional
+    arguments, as the ORM builds a fetched row. The keyword path looks each field up by name:
+    for a Run, 22 µs against 9 (bench/prepared.py), on the gateway's path before a run goes
+    upstream."""
+    unused = set(values)
+    args = []
+    for attname, make, default in _defaults(model):
+        if attname in values:
+            args.append(values[attname])
+            unused.discard(attname)
+        else:
+            args.append(make() if make is not None else default)
+    if unused:
+        raise TypeError(f"{model.__name__} has no field {sorted(unused)[0]!r}")
+    return model(*args)
+
+
+@functools.cache
 def _insert_sql(model: type[Model], vendor: str) -> tuple[str, tuple[Callable, ...]]:
     fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
     columns = ", ".join(_quote(f.column) for f in fields)

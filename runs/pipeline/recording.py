@@ -194,22 +194,25 @@ def start_run(
 
     The token is given as a model or, from the gateway's token query, by id."""
     now = timezone.now()
-    run = Run(
-        team=team,
-        source=source,
-        token_id=token.pk if token is not None else token_id,
-        user=user,
-        agent=storable(request.agent),
-        prompt=storable(request.prompt),
-        messages=storable(request.messages),
-        config=storable(request.config),
-        metadata=storable(request.metadata),
-        stream=request.stream,
-        legacy_path=legacy_path,
-        upstream_thread_id=storable(request.thread_id),
-        started_at=started_at or now,
-        reader=READER_ID,
-        heartbeat_at=now,
+    run = fastsql.new(
+        Run,
+        {
+            "team_id": team.pk,
+            "source": source,
+            "token_id": token.pk if token is not None else token_id,
+            "user_id": user.pk if user is not None else None,
+            "agent": storable(request.agent),
+            "prompt": storable(request.prompt),
+            "messages": storable(request.messages),
+            "config": storable(request.config),
+            "metadata": storable(request.metadata),
+            "stream": request.stream,
+            "legacy_path": legacy_path,
+            "upstream_thread_id": storable(request.thread_id),
+            "started_at": started_at or now,
+            "reader": READER_ID,
+            "heartbeat_at": now,
+        },
     )
     # Prepared SQL: on the gateway's path, Run.objects.create spent longer compiling its
     # INSERT than the database spent running it (runs.core.sql).

@@ -56,6 +56,24 @@ def test_a_run_inserted_by_the_prepared_statement_reads_back_as_the_orms(acme, a
     assert _fields(Run.objects.get(pk=prepared.pk)) == _fields(Run.objects.get(pk=through_orm.pk))
 
 
+def test_a_new_instance_built_positionally_is_the_keyword_ones(acme, acme_token):
+    token, _plaintext = acme_token
+    values = _run_values(acme, token)
+    by_attname = {("team_id" if name == "team" else name): value for name, value in values.items()}
+    by_attname["team_id"] = acme.pk
+    built, by_keyword = fastsql.new(Run, by_attname), Run(**values)
+    assert _fields(built) == _fields(by_keyword)
+    assert built._state.adding
+    # Only some fields given: the rest at their defaults, a callable one made anew each time.
+    few = {"team_id": acme.pk, "source": Source.GATEWAY, "agent": "a", "prompt": "p"}
+    first, second = fastsql.new(Run, few), fastsql.new(Run, few)
+    expected = _fields(Run(team=acme, source=Source.GATEWAY, agent="a", prompt="p"))
+    assert {**_fields(first), "started_at": None} == {**expected, "started_at": None}
+    assert first.config == {} and first.config is not second.config  # `dict`, called for each
+    with pytest.raises(TypeError, match="'team'"):
+        fastsql.new(Run, {"team": acme})
+
+
 def test_values_of_another_type_than_the_columns_are_converted_as_the_orm_would(acme, acme_token):
     token, _plaintext = acme_token
     odd = {**_run_values(acme, token), "http_status": "201", "frame_count": True}
