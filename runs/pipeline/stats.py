@@ -141,6 +141,25 @@ class Histogram:
         first, last = used[0], used[-1]
         return f"{first}:" + ",".join(map(str, self.counts[first : last + 1]))
 
+    @staticmethod
+    def with_one_more(text: str, bucket: int | None) -> str:
+        """A stored histogram with one more count in `bucket` (None: unchanged), as
+        `Histogram.of(text)`, `add(bucket)` and `text()` would make it, without a list of
+        every bucket: every run's finish does this four times."""
+        if bucket is None:
+            return text
+        bucket = min(bucket, MAX_BUCKET)
+        start, counts = parse_buckets(text)
+        if not counts:
+            return f"{bucket}:1"
+        if bucket < start:
+            counts[:0] = [0] * (start - bucket)
+            start = bucket
+        elif bucket >= start + len(counts):
+            counts.extend([0] * (bucket - start - len(counts) + 1))
+        counts[bucket - start] += 1
+        return f"{start}:" + ",".join(map(str, counts))
+
     @classmethod
     def of(cls, text: str) -> Histogram:
         histogram = cls()
@@ -196,7 +215,7 @@ class _Group:
         self.durations.add_histogram(other.durations)
         self.first_bytes.add_histogram(other.first_bytes)
 
-    def fields(self) -> dict:
+    def counters(self) -> dict:
         return {
             "runs": self.runs,
             "partial_runs": self.partial,
@@ -204,6 +223,11 @@ class _Group:
             "iterations_sum": self.iterations_sum,
             "max_turns_runs": self.turns,
             "max_turns_hit": self.hit,
+        }
+
+    def fields(self) -> dict:
+        return {
+            **self.counters(),
             "duration_buckets": self.durations.text(),
             "first_byte_buckets": self.first_bytes.text(),
         }
@@ -227,33 +251,37 @@ def record_run_stats(run: Run) -> None:
     )
     day = run_day(run)  # in the team's time zone, as record_usage counts it
     dimensions = usage_dimensions(run.agent, run.user_id, run.token_id, run.source)
+    run_alone = _Group()
+    run_alone.add(*values)
+    duration_ms, first_byte_ms = values[3], values[4]
+    buckets = (
+        None if duration_ms is None else bucket_of(duration_ms),
+        None if first_byte_ms is None else bucket_of(first_byte_ms),
+    )
     for key in (dimensions, ALL_DIMENSIONS):
-        group = _Group()
-        group.add(*values)
-        _add_to_row({"team_id": run.team_id, "day": day, "dimensions": key}, group)
+        _add_run_to_row({"team_id": run.team_id, "day": day, "dimensions": key}, run_alone, buckets)
 
 
-def _add_to_row(key: dict, group: _Group) -> None:
-    """Add a group to its statistics row (created on first use), in prepared SQL: this runs
-    twice for every finished run (see runs.core.sql)."""
+def _add_run_to_row(key: dict, run_alone: _Group, buckets: tuple[int | None, int | None]):
+    """Add one run (`run_alone`, a group of one, whose duration and first byte fell in
+    `buckets`) to its statistics row (created on first use), in prepared SQL: this runs twice
+    for every finished run (see runs.core.sql)."""
     with transaction.atomic():
         # Twice at most: a row inserted by a concurrent run between our read and our insert
         # is read and added to on the second pass.
         for _attempt in range(2):
             row = fastsql.stats_row_for_update(key["team_id"], key["day"], key["dimensions"])
             if row is None:
-                created = DailyRunStats(**key, **group.fields())
+                created = DailyRunStats(**key, **run_alone.fields())
                 if fastsql.insert_if_absent(created, ("team", "day", "dimensions")) is not None:
                     return
                 continue
             pk, durations, first_bytes = row
-            group.durations.add_text(durations)
-            group.first_bytes.add_text(first_bytes)
-            fields = group.fields()
-            buckets = {
-                name: fields.pop(name) for name in ("duration_buckets", "first_byte_buckets")
+            histograms = {
+                "duration_buckets": Histogram.with_one_more(durations, buckets[0]),
+                "first_byte_buckets": Histogram.with_one_more(first_bytes, buckets[1]),
             }
-            fastsql.add_to_row(DailyRunStats, pk, added=fields, replaced=buckets)
+            fastsql.add_to_row(DailyRunStats, pk, added=run_alone.counters(), replaced=histograms)
             return
         raise IntegrityError(f"no statistics row for {key} after inserting one")
 

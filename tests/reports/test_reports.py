@@ -21,6 +21,7 @@ from runs.models import DailyRunStats, DailyUsage, Run, RunStatus, ThreadUsageSy
 from runs.pipeline.recording import rebuild_usage
 from runs.pipeline.stats import (
     GAMMA,
+    MAX_BUCKET,
     Histogram,
     bucket_of,
     bucket_value,
@@ -249,6 +250,21 @@ def test_many_stored_histograms_add_up_as_one_at_a_time():
     nothing.add_texts([])
     nothing.add_texts(["", ""])
     assert nothing.total == 0
+
+
+def test_one_more_count_in_a_stored_histogram_is_what_the_histogram_makes():
+    rng = random.Random(5)
+    for _ in range(300):
+        histogram = Histogram()
+        for _ in range(rng.randint(0, 6)):
+            histogram.add(rng.randint(0, 300))
+        stored = histogram.text()
+        # Below, inside and above the stored range, past the last bucket, or none at all.
+        bucket = rng.choice([rng.randint(0, 400), MAX_BUCKET + 7, None])
+        expected = Histogram.of(stored)
+        if bucket is not None:
+            expected.add(bucket)
+        assert Histogram.with_one_more(stored, bucket) == expected.text()
 
 
 def test_report_percentiles_match_the_exact_ones_within_the_bound(acme, history):
