@@ -259,29 +259,38 @@ def record_run_stats(run: Run) -> None:
         None if first_byte_ms is None else bucket_of(first_byte_ms),
     )
     for key in (dimensions, ALL_DIMENSIONS):
-        _add_run_to_row({"team_id": run.team_id, "day": day, "dimensions": key}, run_alone, buckets)
+        _add_to_row({"team_id": run.team_id, "day": day, "dimensions": key}, run_alone, buckets)
 
 
-def _add_run_to_row(key: dict, run_alone: _Group, buckets: tuple[int | None, int | None]):
-    """Add one run (`run_alone`, a group of one, whose duration and first byte fell in
-    `buckets`) to its statistics row (created on first use), in prepared SQL: this runs twice
-    for every finished run (see runs.core.sql)."""
+def _add_to_row(
+    key: dict, group: _Group, one_run_buckets: tuple[int | None, int | None] | None = None
+) -> None:
+    """Add a group to its statistics row (created on first use), in prepared SQL: this runs
+    twice for every finished run (see runs.core.sql).
+
+    A group of one run, whose duration and first byte fell in `one_run_buckets`, is added to
+    the stored histograms' text directly (the finish's path); any other group (a run taken
+    back, negated) through whole histograms, and it is changed on the way."""
     with transaction.atomic():
         # Twice at most: a row inserted by a concurrent run between our read and our insert
         # is read and added to on the second pass.
         for _attempt in range(2):
             row = fastsql.stats_row_for_update(key["team_id"], key["day"], key["dimensions"])
             if row is None:
-                created = DailyRunStats(**key, **run_alone.fields())
+                created = DailyRunStats(**key, **group.fields())
                 if fastsql.insert_if_absent(created, ("team", "day", "dimensions")) is not None:
                     return
                 continue
             pk, durations, first_bytes = row
-            histograms = {
-                "duration_buckets": Histogram.with_one_more(durations, buckets[0]),
-                "first_byte_buckets": Histogram.with_one_more(first_bytes, buckets[1]),
-            }
-            fastsql.add_to_row(DailyRunStats, pk, added=run_alone.counters(), replaced=histograms)
+            if one_run_buckets is None:
+                group.durations.add_text(durations)
+                group.first_bytes.add_text(first_bytes)
+                durations, first_bytes = group.durations.text(), group.first_bytes.text()
+            else:
+                durations = Histogram.with_one_more(durations, one_run_buckets[0])
+                first_bytes = Histogram.with_one_more(first_bytes, one_run_buckets[1])
+            histograms = {"duration_buckets": durations, "first_byte_buckets": first_bytes}
+            fastsql.add_to_row(DailyRunStats, pk, added=group.counters(), replaced=histograms)
             return
         raise IntegrityError(f"no statistics row for {key} after inserting one")
 
