@@ -3,13 +3,16 @@
 httpx's default network backend goes through anyio: every read and write opens a cancel
 scope for its timeout, and TLS runs in Python over a memory BIO. That cost ~100 µs of CPU per
 upstream call (docs/performance.md, "The upstream client's cookies and sockets"), more than
-any single step of rtdash's own. This backend speaks httpcore's network
-interface with an asyncio Protocol instead: a read returns what has arrived without any timer
-when data is waiting, a timeout is one timer handle, and TLS is the loop's own (`start_tls`;
-uvloop's is compiled).
+any single step of rtdash's own. This backend speaks httpcore's network interface with an
+asyncio Protocol instead: a read returns what has arrived without any timer when data is
+waiting, a timeout is one timer handle, and TLS is the loop's own (`start_tls`; uvloop's is
+compiled). What anyio did that still matters is kept: connecting tries an address of each
+family in turn (happy eyeballs), a closed stream is aborted, not flushed, and every resource
+stays bounded: a connection stops reading from its socket once `READ_HIGH_WATER` bytes wait
+unread, and a write waits for the socket to drain.
 
-Every resource stays bounded: a connection stops reading from its socket once
-`READ_HIGH_WATER` bytes wait unread, and writes wait for the transport to drain.
+A deployment whose environment names an outbound proxy (HTTPS_PROXY and the like) gets
+httpx's own transports, which route through it (`transport` returns None then).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import urllib.request
+from asyncio.staggered import staggered_race
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,13 +32,19 @@ import httpx
 # the low mark): httpcore reads 64 KiB at a time.
 READ_HIGH_WATER = 256 * 1024
 READ_LOW_WATER = 64 * 1024
+# Connecting: how long one address is given before the next is tried alongside it (anyio's
+# and RFC 8305's figure).
+HAPPY_EYEBALLS_DELAY = 0.25
 
 
 class _Connection(asyncio.Protocol):
     """One socket's state: what has arrived and not been read, and who waits for what."""
 
     def __init__(self) -> None:
-        # The transport reading is paused and resumed on (TLS's once it is started).
+        # The socket's own transport. Reading is paused and resumed on it even once TLS runs
+        # above it: paused at TLS's level, uvloop drops decrypted bytes it still holds when
+        # the server then closes without TLS's close message. Paused below, the close is
+        # only seen after everything sent before it.
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.ended = False  # the peer sent EOF or the connection is gone
@@ -76,6 +87,8 @@ class _Connection(asyncio.Protocol):
     # --- waiting ------------------------------------------------------------------------------
 
     async def wait_readable(self, timeout: float | None) -> None:
+        # httpcore's HTTP/1.1 connection reads from one task at a time.
+        assert self._readable is None, "two reads at once on one connection"
         self._readable = asyncio.get_running_loop().create_future()
         try:
             await _within(self._readable, timeout, httpcore.ReadTimeout)
@@ -126,6 +139,10 @@ def _expire(waiter: asyncio.Future, expired: type[Exception]) -> None:
         waiter.set_exception(expired("timed out"))
 
 
+def _message(error: BaseException) -> str:
+    return str(error) or type(error).__name__
+
+
 class _Stream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, connection: _Connection) -> None:
         self._transport = transport
@@ -138,7 +155,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         if connection.buffer:
             return connection.take(max_bytes)
         if connection.lost is not None:
-            raise httpcore.ReadError(str(connection.lost) or type(connection.lost).__name__)
+            raise httpcore.ReadError(_message(connection.lost))
         return b""  # the peer closed the connection: httpcore decides what that means
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
@@ -148,13 +165,22 @@ class _Stream(httpcore.AsyncNetworkStream):
         if self._transport.is_closing():
             raise httpcore.WriteError("The connection is closed.")
         self._transport.write(buffer)
-        while connection.writing_paused and not self._transport.is_closing():
-            await connection.wait_drained(timeout)
+        if connection.writing_paused:
+            # One deadline for the whole write, however the socket drains meanwhile.
+            try:
+                async with asyncio.timeout(timeout):
+                    while connection.writing_paused and not self._transport.is_closing():
+                        await connection.wait_drained(None)
+            except TimeoutError:
+                raise httpcore.WriteTimeout("timed out") from None
         if connection.lost is not None:
-            raise httpcore.WriteError(str(connection.lost) or type(connection.lost).__name__)
+            raise httpcore.WriteError(_message(connection.lost))
 
     async def aclose(self) -> None:
-        self._transport.close()
+        # Aborted, as anyio's streams end: nothing an HTTP/1.1 connection still has queued is
+        # worth flushing, and a graceful close would hold the socket (past the pool's count)
+        # until the server read what is left, or for TLS until it answered the close.
+        self._transport.abort()
 
     async def start_tls(
         self,
@@ -162,25 +188,28 @@ class _Stream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        connection = self._connection
+        if connection.buffer or connection.ended or self._transport.is_closing():
+            # Bytes before the handshake would be read as if they came through TLS; a closed
+            # connection would leave the handshake waiting.
+            self._transport.abort()
+            raise httpcore.ConnectError("The server spoke or closed before the TLS handshake.")
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
                 transport = await loop.start_tls(
-                    self._transport,
-                    self._connection,
-                    ssl_context,
-                    server_hostname=server_hostname,
+                    self._transport, connection, ssl_context, server_hostname=server_hostname
                 )
         except TimeoutError:
             self._transport.abort()
             raise httpcore.ConnectTimeout("The TLS handshake timed out.") from None
         except OSError as error:  # ssl.SSLError among them
             self._transport.abort()
-            raise httpcore.ConnectError(str(error)) from error
-        # Reading is paused and resumed on the TLS transport from now on: it passes the
-        # pressure on to the socket's.
-        self._connection.transport = transport
-        return _Stream(transport, self._connection)
+            raise httpcore.ConnectError(_message(error)) from error
+        except BaseException:
+            self._transport.abort()
+            raise
+        return _Stream(transport, connection)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
@@ -209,19 +238,14 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[tuple] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        local = (local_address, 0) if local_address else None
         try:
             async with asyncio.timeout(timeout):
-                transport, connection = await loop.create_connection(
-                    _Connection, host, port, local_addr=local
-                )
+                sock = await _connected_socket(host, port, local_address)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"Connecting to {host}:{port} timed out.") from None
         except OSError as error:
-            raise httpcore.ConnectError(str(error)) from error
-        _apply_options(transport, socket_options)
-        return _Stream(transport, connection)
+            raise httpcore.ConnectError(_message(error)) from error
+        return await _stream_on(sock, socket_options, nodelay=True)
 
     async def connect_unix_socket(
         self,
@@ -230,38 +254,121 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[tuple] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
             async with asyncio.timeout(timeout):
-                transport, connection = await loop.create_unix_connection(_Connection, path)
+                await loop.sock_connect(sock, path)
         except TimeoutError:
+            sock.close()
             raise httpcore.ConnectTimeout(f"Connecting to {path} timed out.") from None
         except OSError as error:
-            raise httpcore.ConnectError(str(error)) from error
-        _apply_options(transport, socket_options)
-        return _Stream(transport, connection)
+            sock.close()
+            raise httpcore.ConnectError(_message(error)) from error
+        except BaseException:
+            sock.close()
+            raise
+        return await _stream_on(sock, socket_options, nodelay=False)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-def _apply_options(transport: asyncio.Transport, options: Iterable[tuple] | None) -> None:
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        # Each request's head and body are written separately: sent at once, not held back
-        # waiting for the previous segment's acknowledgement.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for option in options or ():
-        sock.setsockopt(*option)
+async def _addresses(host: str, port: int) -> list[tuple]:
+    """The host's addresses to try, alternating between families (IPv6, IPv4, …) as
+    getaddrinfo ordered each."""
+    loop = asyncio.get_running_loop()
+    found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return interleaved(found)
 
 
-def transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport:
+def interleaved(infos: list[tuple]) -> list[tuple]:
+    """getaddrinfo's answers, one of each family in turn, each family in its own order."""
+    by_family: dict[int, list[tuple]] = {}
+    for info in infos:
+        by_family.setdefault(info[0], []).append(info)
+    queues, ordered = list(by_family.values()), []
+    while any(queues):
+        ordered += [queue.pop(0) for queue in queues if queue]
+    return ordered
+
+
+async def _connected_socket(host: str, port: int, local_address: str | None) -> socket.socket:
+    """A socket connected to the first of the host's addresses to answer, each tried
+    HAPPY_EYEBALLS_DELAY after the one before unless it failed sooner: an address family
+    whose packets are silently dropped costs a quarter second, not the connect timeout."""
+    loop = asyncio.get_running_loop()
+    addresses = await _addresses(host, port)
+    if not addresses:
+        raise OSError(f"No address found for {host}.")
+    connected: list[socket.socket] = []
+
+    async def attempt(info: tuple) -> socket.socket:
+        family, kind, proto, _name, address = info
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if local_address:
+                sock.bind((local_address, 0))
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        connected.append(sock)
+        return sock
+
+    winner = None
+    try:
+        winner, _index, errors = await staggered_race(
+            [lambda info=info: attempt(info) for info in addresses], HAPPY_EYEBALLS_DELAY
+        )
+    finally:
+        # Two attempts can both connect before the race ends: only the winner is kept.
+        for sock in connected:
+            if sock is not winner:
+                sock.close()
+    if winner is None:
+        problems = "; ".join(dict.fromkeys(_message(error) for error in errors if error))
+        raise OSError(f"Could not connect to {host}:{port}: {problems}")
+    return winner
+
+
+async def _stream_on(
+    sock: socket.socket, options: Iterable[tuple] | None, *, nodelay: bool
+) -> _Stream:
+    """The connected socket under a transport and a _Connection (closed if that fails)."""
+    try:
+        if nodelay:
+            # Each request's head and body are written separately: sent at once, not held
+            # back waiting for the previous segment's acknowledgement.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for option in options or ():
+            sock.setsockopt(*option)
+        loop = asyncio.get_running_loop()
+        transport, connection = await loop.create_connection(_Connection, sock=sock)
+    except OSError as error:
+        sock.close()
+        raise httpcore.ConnectError(_message(error)) from error
+    except BaseException:
+        sock.close()
+        raise
+    return _Stream(transport, connection)
+
+
+def _proxy_in_environment() -> bool:
+    return any(scheme != "no" for scheme in urllib.request.getproxies())
+
+
+def transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport | None:
     """httpx's own transport (its request mapping and its exceptions), its connection pool
-    built as httpx builds it for a client without a proxy, on this backend."""
-    made = httpx.AsyncHTTPTransport(limits=limits)
+    built as httpx builds it for a client without a proxy, on this backend; None when the
+    environment names a proxy, for the client to build its own transports that use it."""
+    if _proxy_in_environment():
+        return None
+    ssl_context = httpx.create_ssl_context()
+    made = httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits)
     made._pool = httpcore.AsyncConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,

@@ -12,6 +12,7 @@ import traceback
 import weakref
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from http.cookiejar import CookieJar
 from urllib.parse import quote
 
 import httpx
@@ -46,6 +47,11 @@ class UpstreamError(Exception):
         return f"{self.code}: {self.message}"
 
 
+class _NoJar(CookieJar):
+    def set_cookie(self, cookie) -> None:
+        return None  # every way of adding a cookie ends here: none is kept
+
+
 class _KeepNoCookies(httpx.Cookies):
     """A cookie jar that keeps nothing. One client carries every team's calls, so a cookie set
     on one team's answer (by RunTools, or a load balancer before it) must never ride on the
@@ -56,7 +62,7 @@ class _KeepNoCookies(httpx.Cookies):
         return None
 
 
-_NO_COOKIES = _KeepNoCookies()
+_NO_COOKIES = _KeepNoCookies(_NoJar())
 
 
 class _UpstreamClient(httpx.AsyncClient):
@@ -87,6 +93,7 @@ def client() -> httpx.AsyncClient:
     )
     new = _UpstreamClient(
         timeout=timeout,
+        limits=limits,  # for the transports httpx makes itself (network.transport)
         follow_redirects=False,
         transport=_transport or network.transport(limits),
     )

@@ -149,6 +149,7 @@ async def test_no_cookie_from_one_answer_rides_on_a_later_request(
 ):
     # One event loop, so one pooled upstream client, carries both teams' calls: a cookie kept
     # from acme's answers would go to RunTools on globex's requests.
+    upstream.client().cookies.set("planted", "by-code")  # nor can code add one
     for _token, plaintext in (acme_token, acme_token, globex_token):
         response = await async_client.get("/v1/agents", headers={"X-API-Key": plaintext})
         assert response.status_code == 200
