@@ -40,6 +40,7 @@ from rtdash.gateway_handler import (
     protected,
 )
 from rtdash.unavailable import answer_database_unavailable
+from runs.core import sync_thread
 from runs.gateway import views
 
 RUN_PATH = "/v1/run"
@@ -201,7 +202,7 @@ class RunEndpoint:
             try:
                 hooks.run()
             finally:
-                await sync_to_async(close_response)(request, response)
+                await sync_thread.call(close_response, request, response)
 
 
 async def send_stream(writer: GatewayASGIHandler, response, receive, send) -> None:

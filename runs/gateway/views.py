@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from rtdash.gateway_handler import after_response, send_deferred_request_started
-from runs.core import upstream
+from runs.core import sync_thread, upstream
 from runs.core.audit import record
 from runs.core.errors import GatewayError, error_response, refused_response
 from runs.core.validation import (
@@ -199,7 +199,9 @@ async def answer_run(request: HttpRequest, agent_from_path: str | None) -> HttpR
         problem = invalid
     legacy = agent_from_path is not None
     try:
-        _caller, prepared = await sync_to_async(_prepare_run)(request, run_request, legacy, receipt)
+        _caller, prepared = await sync_thread.call(
+            _prepare_run, request, run_request, legacy, receipt
+        )
     except GatewayError as refused:
         return refused_response(refused)
     if problem is not None:

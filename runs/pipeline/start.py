@@ -25,7 +25,7 @@ import httpx
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from runs.core import upstream
+from runs.core import sync_thread, upstream
 from runs.core.crypto import SealedKey
 from runs.core.upstream import UpstreamError
 from runs.core.validation import RunRequest
@@ -242,7 +242,7 @@ def _finish_later(run_id: int, outcome: RunOutcome) -> None:
     whatever happens; its completion (usage, thread, rollup) need not delay the caller. A
     crash in between leaves it `running` for the reaper.
     """
-    task = asyncio.ensure_future(sync_to_async(finish_run)(run_id, outcome))
+    task = asyncio.ensure_future(sync_thread.call(finish_run, run_id, outcome))
     _FINISHING.add(task)
     task.add_done_callback(_FINISHING.discard)
     task.add_done_callback(lambda _task: IN_FLIGHT.discard(run_id))
