@@ -18,10 +18,10 @@ httpx's own transports, which route through it (`transport` returns None then).
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 import urllib.request
-from asyncio.staggered import staggered_race
 from collections.abc import Iterable
 from typing import Any
 
@@ -165,14 +165,10 @@ class _Stream(httpcore.AsyncNetworkStream):
         if self._transport.is_closing():
             raise httpcore.WriteError("The connection is closed.")
         self._transport.write(buffer)
-        if connection.writing_paused:
-            # One deadline for the whole write, however the socket drains meanwhile.
-            try:
-                async with asyncio.timeout(timeout):
-                    while connection.writing_paused and not self._transport.is_closing():
-                        await connection.wait_drained(None)
-            except TimeoutError:
-                raise httpcore.WriteTimeout("timed out") from None
+        if connection.writing_paused and not self._transport.is_closing():
+            # Once the transport has drained below its low mark, all of `buffer` is on its
+            # way: nothing more is written here, so writing cannot pause again.
+            await connection.wait_drained(timeout)
         if connection.lost is not None:
             raise httpcore.WriteError(_message(connection.lost))
 
@@ -243,7 +239,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
                 sock = await _connected_socket(host, port, local_address)
         except TimeoutError:
             raise httpcore.ConnectTimeout(f"Connecting to {host}:{port} timed out.") from None
-        except OSError as error:
+        except (OSError, UnicodeError) as error:  # UnicodeError: a name IDNA cannot encode
             raise httpcore.ConnectError(_message(error)) from error
         return await _stream_on(sock, socket_options, nodelay=True)
 
@@ -274,11 +270,14 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
-async def _addresses(host: str, port: int) -> list[tuple]:
+async def _addresses(host: str, port: int, local_address: str | None) -> list[tuple]:
     """The host's addresses to try, alternating between families (IPv6, IPv4, …) as
-    getaddrinfo ordered each."""
+    getaddrinfo ordered each; only the local address's family when one is given."""
     loop = asyncio.get_running_loop()
     found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    if local_address:
+        family = socket.AF_INET6 if ":" in local_address else socket.AF_INET
+        found = [info for info in found if info[0] == family]
     return interleaved(found)
 
 
@@ -295,42 +294,75 @@ def interleaved(infos: list[tuple]) -> list[tuple]:
 
 async def _connected_socket(host: str, port: int, local_address: str | None) -> socket.socket:
     """A socket connected to the first of the host's addresses to answer, each tried
-    HAPPY_EYEBALLS_DELAY after the one before unless it failed sooner: an address family
-    whose packets are silently dropped costs a quarter second, not the connect timeout."""
-    loop = asyncio.get_running_loop()
-    addresses = await _addresses(host, port)
+    HAPPY_EYEBALLS_DELAY after the one before, or as soon as every earlier one has failed: an
+    address family whose packets are silently dropped costs a quarter second, not the connect
+    timeout. However the race ends (won, lost, cancelled, timed out), every other attempt is
+    cancelled and its socket closed, at once or as soon as it ends."""
+    addresses = await _addresses(host, port, local_address)
     if not addresses:
         raise OSError(f"No address found for {host}.")
-    connected: list[socket.socket] = []
-
-    async def attempt(info: tuple) -> socket.socket:
-        family, kind, proto, _name, address = info
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            if local_address:
-                sock.bind((local_address, 0))
-            await loop.sock_connect(sock, address)
-        except BaseException:
-            sock.close()
-            raise
-        connected.append(sock)
-        return sock
-
+    attempts: list[asyncio.Task] = []
+    running: set[asyncio.Task] = set()
+    errors: list[BaseException] = []
     winner = None
     try:
-        winner, _index, errors = await staggered_race(
-            [lambda info=info: attempt(info) for info in addresses], HAPPY_EYEBALLS_DELAY
-        )
+        for index, info in enumerate(addresses):
+            attempt = asyncio.ensure_future(_attempt(info, local_address))
+            attempts.append(attempt)
+            running.add(attempt)
+            last = index == len(addresses) - 1
+            winner = await _first_connected(running, errors, None if last else HAPPY_EYEBALLS_DELAY)
+            if winner is not None:
+                return winner
     finally:
-        # Two attempts can both connect before the race ends: only the winner is kept.
-        for sock in connected:
-            if sock is not winner:
-                sock.close()
-    if winner is None:
-        problems = "; ".join(dict.fromkeys(_message(error) for error in errors if error))
-        raise OSError(f"Could not connect to {host}:{port}: {problems}")
-    return winner
+        # Without awaiting: a cancel arriving during an await here would lose the winner.
+        for attempt in attempts:
+            attempt.cancel()  # a running attempt closes its own socket
+            attempt.add_done_callback(functools.partial(_close_unless, winner))
+    problems = "; ".join(dict.fromkeys(_message(error) for error in errors))
+    raise OSError(f"Could not connect to {host}:{port}: {problems}")
+
+
+def _close_unless(winner: socket.socket | None, attempt: asyncio.Task) -> None:
+    """An attempt's socket closed, unless it won: it connected before it could be cancelled."""
+    if not attempt.cancelled() and attempt.exception() is None and attempt.result() is not winner:
+        attempt.result().close()
+
+
+async def _first_connected(
+    running: set[asyncio.Task], errors: list[BaseException], wait: float | None
+) -> socket.socket | None:
+    """The socket of the first attempt in `running` to connect, within `wait` seconds (None:
+    until every attempt has ended); None when they have all failed or the time is up.
+    Finished attempts leave `running`, their errors go to `errors`."""
+    deadline = None if wait is None else asyncio.get_running_loop().time() + wait
+    while running:
+        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        if remaining is not None and remaining <= 0:
+            return None
+        done, _ = await asyncio.wait(
+            running, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+        )
+        for attempt in done:
+            running.discard(attempt)
+            if attempt.exception() is None:
+                return attempt.result()
+            errors.append(attempt.exception())
+    return None
+
+
+async def _attempt(info: tuple, local_address: str | None) -> socket.socket:
+    family, kind, proto, _name, address = info
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        if local_address:
+            sock.bind((local_address, 0))
+        await asyncio.get_running_loop().sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def _stream_on(
@@ -356,7 +388,8 @@ async def _stream_on(
 
 
 def _proxy_in_environment() -> bool:
-    return any(scheme != "no" for scheme in urllib.request.getproxies())
+    # The variables httpx routes by (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, either case).
+    return bool({"http", "https", "all"} & set(urllib.request.getproxies()))
 
 
 def transport(limits: httpx.Limits) -> httpx.AsyncHTTPTransport | None:
