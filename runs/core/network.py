@@ -18,6 +18,7 @@ httpx's own transports, which route through it (`transport` returns None then).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import ssl
@@ -252,18 +253,12 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.setblocking(False)
-        try:
-            async with asyncio.timeout(timeout):
-                await loop.sock_connect(sock, path)
-        except TimeoutError:
-            sock.close()
-            raise httpcore.ConnectTimeout(f"Connecting to {path} timed out.") from None
-        except OSError as error:
-            sock.close()
-            raise httpcore.ConnectError(_message(error)) from error
-        except BaseException:
-            sock.close()
-            raise
+        with _closed_on_failure(sock):
+            try:
+                async with asyncio.timeout(timeout):
+                    await loop.sock_connect(sock, path)
+            except TimeoutError:
+                raise httpcore.ConnectTimeout(f"Connecting to {path} timed out.") from None
         return await _stream_on(sock, socket_options, nodelay=False)
 
     async def sleep(self, seconds: float) -> None:
@@ -369,7 +364,7 @@ async def _stream_on(
     sock: socket.socket, options: Iterable[tuple] | None, *, nodelay: bool
 ) -> _Stream:
     """The connected socket under a transport and a _Connection (closed if that fails)."""
-    try:
+    with _closed_on_failure(sock):
         if nodelay:
             # Each request's head and body are written separately: sent at once, not held
             # back waiting for the previous segment's acknowledgement.
@@ -378,13 +373,20 @@ async def _stream_on(
             sock.setsockopt(*option)
         loop = asyncio.get_running_loop()
         transport, connection = await loop.create_connection(_Connection, sock=sock)
+    return _Stream(transport, connection)
+
+
+@contextlib.contextmanager
+def _closed_on_failure(sock: socket.socket):
+    """The socket closed if what follows fails; an OSError raised as httpcore's ConnectError."""
+    try:
+        yield
     except OSError as error:
         sock.close()
         raise httpcore.ConnectError(_message(error)) from error
     except BaseException:
         sock.close()
         raise
-    return _Stream(transport, connection)
 
 
 def _proxy_in_environment() -> bool:

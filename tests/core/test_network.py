@@ -245,13 +245,14 @@ def test_a_pooled_connection_the_server_closed_is_not_reused(run):
     assert run(scenario()) == (b"a", b"b", 2)
 
 
-def test_a_server_that_never_answers_is_a_read_timeout(run):
-    async def never_answer(reader, writer):
-        await _read_request(reader)
-        await asyncio.sleep(5)
+async def _never_answer(reader, writer) -> None:
+    await _read_request(reader)
+    await asyncio.sleep(5)
 
+
+def test_a_server_that_never_answers_is_a_read_timeout(run):
     async def scenario():
-        async with Server(never_answer) as server, _client(read=0.2) as client:
+        async with Server(_never_answer) as server, _client(read=0.2) as client:
             await client.post(f"http://127.0.0.1:{server.port}/", content=b"x")
 
     with pytest.raises(httpx.ReadTimeout):
@@ -282,12 +283,8 @@ def test_nobody_listening_is_a_connect_error(run):
 
 
 def test_a_cancel_while_waiting_is_a_cancel_not_a_timeout(run):
-    async def never_answer(reader, writer):
-        await _read_request(reader)
-        await asyncio.sleep(5)
-
     async def scenario():
-        async with Server(never_answer) as server, _client(read=0.3) as client:
+        async with Server(_never_answer) as server, _client(read=0.3) as client:
             waiting = asyncio.ensure_future(client.post(f"http://127.0.0.1:{server.port}/"))
             await asyncio.sleep(0.1)
             waiting.cancel()
