@@ -1,9 +1,15 @@
-"""Driving rtdash's ASGI apps in-process as a server drives them: a request's scope, and one
-whole exchange (shared by the gateway handler, run endpoint and protection tests)."""
+"""Driving rtdash's ASGI apps in-process as a server drives them: a request's scope, one
+whole exchange, and the run a departed client left behind (shared by the gateway handler,
+run endpoint and protection tests)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from asgiref.testing import ApplicationCommunicator
+
+from runs.models import Run
+from runs.pipeline.start import settle
 
 
 def http_scope(
@@ -50,3 +56,14 @@ async def exchange(app, scope: dict, messages: list[dict]) -> dict:
     await communicator.wait(10)
     headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
     return {"status": start["status"], "headers": headers, "body": body}
+
+
+async def the_run_once_completed() -> Run:
+    """The one recorded run, once it has been read to its end (the request that started it
+    may be gone: its client left, or the server cancelled it), waiting up to ~5 s."""
+    for _ in range(100):
+        await settle()
+        if await Run.objects.filter(status="completed").aexists():
+            break
+        await asyncio.sleep(0.05)
+    return await Run.objects.aget()

@@ -13,7 +13,7 @@ from rtdash.gateway_handler import GatewayASGIHandler
 from runs.gateway.views import settle
 from runs.models import Run
 from runs.pipeline import start
-from tests.gateway.asgi import exchange, http_scope
+from tests.gateway.asgi import exchange, http_scope, the_run_once_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -152,10 +152,5 @@ async def test_a_client_that_leaves_before_its_json_answer_still_gets_the_run_re
     if isinstance(handler, GatewayASGIHandler):
         assert sent == []  # Django's handler cancels the answer of a client that has left
     # (rtdash.run_endpoint sends it for the server to drop: see its docstring)
-    for _ in range(100):
-        await settle()
-        if await Run.objects.filter(status="completed").aexists():
-            break
-        await asyncio.sleep(0.05)
-    recorded = await Run.objects.aget()
+    recorded = await the_run_once_completed()
     assert (recorded.status, recorded.output_tokens > 0) == ("completed", True)

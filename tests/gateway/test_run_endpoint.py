@@ -16,7 +16,7 @@ from rtdash.gateway_handler import GatewayASGIHandler
 from rtdash.run_endpoint import RunEndpoint, RunRoute, match_run, send_stream
 from runs.gateway.views import settle
 from runs.models import Run
-from tests.gateway.asgi import exchange, http_scope
+from tests.gateway.asgi import exchange, http_scope, the_run_once_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -293,12 +293,7 @@ async def test_a_server_cancelling_the_request_does_not_stop_its_run(
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await serving
-    for _ in range(100):
-        await settle()
-        if await Run.objects.filter(status="completed").aexists():
-            break
-        await asyncio.sleep(0.05)
-    run = await Run.objects.aget()
+    run = await the_run_once_completed()
     assert (run.status, run.output_tokens > 0) == ("completed", True)
     assert served_here == ["/v1/run"]
 
