@@ -41,6 +41,7 @@ from django.middleware.security import SecurityMiddleware
 from django.urls import set_script_prefix
 
 from rtdash.unavailable import answer_database_unavailable
+from runs.core import sync_thread
 from runs.core.errors import error_response as envelope
 
 GATEWAY_PREFIX = "/v1/"
@@ -144,7 +145,7 @@ class GatewayASGIHandler(ASGIHandler):
             response = tasks[1].result()
         except asyncio.CancelledError:
             response = None
-        await sync_to_async(close_response)(request, response)
+        await sync_thread.call(close_response, request, response)
         body_file.close()
 
 

@@ -281,12 +281,16 @@ def _instance(model: type[Model], names: tuple[str, ...], row: Sequence) -> Mode
     return model.from_db(_connection().alias, tuple(found), values)
 
 
+def _first_row(sql: str, params: Sequence) -> tuple | None:
+    with _connection().cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
 def first_instance(model: type[Model], sql: str, params: Sequence, names: tuple[str, ...]):
     """The first row of `sql`, which selects the columns of `names` (field names) in that
     order, as an instance (see `_instance`); None when there is no row."""
-    with _connection().cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
+    row = _first_row(sql, params)
     return None if row is None else _instance(model, names, row)
 
 
@@ -418,10 +422,7 @@ def run_for_update(run_id: int, names: Sequence[str]):
     queryset resolved its columns against the model anew on every finish."""
     from runs.models import Run
 
-    connection = _connection()
-    with connection.cursor() as cursor:
-        cursor.execute(_run_read_sql(tuple(names), connection.vendor), [run_id])
-        row = cursor.fetchone()
+    row = _first_row(_run_read_sql(tuple(names), _connection().vendor), [run_id])
     if row is None:
         raise Run.DoesNotExist(f"run {run_id} does not exist")
     run = _instance(Run, ("id", *names), row)

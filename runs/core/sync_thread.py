@@ -1,4 +1,4 @@
-"""The hop to Django's sync thread on the gateway's run path, without asgiref's bookkeeping.
+"""The hop to Django's sync thread on a run's path, without asgiref's bookkeeping.
 
 `asgiref.sync.sync_to_async` runs thread-sensitive code in one thread, where Django's
 database connections live. On a run's path it costs ~30 µs more per hop than the executor

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from runs.core import sync_thread, upstream
@@ -138,7 +137,8 @@ async def launch(
     Raises BudgetExceeded or NoRunToolsKey before anything is recorded or sent.
     """
     receipt = Receipt.now()
-    prepared = await sync_to_async(prepare)(
+    prepared = await sync_thread.call(
+        prepare,
         team,
         run_request,
         source=source,
@@ -179,7 +179,7 @@ async def send(
         after_response(functools.partial(_finish_later, run.pk, outcome))
         return launched
     try:
-        launched.run = await sync_to_async(finish_run)(run.pk, outcome)
+        launched.run = await sync_thread.call(finish_run, run.pk, outcome)
     finally:
         IN_FLIGHT.discard(run.pk)
     return launched
