@@ -152,6 +152,9 @@ class ClientSink(Sink):
             self.queue.put_nowait(injected)
         self.queue.put_nowait(None)
 
+    def holding(self) -> bool:
+        return self.attached and not self.queue.empty()
+
     def detach(self) -> None:
         self.attached = False
         self.queue.put_nowait(None)

@@ -19,8 +19,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
-
+from runs.core import sync_thread
 from runs.core.loops import PerLoop
 from runs.models import RunEvent
 from runs.pipeline.recording import FrameRows, save_frames
@@ -53,7 +52,7 @@ class FrameStore:
             batches, self._waiting = self._waiting, []
             by_run = _group(batches)
             try:
-                await sync_to_async(save_frames)(_rows(by_run))
+                await sync_thread.call(save_frames, _rows(by_run))
             except Exception as error:
                 if len(by_run) == 1:
                     _settle(batches, error)
@@ -66,7 +65,7 @@ class FrameStore:
     async def _write_run_by_run(self, by_run: dict[int, list[_Batch]]) -> None:
         for run_id, batches in by_run.items():
             try:
-                await sync_to_async(save_frames)(_rows({run_id: batches}))
+                await sync_thread.call(save_frames, _rows({run_id: batches}))
             except Exception as error:
                 _settle(batches, error)
             else:

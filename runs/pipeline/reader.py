@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import httpx
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from runs.core import sync_thread
 from runs.core.sse import Frame, SSEParser
 from runs.core.upstream import translate
 from runs.models import Run, RunStatus
@@ -47,6 +47,11 @@ PARSE_BACKLOG_BYTES = 4 * 1024 * 1024
 BACKLOG_FIRST_YIELD_SECONDS = 0.001
 # At the end of a stream, the final frame is looked for in this much of its tail first.
 TAIL_BYTES = 64 * 1024
+# After a stream's first chunk and after its last, the reader yields up to this many turns of
+# the event loop for the sinks' consumers to take what they hold (RunReader._let_sinks_send):
+# the gateway's response takes two or three to start. A consumer that never comes (a client
+# gone before its response started) costs no more than these turns.
+SINK_TURNS = 8
 
 COMPLETION_EVENTS = frozenset({"run_completed"})
 DELTA_EVENTS = frozenset({"assistant_message_delta"})
@@ -73,6 +78,11 @@ class Sink:
 
     async def chunk(self, data: bytes) -> None:
         """Raw upstream bytes, unchanged, in order."""
+
+    def holding(self) -> bool:
+        """Whether bytes given to `chunk` still wait for the sink's consumer (the gateway's
+        response, sending them to its client)."""
+        return False
 
     async def frames(self, frames: list[tuple[int, Frame]]) -> None:
         """Parsed frames with their sequence numbers (only called when `wants_frames`)."""
@@ -203,6 +213,8 @@ class RunReader:
             async with asyncio.timeout(settings.RTDASH_MAX_RUN_SECONDS):
                 async for chunk in self.response.aiter_raw():
                     await self._take(chunk)
+            # The stream's end is examined (its tail parsed) once the client has its last bytes.
+            await self._let_sinks_send()
             if not self._final_frame_seen():
                 message = "The RunTools stream ended before its final frame."
                 self.outcome.fail("upstream_disconnected", message, RunStatus.INTERRUPTED)
@@ -239,15 +251,28 @@ class RunReader:
             self.outcome.upstream_ms = (time.perf_counter() - started) * 1000
             await self._finish(injected)
 
+    async def _let_sinks_send(self) -> None:
+        """Give the event loop to the sinks' consumers while they still hold bytes, for at most
+        SINK_TURNS turns. A stream that has more data ready (a short one: all of it, with its
+        headers) is otherwise read to its end and examined in one go, and the gateway's
+        response, still starting in its own task, sends its first byte only after that."""
+        turns = 0
+        while turns < SINK_TURNS and any(sink.holding() for sink in self.sinks):
+            await asyncio.sleep(0)
+            turns += 1
+
     def _received_any(self) -> bool:
         return self.outcome.frame_count > 0 or bool(self._unparsed)
 
     async def _take(self, chunk: bytes) -> None:
         now = timezone.now()
-        if self.outcome.first_byte_at is None:
+        first = self.outcome.first_byte_at is None
+        if first:
             self.outcome.first_byte_at = now
         for sink in self.sinks:
             await sink.chunk(chunk)
+        if first:
+            await self._let_sinks_send()
         if self.eager:
             if self.forwards_chunks:
                 # Let the sinks send this chunk before parsing it: with more data ready, the
@@ -413,7 +438,7 @@ class RunReader:
                 # Not every runtime repeats the answer in its final frame.
                 self.outcome.result = self._last_message or self._streamed_text() or None
             await self.writer.close()
-            self.record = await sync_to_async(finish_run)(self.run_id, self.outcome)
+            self.record = await sync_thread.call(finish_run, self.run_id, self.outcome)
         finally:
             READERS.pop(self.run_id, None)
             IN_FLIGHT.discard(self.run_id)

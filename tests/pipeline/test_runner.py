@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from runs.core import upstream
 from runs.core.validation import validate_run
 from runs.models import Run
-from runs.pipeline.reader import Sink
+from runs.pipeline.reader import RunReader, Sink
 from runs.pipeline.start import launch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,3 +107,109 @@ async def test_a_playground_run_records_rtdashs_overhead_and_the_upstreams_time(
     assert run.status == "completed"
     assert run.overhead_ms is not None and run.overhead_ms > 0
     assert run.upstream_ms is not None
+
+
+class _OneWriteStream(BaseHTTPRequestHandler):
+    """Answers a run with a whole event stream (headers, frames, end) in one write."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        frames = b"".join(
+            b"event: %s\ndata: %s\n\n" % (event, json.dumps(data).encode())
+            for event, data in [
+                (b"run_started", {"runId": "run_1", "threadId": "thr_1"}),
+                (b"assistant_message_delta", {"delta": "Hi"}),
+                (b"run_completed", {"result": "Hi", "usage": {"inputTokens": 1}}),
+            ]
+        )
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(frames)
+        )
+        self.wfile.write(head + frames)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def one_write_upstream(settings):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OneWriteStream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.RUNTOOLS_API_URL = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    upstream.use_transport(None)  # fresh clients, pointed at this server
+    yield
+    server.shutdown()
+    server.server_close()
+    upstream.use_transport(None)
+
+
+class ConsumerSink(Sink):
+    """A client's sink as the gateway has it: each chunk is taken by its consumer (the
+    gateway's response, starting in its own task) `turns` turns of the event loop later, or
+    never; the stream's end is noted."""
+
+    def __init__(self, turns: int | None = 3) -> None:
+        self.events: list[str] = []
+        self.turns = turns
+        self.held = 0
+
+    async def chunk(self, data: bytes) -> None:
+        self.events.append("chunk")
+        self.held += 1
+        if self.turns is not None:
+            self._consume_in(self.turns)
+
+    def _consume_in(self, turns: int) -> None:
+        if turns:
+            asyncio.get_running_loop().call_soon(self._consume_in, turns - 1)
+        else:
+            self.held -= 1
+            self.events.append("consumed")
+
+    def holding(self) -> bool:
+        return self.held > 0
+
+    async def end(self, outcome, injected) -> None:
+        self.events.append("end")
+
+
+def _launched_stream(acme, sink: ConsumerSink, monkeypatch):
+    """The run's stream, with the reader's examination of its end noted among the sink's
+    events."""
+    examine = RunReader._final_frame_seen
+
+    def examined(reader: RunReader) -> bool:
+        sink.events.append("examined")
+        return examine(reader)
+
+    monkeypatch.setattr(RunReader, "_final_frame_seen", examined)
+    body = {"agent": "support-chat", "prompt": "hi"}
+    return launch(
+        acme, validate_run(body, json.dumps(body).encode()), source="playground", sinks=[sink]
+    )
+
+
+@pytest.mark.usefixtures("one_write_upstream", "acme_key")
+async def test_a_stream_that_arrived_at_once_reaches_its_client_before_its_end_is_examined(
+    acme, monkeypatch
+):
+    # The whole answer came in one read, with its headers: the reader has all of it without
+    # waiting. The client's consumer still takes it before the reader examines the stream's
+    # end (parsing its tail) and ends the sinks.
+    sink = ConsumerSink(turns=3)
+    started = await _launched_stream(acme, sink, monkeypatch)
+    await started.reader.finished.wait()
+    assert sink.events == ["chunk", "consumed", "examined", "end"]
+    run = await Run.objects.aget(pk=started.run.pk)
+    assert run.status == "completed" and run.frame_count == 3
+
+
+@pytest.mark.usefixtures("one_write_upstream", "acme_key")
+async def test_a_consumer_that_never_comes_does_not_hold_the_run(acme, monkeypatch):
+    sink = ConsumerSink(turns=None)
+    started = await _launched_stream(acme, sink, monkeypatch)
+    await asyncio.wait_for(started.reader.finished.wait(), timeout=10)
+    assert sink.events == ["chunk", "examined", "end"]
+    run = await Run.objects.aget(pk=started.run.pk)
+    assert run.status == "completed" and run.frame_count == 3
