@@ -213,6 +213,8 @@ class RunReader:
             async with asyncio.timeout(settings.RTDASH_MAX_RUN_SECONDS):
                 async for chunk in self.response.aiter_raw():
                     await self._take(chunk)
+            # The upstream has ended: a Stop from now on finds nothing left to stop.
+            self.finishing = True
             # The stream's end is examined (its tail parsed) once the client has its last bytes.
             await self._let_sinks_send()
             if not self._final_frame_seen():

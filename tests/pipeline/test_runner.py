@@ -213,3 +213,30 @@ async def test_a_consumer_that_never_comes_does_not_hold_the_run(acme, monkeypat
     assert sink.events == ["chunk", "examined", "end"]
     run = await Run.objects.aget(pk=started.run.pk)
     assert run.status == "completed" and run.frame_count == 3
+
+
+class StopAtTheEndSink(ConsumerSink):
+    """A client that never takes its chunks, and presses Stop once the upstream has ended,
+    while the reader waits for it before examining the end."""
+
+    def __init__(self) -> None:
+        super().__init__(turns=None)
+        self.reader: RunReader | None = None
+
+    def holding(self) -> bool:
+        if self.reader is not None and self.reader.response.is_closed:
+            self.reader.stop()
+        return super().holding()
+
+
+@pytest.mark.usefixtures("one_write_upstream", "acme_key")
+async def test_a_stop_pressed_once_the_upstream_has_ended_leaves_the_run_completed(
+    acme, monkeypatch
+):
+    sink = StopAtTheEndSink()
+    started = await _launched_stream(acme, sink, monkeypatch)
+    sink.reader = started.reader
+    await asyncio.wait_for(started.reader.finished.wait(), timeout=10)
+    assert sink.events == ["chunk", "examined", "end"]
+    run = await Run.objects.aget(pk=started.run.pk)
+    assert run.status == "completed" and run.frame_count == 3
