@@ -9,8 +9,11 @@ function in the same thread, the way asgiref would, when asgiref would choose it
 thread (a worker under uvicorn or daphne); anywhere else (inside `async_to_sync`, as Django's
 test client runs views, or a ThreadSensitiveContext) it is `sync_to_async` itself.
 
-Unlike sync_to_async, context variables the function changes are not carried back to the
-caller: none of the steps that use this hop changes one.
+What Django keeps per request in asgiref Locals (the active time zone and language, the
+URLconf) is seen in the thread, as sync_to_async makes it seen: asgiref tags a Local's storage
+with the thread that set it, and moves it to the thread it hands work to. Unlike
+sync_to_async, context variables the function changes are not carried back to the caller:
+none of the steps that use this hop changes one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from asgiref.sync import AsyncToSync, SyncToAsync, sync_to_async
+
+try:
+    # asgiref's own step for moving a context's Locals to the thread it runs in (3.12 on).
+    from asgiref.sync import _restore_context as _move_locals_here
+except ImportError:  # an asgiref whose Locals are not tagged with a thread
+
+    def _move_locals_here(context: contextvars.Context) -> None:
+        pass
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -48,11 +60,19 @@ async def call(func: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     # async_to_sync) would wait for this very thread, and raises instead of deadlocking.
     context.run(SyncToAsync.deadlock_context.set, True)
     return await loop.run_in_executor(
-        SyncToAsync.single_thread_executor, context.run, _in_thread, loop, func, args, kwargs
+        SyncToAsync.single_thread_executor,
+        context.run,
+        _in_thread,
+        context,
+        loop,
+        func,
+        args,
+        kwargs,
     )
 
 
-def _in_thread(loop, func, args, kwargs):
+def _in_thread(context, loop, func, args, kwargs):
+    _move_locals_here(context)
     # What asgiref's thread_handler leaves for an async_to_sync called inside: the loop to
     # run its coroutine on.
     SyncToAsync.threadlocal.main_event_loop = loop

@@ -9,6 +9,8 @@ import threading
 import pytest
 import uvloop
 from asgiref.sync import async_to_sync, sync_to_async
+from django.urls import get_urlconf, set_urlconf
+from django.utils import timezone
 
 from runs.core import sync_thread
 
@@ -72,3 +74,21 @@ def test_arguments_go_in_and_exceptions_come_out(run):
     assert run(sync_thread.call(divide, 6, 3, then=1)) == 3
     with pytest.raises(ZeroDivisionError):
         run(sync_thread.call(divide, 1, 0))
+
+
+def test_what_django_keeps_per_request_is_seen_in_the_thread(run):
+    # Django keeps the active time zone and the request's URLconf in asgiref Locals, whose
+    # storage asgiref tags with the thread that set it; sync_to_async moves it to its thread,
+    # and so must the hop.
+    async def scenario():
+        timezone.activate("Asia/Tokyo")
+        set_urlconf("rtdash.urls")
+        try:
+            return await sync_thread.call(
+                lambda: (timezone.get_current_timezone_name(), get_urlconf())
+            )
+        finally:
+            set_urlconf(None)
+            timezone.deactivate()
+
+    assert run(scenario()) == ("Asia/Tokyo", "rtdash.urls")
