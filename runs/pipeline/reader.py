@@ -213,15 +213,19 @@ class RunReader:
             async with asyncio.timeout(settings.RTDASH_MAX_RUN_SECONDS):
                 async for chunk in self.response.aiter_raw():
                     await self._take(chunk)
-            # The upstream has ended: a Stop from now on finds nothing left to stop.
+            # The upstream has ended: a Stop from now on finds nothing left to stop, and what
+            # is still unparsed waits for the end's examination, not for the idle timer.
             self.finishing = True
+            self._cancel_parse_timer()
             # The stream's end is examined (its tail parsed) once the client has its last bytes.
             await self._let_sinks_send()
-            if not self._final_frame_seen():
-                message = "The RunTools stream ended before its final frame."
-                self.outcome.fail("upstream_disconnected", message, RunStatus.INTERRUPTED)
-                injected = disconnect_frame(message)
+            injected = self._examine_end()
         except asyncio.CancelledError:
+            if self.finishing:
+                # The upstream had ended; only the wait for the client was cut short (the
+                # process is shutting down): the run ends as its stream did.
+                injected = self._examine_end()
+                raise
             if not self.stop_requested:
                 # The process is shutting down: end the run honestly, then let it stop.
                 message = "rtdash stopped reading this run (worker shutting down)."
@@ -252,6 +256,15 @@ class RunReader:
             await self.response.aclose()
             self.outcome.upstream_ms = (time.perf_counter() - started) * 1000
             await self._finish(injected)
+
+    def _examine_end(self) -> bytes | None:
+        """At the upstream's end: None when the stream closed with its final frame; else the
+        run is interrupted, and this is the frame the client gets to say so."""
+        if self._final_frame_seen():
+            return None
+        message = "The RunTools stream ended before its final frame."
+        self.outcome.fail("upstream_disconnected", message, RunStatus.INTERRUPTED)
+        return disconnect_frame(message)
 
     async def _let_sinks_send(self) -> None:
         """Give the event loop to the sinks' consumers while they still hold bytes, for at most

@@ -12,7 +12,7 @@ import pytest
 from runs.core import upstream
 from runs.core.validation import validate_run
 from runs.models import Run
-from runs.pipeline.reader import RunReader, Sink
+from runs.pipeline.reader import SINK_TURNS, RunReader, Sink
 from runs.pipeline.start import launch
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -110,23 +110,24 @@ async def test_a_playground_run_records_rtdashs_overhead_and_the_upstreams_time(
 
 
 class _OneWriteStream(BaseHTTPRequestHandler):
-    """Answers a run with a whole event stream (headers, frames, end) in one write."""
+    """Answers a run with a whole event stream in one write: its headers, and its three frames
+    as three chunks of the body (chunked), then the body's end."""
+
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        frames = b"".join(
+        frames = [
             b"event: %s\ndata: %s\n\n" % (event, json.dumps(data).encode())
             for event, data in [
                 (b"run_started", {"runId": "run_1", "threadId": "thr_1"}),
                 (b"assistant_message_delta", {"delta": "Hi"}),
                 (b"run_completed", {"result": "Hi", "usage": {"inputTokens": 1}}),
             ]
-        )
-        head = (
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(frames)
-        )
-        self.wfile.write(head + frames)
+        ]
+        body = b"".join(b"%x\r\n%s\r\n" % (len(frame), frame) for frame in frames) + b"0\r\n\r\n"
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        self.wfile.write(head + b"Transfer-Encoding: chunked\r\n\r\n" + body)
 
     def log_message(self, *args) -> None:
         pass
@@ -146,13 +147,14 @@ def one_write_upstream(settings):
 
 class ConsumerSink(Sink):
     """A client's sink as the gateway has it: each chunk is taken by its consumer (the
-    gateway's response, starting in its own task) `turns` turns of the event loop later, or
-    never; the stream's end is noted."""
+    gateway's response, starting in its own task: two or three turns) `turns` turns of the
+    event loop later, or never; the stream's end is noted."""
 
-    def __init__(self, turns: int | None = 3) -> None:
+    def __init__(self, turns: int | None = 5) -> None:
         self.events: list[str] = []
         self.turns = turns
         self.held = 0
+        self.asked = 0
 
     async def chunk(self, data: bytes) -> None:
         self.events.append("chunk")
@@ -168,6 +170,7 @@ class ConsumerSink(Sink):
             self.events.append("consumed")
 
     def holding(self) -> bool:
+        self.asked += 1
         return self.held > 0
 
     async def end(self, outcome, injected) -> None:
@@ -195,48 +198,60 @@ async def test_a_stream_that_arrived_at_once_reaches_its_client_before_its_end_i
     acme, monkeypatch
 ):
     # The whole answer came in one read, with its headers: the reader has all of it without
-    # waiting. The client's consumer still takes it before the reader examines the stream's
-    # end (parsing its tail) and ends the sinks.
-    sink = ConsumerSink(turns=3)
+    # waiting. The client's consumer still takes the first chunk before the reader reads on,
+    # and the last before the reader examines the stream's end (parsing its tail) and ends
+    # the sinks.
+    sink = ConsumerSink()
     started = await _launched_stream(acme, sink, monkeypatch)
     await started.reader.finished.wait()
-    assert sink.events == ["chunk", "consumed", "examined", "end"]
+    assert sink.events == [
+        "chunk", "consumed", "chunk", "chunk", "consumed", "consumed", "examined", "end"
+    ]  # fmt: skip
     run = await Run.objects.aget(pk=started.run.pk)
     assert run.status == "completed" and run.frame_count == 3
 
 
 @pytest.mark.usefixtures("one_write_upstream", "acme_key")
-async def test_a_consumer_that_never_comes_does_not_hold_the_run(acme, monkeypatch):
+async def test_a_consumer_that_never_comes_costs_the_reader_a_few_turns(acme, monkeypatch):
     sink = ConsumerSink(turns=None)
     started = await _launched_stream(acme, sink, monkeypatch)
     await asyncio.wait_for(started.reader.finished.wait(), timeout=10)
-    assert sink.events == ["chunk", "examined", "end"]
+    assert sink.events == ["chunk", "chunk", "chunk", "examined", "end"]
+    assert sink.asked == 2 * SINK_TURNS  # after the first chunk, and at the end
     run = await Run.objects.aget(pk=started.run.pk)
     assert run.status == "completed" and run.frame_count == 3
 
 
-class StopAtTheEndSink(ConsumerSink):
-    """A client that never takes its chunks, and presses Stop once the upstream has ended,
-    while the reader waits for it before examining the end."""
+class InterruptedAtTheEndSink(ConsumerSink):
+    """A client that never takes its chunks; once the upstream has ended, while the reader
+    waits for the client, the run is stopped (the playground's Stop) or its task cancelled
+    (the worker shutting down)."""
 
-    def __init__(self) -> None:
+    def __init__(self, how: str) -> None:
         super().__init__(turns=None)
+        self.how = how
         self.reader: RunReader | None = None
 
     def holding(self) -> bool:
-        if self.reader is not None and self.reader.response.is_closed:
-            self.reader.stop()
+        reader = self.reader
+        if reader is not None and reader.response.is_closed and self.asked == SINK_TURNS:
+            if self.how == "stop":
+                reader.stop()
+            else:
+                reader.task.cancel()
         return super().holding()
 
 
+@pytest.mark.parametrize("how", ["stop", "shutdown"])
 @pytest.mark.usefixtures("one_write_upstream", "acme_key")
-async def test_a_stop_pressed_once_the_upstream_has_ended_leaves_the_run_completed(
-    acme, monkeypatch
+async def test_a_run_interrupted_once_its_upstream_has_ended_is_recorded_as_it_ended(
+    acme, monkeypatch, how
 ):
-    sink = StopAtTheEndSink()
+    sink = InterruptedAtTheEndSink(how)
     started = await _launched_stream(acme, sink, monkeypatch)
     sink.reader = started.reader
     await asyncio.wait_for(started.reader.finished.wait(), timeout=10)
-    assert sink.events == ["chunk", "examined", "end"]
+    assert sink.events == ["chunk", "chunk", "chunk", "examined", "end"]
     run = await Run.objects.aget(pk=started.run.pk)
     assert run.status == "completed" and run.frame_count == 3
+    assert started.reader.task.cancelled() == (how == "shutdown")
