@@ -321,14 +321,16 @@ def _load_average() -> str:
     return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-async def measure_floor(stack: Stack, bare_url: str, recording_url: str) -> str:
+async def measure_floor(stack: Stack, bare_url: str, recording_url: str, required_url: str) -> str:
     """Targets 1-2 of issue 18: rtdash's JSON and first-byte overheads against the bare hop's
-    (and the recording hop's: the bare hop plus the database trip recording demands), each
-    request paired with the direct one of its round."""
+    (and the recording hop's: the bare hop plus the database trip recording demands; and the
+    required hop's: all that rtdash's rules make a run do, in its least form), each request
+    paired with the direct one of its round."""
     paths = {
         "direct": (stack.simulator.url + "/run", SIM_KEY),
         "bare": (bare_url + "/v1/run", SIM_KEY),
         "recording": (recording_url + "/v1/run", SIM_KEY),
+        "required": (required_url + "/v1/run", stack.token),
         "rtdash": (stack.url + "/v1/run", stack.token),
     }
     load_before = _load_average()
@@ -339,9 +341,11 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str) -> str:
     load_after = _load_average()
     json_bare = _paired_overheads(json_times, "bare")
     json_recording = _paired_overheads(json_times, "recording")
+    json_required = _paired_overheads(json_times, "required")
     json_rtdash = _paired_overheads(json_times, "rtdash")
     first_bare = _paired_overheads(first_times, "bare")
     first_recording = _paired_overheads(first_times, "recording")
+    first_required = _paired_overheads(first_times, "required")
     first_rtdash = _paired_overheads(first_times, "rtdash")
 
     def row(title, times, name, overheads):
@@ -355,13 +359,18 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str) -> str:
     json_floor_ratio = json_rtdash["p50"] / json_recording["p50"]
     first_floor_ratio = first_rtdash["p50"] / first_recording["p50"]
     first_vs_json = first_rtdash["p50"] / json_rtdash["p50"]
+    json_required_ratio = json_required["p50"] / json_bare["p50"]
+    first_required_ratio = first_required["p50"] / first_bare["p50"]
+    json_over_required = json_rtdash["p50"] / json_required["p50"]
+    first_over_required = first_rtdash["p50"] / first_required["p50"]
     deltas = SHORT_STREAM_BODY["metadata"]["simulate"]["deltas"]
     return "\n".join(
         [
             f"{FLOOR_ROUNDS} rounds (after {FLOOR_WARMUP_ROUNDS} unmeasured), each with one "
-            "request direct to the simulator, one through the bare ASGI hop "
-            "(`bench/reference.py`) and one through rtdash (recorded), in an order that "
-            "rotates; first for a JSON run, then for the time to the first body byte of a "
+            "request direct to the simulator, one through each reference hop "
+            "(`bench/reference.py`: bare, recording, required) and one through rtdash "
+            "(recorded), in an order that rotates; first for a JSON run, then for the time "
+            "to the first body byte of a "
             f"{deltas}-delta stream. Each overhead is a request's time minus the direct time "
             f"of its own round (milliseconds). Load average (1 / 5 / 15 min) {load_before} "
             f"before, {load_after} after.",
@@ -371,10 +380,12 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str) -> str:
             row("JSON, direct", json_times, "direct", None),
             row("JSON, bare hop", json_times, "bare", json_bare),
             row("JSON, recording hop", json_times, "recording", json_recording),
+            row("JSON, required hop", json_times, "required", json_required),
             row("JSON, rtdash", json_times, "rtdash", json_rtdash),
             row("first byte, direct", first_times, "direct", None),
             row("first byte, bare hop", first_times, "bare", first_bare),
             row("first byte, recording hop", first_times, "recording", first_recording),
+            row("first byte, required hop", first_times, "required", first_required),
             row("first byte, rtdash", first_times, "rtdash", first_rtdash),
             "",
             f"**First byte: rtdash's overhead is {first_ratio:.2f}x the bare hop's** (target "
@@ -386,6 +397,18 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str) -> str:
             "sqlite3 connection: the least that recording each run before forwarding it "
             f"costs. Against it, rtdash's overhead is {json_floor_ratio:.2f}x for JSON and "
             f"{first_floor_ratio:.2f}x for the first byte.",
+            "",
+            "The required hop is the recording hop plus the rest of what rtdash's rules make "
+            "every run do, each in its least form and still with no framework: the token "
+            "hashed, the body parsed, the sealed key decrypted, a JSON answer read whole and "
+            "its usage parsed before it is answered, the run's row completed after the "
+            "response (`bench/reference.py`). **Its own overhead is "
+            f"{json_required_ratio:.2f}x the bare hop's for JSON and "
+            f"{first_required_ratio:.2f}x for the first byte**; the 1.5x targets leave "
+            "everything else rtdash does (Django's request and response, the validation, the "
+            "signals, the protections) the difference. Against it, rtdash's overhead is "
+            f"{json_over_required:.2f}x for JSON and {first_over_required:.2f}x for the first "
+            "byte.",
         ]
     )
 
@@ -417,19 +440,25 @@ def floor_only() -> None:
             Stack(server="uvicorn", **production(redis.url)) as stack,
             ReferenceServer("bare", stack.simulator.url) as bare,
             _recording_hop(stack) as recording,
+            _recording_hop(stack, "required") as required,
         ):
-            body = asyncio.run(measure_floor(stack, bare.url, recording.url))
+            body = asyncio.run(measure_floor(stack, bare.url, recording.url, required.url))
     finally:
         redis.stop()
     write_section("gateway-floor", FLOOR_TITLE + body)
 
 
-def _recording_hop(stack: Stack) -> ReferenceServer:
-    """The recording reference hop, on the stack's own SQLite database and token."""
+def _recording_hop(stack: Stack, kind: str = "recording") -> ReferenceServer:
+    """The recording (or required) reference hop, on the stack's own SQLite database and
+    token, with the simulator's key to seal."""
     database = stack.database_url.removeprefix("sqlite:///")
     token_hash = hashlib.sha256(stack.token.encode()).hexdigest()
     return ReferenceServer(
-        "recording", stack.simulator.url, database=database, token_hash=token_hash
+        kind,
+        stack.simulator.url,
+        database=database,
+        token_hash=token_hash,
+        sealed_key=SIM_KEY,
     )
 
 
@@ -453,10 +482,11 @@ def main() -> None:
                 Stack(server=server, **production(redis.url)) as stack,
                 ReferenceServer("bare", stack.simulator.url) as bare,
                 _recording_hop(stack) as recording,
+                _recording_hop(stack, "required") as required,
             ):
                 body = asyncio.run(measure(stack, bare.url))
                 if server == "uvicorn":
-                    floor = asyncio.run(measure_floor(stack, bare.url, recording.url))
+                    floor = asyncio.run(measure_floor(stack, bare.url, recording.url, required.url))
                 if not references:
                     references = asyncio.run(_references(stack))
         finally:

@@ -15,6 +15,16 @@ machine:
   raw sqlite3 connection (no ORM, no framework). Its overhead is the floor for rtdash's
   "recorded before forwarded" (`REFERENCE_DATABASE`, `REFERENCE_TOKEN_HASH`).
 
+- `required`: the recording hop plus the rest of what rtdash's rules make every run do, each
+  in its least form, still with no framework: the presented token hashed before it is looked
+  up (tokens are stored hashed), the body parsed as JSON (bad input gets a clear error), the
+  team's sealed key decrypted for the request (Fernet, at the last moment, as the secrets rule
+  has it), a JSON answer read whole before it is answered (its usage is recorded, and a cut
+  answer must get a clear error, not a truncated body) and its usage parsed, and the run's row
+  completed after the response has left (one UPDATE on the database thread). A stream is
+  relayed as the bare hop relays it. Its overhead is the floor for rtdash with its rules, on
+  this machine (`REFERENCE_DATABASE`, `REFERENCE_SEALED_KEY`).
+
 - `relay`: the playground's relay with nothing of rtdash in it, for bench/relay.py: a plain
   ASGI websocket app that, on the playground's `start` message, streams the run from the
   upstream with the shared httpx client, splits the SSE frames and sends each chunk's frames
@@ -35,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import hashlib
 import json
 import os
 import sqlite3
@@ -96,8 +107,9 @@ _database_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1)
 _database = threading.local()
 
 
-def _record_sync() -> None:
-    """Look the token up, then insert a run row (a copy of the newest, every column bound)."""
+def _record_sync(token_hash: str = "") -> int:
+    """Look the token up (by `token_hash`, else REFERENCE_TOKEN_HASH), then insert a run row
+    (a copy of the newest, every column bound); the new row's id."""
     if not hasattr(_database, "connection"):
         connection = sqlite3.connect(os.environ["REFERENCE_DATABASE"], isolation_level=None)
         connection.execute("PRAGMA synchronous=NORMAL")  # as rtdash's settings
@@ -110,18 +122,89 @@ def _record_sync() -> None:
         _database.connection = connection
         _database.insert = f'INSERT INTO "runs_run" ({names}) VALUES ({marks}) RETURNING id'  # noqa: S608 - names from the table
         _database.row = row
-    found = _database.connection.execute(LOOKUP_SQL, [os.environ["REFERENCE_TOKEN_HASH"]])
+    token_hash = token_hash or os.environ["REFERENCE_TOKEN_HASH"]
+    found = _database.connection.execute(LOOKUP_SQL, [token_hash])
     assert found.fetchone() is not None, "the token is not in the database"
     row = _database.row
     # As Django writes a datetime to SQLite: UTC, naive, space-separated.
     now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     row["started_at"] = row["heartbeat_at"] = str(now)
-    _database.connection.execute(_database.insert, list(row.values())).fetchone()
+    return _database.connection.execute(_database.insert, list(row.values())).fetchone()[0]
 
 
 async def _record() -> None:
     if os.environ.get("REFERENCE_DATABASE"):
         await asyncio.get_running_loop().run_in_executor(_database_thread, _record_sync)
+
+
+# The run's completion, as the least a finish writes (status, usage, when).
+FINISH_SQL = (
+    'UPDATE "runs_run" SET "status" = ?, "input_tokens" = ?, "output_tokens" = ?, '
+    '"finished_at" = ? WHERE "id" = ?'
+)
+
+
+def _finish_sync(run_id: int, usage: dict) -> None:
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    values = ["completed", usage.get("inputTokens"), usage.get("outputTokens"), str(now), run_id]
+    _database.connection.execute(FINISH_SQL, values)
+
+
+_finishing: set[asyncio.Future] = set()
+
+
+def _sealer():
+    from cryptography.fernet import Fernet
+
+    # rtdash's key is not the hop's to open: the same work, on a key sealed here for the hop.
+    fernet = Fernet(Fernet.generate_key())
+    return fernet, fernet.encrypt(os.environ["REFERENCE_SEALED_KEY"].encode())
+
+
+async def required_app(scope, receive, send) -> None:
+    """The `required` hop (see the module's docstring)."""
+    if scope["type"] != "http":
+        return
+    global _sealed
+    if _sealed is None:
+        _sealed = _sealer()
+    fernet, sealed = _sealed
+    body = await asgi_body(receive)
+    json.loads(body)
+    presented = dict(scope["headers"]).get(b"x-api-key", b"")
+    token_hash = hashlib.sha256(presented).hexdigest()
+    loop = asyncio.get_running_loop()
+    run_id = await loop.run_in_executor(_database_thread, _record_sync, token_hash)
+    key = fernet.decrypt(sealed).decode()
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    request = _upstream().build_request("POST", "/run", content=body, headers=headers)
+    answer = await _upstream().send(request, stream=True)
+    content_type = answer.headers.get("content-type", "")
+    try:
+        if content_type.startswith("text/event-stream"):
+            await _relay_answer(answer, send)
+            return
+        content = await answer.aread()
+    finally:
+        await answer.aclose()
+    usage = json.loads(content).get("usage") or {}
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status_code,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(content)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
+    finish = loop.run_in_executor(_database_thread, _finish_sync, run_id, usage)
+    _finishing.add(finish)
+    finish.add_done_callback(_finishing.discard)
+
+
+_sealed = None
 
 
 async def bare_app(scope, receive, send) -> None:
@@ -136,22 +219,24 @@ async def bare_app(scope, receive, send) -> None:
     request = _upstream().build_request("POST", "/run", content=body, headers=headers)
     answer = await _upstream().send(request, stream=True)
     try:
-        content_type = answer.headers.get("content-type", "").encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": answer.status_code,
-                "headers": [
-                    (b"content-type", content_type),
-                    (b"x-reference-waited-ms", f"{waited_ms:.3f}".encode()),
-                ],
-            }
-        )
-        async for chunk in answer.aiter_raw():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        await _relay_answer(answer, send, [(b"x-reference-waited-ms", f"{waited_ms:.3f}".encode())])
     finally:
         await answer.aclose()
+
+
+async def _relay_answer(answer: httpx.Response, send, extra_headers=()) -> None:
+    """The upstream's answer, sent on as it comes (a stream chunk by chunk)."""
+    content_type = answer.headers.get("content-type", "").encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status_code,
+            "headers": [(b"content-type", content_type), *extra_headers],
+        }
+    )
+    async for chunk in answer.aiter_raw():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def relay_app(scope, receive, send) -> None:
@@ -259,11 +344,12 @@ class ReferenceServer(ServerProcess):
         *,
         database: str = "",
         token_hash: str = "",
+        sealed_key: str = "",
     ) -> None:
         super().__init__()
         self.kind, self.upstream_url = kind, upstream_url
         self.wait_ms, self.wait_mode = wait_ms, wait_mode
-        self.database, self.token_hash = database, token_hash
+        self.database, self.token_hash, self.sealed_key = database, token_hash, sealed_key
         self.what = f"the {kind} reference proxy"
 
     @property
@@ -280,6 +366,7 @@ class ReferenceServer(ServerProcess):
             "REFERENCE_WAIT_MODE": self.wait_mode,
             "REFERENCE_DATABASE": self.database,
             "REFERENCE_TOKEN_HASH": self.token_hash,
+            "REFERENCE_SEALED_KEY": self.sealed_key,
         }
         self.spawn(command, "/", env)
         return self
@@ -289,7 +376,11 @@ def main() -> None:
     import uvicorn
 
     kind, port = sys.argv[1], int(sys.argv[2])
-    app = {"django": _django_app, "relay": lambda: relay_app}.get(kind, lambda: bare_app)()
+    app = {
+        "django": _django_app,
+        "relay": lambda: relay_app,
+        "required": lambda: required_app,
+    }.get(kind, lambda: bare_app)()
     uvicorn.run(
         app,
         host=HOST,
