@@ -20,9 +20,10 @@ machine:
   up (tokens are stored hashed), the body parsed as JSON (bad input gets a clear error), the
   team's sealed key decrypted for the request (Fernet, at the last moment, as the secrets rule
   has it), a JSON answer read whole before it is answered (its usage is recorded, and a cut
-  answer must get a clear error, not a truncated body) and its usage parsed, and the run's row
-  completed after the response has left (one UPDATE on the database thread). A stream is
-  relayed as the bare hop relays it. Its overhead is the floor for rtdash with its rules, on
+  answer must get a clear error, not a truncated body) and its usage parsed, the upstream's
+  own headers passed on (the same response), and the run's row completed after the response
+  has left (one UPDATE on the database thread). A stream is relayed as the bare hop relays
+  it, with the upstream's headers. Its overhead is the floor for rtdash with its rules, on
   this machine (`REFERENCE_DATABASE`, `REFERENCE_SEALED_KEY`).
 
 - `relay`: the playground's relay with nothing of rtdash in it, for bench/relay.py: a plain
@@ -179,24 +180,19 @@ async def required_app(scope, receive, send) -> None:
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
     request = _upstream().build_request("POST", "/run", content=body, headers=headers)
     answer = await _upstream().send(request, stream=True)
-    content_type = answer.headers.get("content-type", "")
+    # The same response: the upstream's own headers, all but the hop's.
+    passed = [(name, value) for name, value in answer.headers.raw if name.lower() not in _HOP]
     try:
-        if content_type.startswith("text/event-stream"):
-            await _relay_answer(answer, send)
+        if answer.headers.get("content-type", "").startswith("text/event-stream"):
+            await _relay_answer(answer, send, passed)
             return
         content = await answer.aread()
     finally:
         await answer.aclose()
     usage = json.loads(content).get("usage") or {}
+    length = (b"content-length", str(len(content)).encode())
     await send(
-        {
-            "type": "http.response.start",
-            "status": answer.status_code,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(content)).encode()),
-            ],
-        }
+        {"type": "http.response.start", "status": answer.status_code, "headers": [*passed, length]}
     )
     await send({"type": "http.response.body", "body": content})
     finish = loop.run_in_executor(_database_thread, _finish_sync, run_id, usage)
@@ -205,6 +201,11 @@ async def required_app(scope, receive, send) -> None:
 
 
 _sealed = None
+# Headers of one hop, or that the hop recomputes (rtdash's list: runs.gateway.views).
+_HOP = frozenset(
+    b"set-cookie connection keep-alive transfer-encoding content-length content-encoding date "
+    b"server proxy-authenticate upgrade trailer".split()
+)
 
 
 async def bare_app(scope, receive, send) -> None:
@@ -218,22 +219,19 @@ async def bare_app(scope, receive, send) -> None:
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
     request = _upstream().build_request("POST", "/run", content=body, headers=headers)
     answer = await _upstream().send(request, stream=True)
+    headers = [
+        (b"content-type", answer.headers.get("content-type", "").encode()),
+        (b"x-reference-waited-ms", f"{waited_ms:.3f}".encode()),
+    ]
     try:
-        await _relay_answer(answer, send, [(b"x-reference-waited-ms", f"{waited_ms:.3f}".encode())])
+        await _relay_answer(answer, send, headers)
     finally:
         await answer.aclose()
 
 
-async def _relay_answer(answer: httpx.Response, send, extra_headers=()) -> None:
-    """The upstream's answer, sent on as it comes (a stream chunk by chunk)."""
-    content_type = answer.headers.get("content-type", "").encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": answer.status_code,
-            "headers": [(b"content-type", content_type), *extra_headers],
-        }
-    )
+async def _relay_answer(answer: httpx.Response, send, headers: list) -> None:
+    """The upstream's answer, with `headers`, sent on as it comes (a stream chunk by chunk)."""
+    await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
     async for chunk in answer.aiter_raw():
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
