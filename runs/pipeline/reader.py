@@ -159,8 +159,6 @@ class RunReader:
         self.response = response
         self.sinks = sinks
         self.eager = any(sink.wants_frames for sink in sinks)
-        # Whether any sink takes the raw bytes (the gateway's client); the playground's does not.
-        self.forwards_chunks = any(type(sink).chunk is not Sink.chunk for sink in sinks)
         self.outcome = RunOutcome(http_status=response.status_code)
         headers = response.headers
         self.outcome.take_ids(
@@ -268,9 +266,11 @@ class RunReader:
 
     async def _let_sinks_send(self) -> None:
         """Give the event loop to the sinks' consumers while they still hold bytes, for at most
-        SINK_TURNS turns. A stream that has more data ready (a short one: all of it, with its
-        headers) is otherwise read to its end and examined in one go, and the gateway's
-        response, still starting in its own task, sends its first byte only after that."""
+        SINK_TURNS turns. With more data ready the reader would keep the loop to itself: a
+        short stream (all of it ready, with its headers) would be read to its end and
+        examined in one go, and the gateway's response, still starting in its own task, would
+        send its first byte only after that; an eager reader would parse each chunk before
+        its client had it."""
         turns = 0
         while turns < SINK_TURNS and any(sink.holding() for sink in self.sinks):
             await asyncio.sleep(0)
@@ -286,13 +286,10 @@ class RunReader:
             self.outcome.first_byte_at = now
         for sink in self.sinks:
             await sink.chunk(chunk)
-        if first:
+        if first or self.eager:
+            # The sinks send the chunk before the reader reads on (the first) or parses it.
             await self._let_sinks_send()
         if self.eager:
-            if self.forwards_chunks:
-                # Let the sinks send this chunk before parsing it: with more data ready, the
-                # read loop would otherwise keep the event loop to itself.
-                await asyncio.sleep(0)
             numbered = self._parse(chunk, now)
             if numbered:
                 for sink in self.sinks:
