@@ -439,8 +439,8 @@ def floor_only() -> None:
         with (
             Stack(server="uvicorn", **production(redis.url)) as stack,
             ReferenceServer("bare", stack.simulator.url) as bare,
-            _recording_hop(stack) as recording,
-            _recording_hop(stack, "required") as required,
+            _database_hop(stack) as recording,
+            _database_hop(stack, "required") as required,
         ):
             body = asyncio.run(measure_floor(stack, bare.url, recording.url, required.url))
     finally:
@@ -448,9 +448,9 @@ def floor_only() -> None:
     write_section("gateway-floor", FLOOR_TITLE + body)
 
 
-def _recording_hop(stack: Stack, kind: str = "recording") -> ReferenceServer:
-    """The recording (or required) reference hop, on the stack's own SQLite database and
-    token, with the simulator's key to seal."""
+def _database_hop(stack: Stack, kind: str = "recording") -> ReferenceServer:
+    """A reference hop that records (`recording` or `required`), on the stack's own SQLite
+    database and token, with the simulator's key to seal."""
     database = stack.database_url.removeprefix("sqlite:///")
     token_hash = hashlib.sha256(stack.token.encode()).hexdigest()
     return ReferenceServer(
@@ -481,8 +481,8 @@ def main() -> None:
             with (
                 Stack(server=server, **production(redis.url)) as stack,
                 ReferenceServer("bare", stack.simulator.url) as bare,
-                _recording_hop(stack) as recording,
-                _recording_hop(stack, "required") as required,
+                _database_hop(stack) as recording,
+                _database_hop(stack, "required") as required,
             ):
                 body = asyncio.run(measure(stack, bare.url))
                 if server == "uvicorn":
