@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
+from runs.core import upstream
 from runs.gateway.views import settle
 from runs.models import Run
 from tests.conftest import PASSWORD
@@ -72,3 +77,21 @@ def shown_run_ids(response) -> list[int]:
 
 async def stream_body(response) -> bytes:
     return b"".join([chunk async for chunk in response.streaming_content])
+
+
+@contextmanager
+def loopback_upstream(
+    settings, handler: type[BaseHTTPRequestHandler]
+) -> Iterator[ThreadingHTTPServer]:
+    """A loopback HTTP server answering with `handler`, as rtdash's RunTools (`settings` is
+    pytest-django's fixture), with fresh upstream clients pointed at it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings.RUNTOOLS_API_URL = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    upstream.use_transport(None)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        upstream.use_transport(None)

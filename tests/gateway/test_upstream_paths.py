@@ -10,14 +10,14 @@ sets a cookie, as a load balancer with sticky sessions in front of RunTools woul
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from django.test import Client
 
 from runs.core import upstream
 from runs.history.threads import thread_path
+from tests.helpers import loopback_upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,15 +48,9 @@ class _Recorder(BaseHTTPRequestHandler):
 def upstream_server(settings):
     """A loopback upstream that answers 200 to anything, setting a cookie, and lists what it
     was asked (`seen`) and the Cookie header each request carried (`cookies`)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.seen, server.cookies = [], []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    settings.RUNTOOLS_API_URL = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    upstream.use_transport(None)  # fresh clients, pointed at this server
-    yield server
-    server.shutdown()
-    server.server_close()
+    with loopback_upstream(settings, _Recorder) as server:
+        server.seen, server.cookies = [], []
+        yield server
 
 
 @pytest.fixture

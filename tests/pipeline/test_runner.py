@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from runs.core import upstream
 from runs.core.validation import validate_run
 from runs.models import Run
 from runs.pipeline.reader import SINK_TURNS, RunReader, Sink
 from runs.pipeline.start import launch
+from tests.helpers import loopback_upstream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -135,14 +134,8 @@ class _OneWriteStream(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def one_write_upstream(settings):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _OneWriteStream)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    settings.RUNTOOLS_API_URL = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    upstream.use_transport(None)  # fresh clients, pointed at this server
-    yield
-    server.shutdown()
-    server.server_close()
-    upstream.use_transport(None)
+    with loopback_upstream(settings, _OneWriteStream):
+        yield
 
 
 class ConsumerSink(Sink):
