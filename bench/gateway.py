@@ -10,6 +10,7 @@ machine state. Every run through rtdash is recorded as usual (SQLite by default)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import random
@@ -321,16 +322,19 @@ def _load_average() -> str:
     return " / ".join(f"{value:.1f}" for value in os.getloadavg())
 
 
-async def measure_floor(stack: Stack, bare_url: str, recording_url: str, required_url: str) -> str:
+async def measure_floor(stack: Stack, hops: dict[str, str]) -> str:
     """Targets 1-2 of issue 18: rtdash's JSON and first-byte overheads against the bare hop's
     (and the recording hop's: the bare hop plus the database trip recording demands; and the
-    required hop's: all that rtdash's rules make a run do, in its least form), each request
-    paired with the direct one of its round."""
+    required hop's: all that rtdash's rules make a run do, in its least form; and the naive
+    Django view's: what the stack costs a hop written the usual way), each request paired
+    with the direct one of its round. `hops` has each reference hop's URL by kind
+    (`_floor_hops`)."""
     paths = {
         "direct": (stack.simulator.url + "/run", SIM_KEY),
-        "bare": (bare_url + "/v1/run", SIM_KEY),
-        "recording": (recording_url + "/v1/run", SIM_KEY),
-        "required": (required_url + "/v1/run", stack.token),
+        "bare": (hops["bare"] + "/v1/run", SIM_KEY),
+        "django": (hops["django"] + "/v1/run", SIM_KEY),
+        "recording": (hops["recording"] + "/v1/run", SIM_KEY),
+        "required": (hops["required"] + "/v1/run", stack.token),
         "rtdash": (stack.url + "/v1/run", stack.token),
     }
     load_before = _load_average()
@@ -340,10 +344,12 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str, require
         first_times = await _floor_rounds(client, _first_byte, paths)
     load_after = _load_average()
     json_bare = _paired_overheads(json_times, "bare")
+    json_django = _paired_overheads(json_times, "django")
     json_recording = _paired_overheads(json_times, "recording")
     json_required = _paired_overheads(json_times, "required")
     json_rtdash = _paired_overheads(json_times, "rtdash")
     first_bare = _paired_overheads(first_times, "bare")
+    first_django = _paired_overheads(first_times, "django")
     first_recording = _paired_overheads(first_times, "recording")
     first_required = _paired_overheads(first_times, "required")
     first_rtdash = _paired_overheads(first_times, "rtdash")
@@ -363,12 +369,16 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str, require
     first_required_ratio = first_required["p50"] / first_bare["p50"]
     json_over_required = json_rtdash["p50"] / json_required["p50"]
     first_over_required = first_rtdash["p50"] / first_required["p50"]
+    json_django_ratio = json_django["p50"] / json_bare["p50"]
+    first_django_ratio = first_django["p50"] / first_bare["p50"]
+    json_over_django = json_rtdash["p50"] / json_django["p50"]
+    first_over_django = first_rtdash["p50"] / first_django["p50"]
     deltas = SHORT_STREAM_BODY["metadata"]["simulate"]["deltas"]
     return "\n".join(
         [
             f"{FLOOR_ROUNDS} rounds (after {FLOOR_WARMUP_ROUNDS} unmeasured), each with one "
             "request direct to the simulator, one through each reference hop "
-            "(`bench/reference.py`: bare, recording, required) and one through rtdash "
+            "(`bench/reference.py`: bare, Django view, recording, required) and one through rtdash "
             "(recorded), in an order that rotates; first for a JSON run, then for the time "
             "to the first body byte of a "
             f"{deltas}-delta stream. Each overhead is a request's time minus the direct time "
@@ -379,11 +389,13 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str, require
             "|---|---|---|---|",
             row("JSON, direct", json_times, "direct", None),
             row("JSON, bare hop", json_times, "bare", json_bare),
+            row("JSON, naive Django view", json_times, "django", json_django),
             row("JSON, recording hop", json_times, "recording", json_recording),
             row("JSON, required hop", json_times, "required", json_required),
             row("JSON, rtdash", json_times, "rtdash", json_rtdash),
             row("first byte, direct", first_times, "direct", None),
             row("first byte, bare hop", first_times, "bare", first_bare),
+            row("first byte, naive Django view", first_times, "django", first_django),
             row("first byte, recording hop", first_times, "recording", first_recording),
             row("first byte, required hop", first_times, "required", first_required),
             row("first byte, rtdash", first_times, "rtdash", first_rtdash),
@@ -409,6 +421,14 @@ async def measure_floor(stack: Stack, bare_url: str, recording_url: str, require
             "signals, the protections) the difference. Against it, rtdash's overhead is "
             f"{json_over_required:.2f}x for JSON and {first_over_required:.2f}x for the first "
             "byte.",
+            "",
+            "The naive Django view is the bare hop written as a Django async view, served by "
+            "Django's own ASGI handler with three of its middleware (security, common, "
+            "clickjacking), recording nothing: what the stack itself costs a hop written the "
+            f"usual way. **Its own overhead is {json_django_ratio:.2f}x the bare hop's for "
+            f"JSON and {first_django_ratio:.2f}x for the first byte.** rtdash, which records "
+            f"every run, is {json_over_django:.2f}x of it for JSON and "
+            f"{first_over_django:.2f}x for the first byte.",
         ]
     )
 
@@ -438,14 +458,25 @@ def floor_only() -> None:
     try:
         with (
             Stack(server="uvicorn", **production(redis.url)) as stack,
-            ReferenceServer("bare", stack.simulator.url) as bare,
-            _database_hop(stack) as recording,
-            _database_hop(stack, "required") as required,
+            _floor_hops(stack) as hops,
         ):
-            body = asyncio.run(measure_floor(stack, bare.url, recording.url, required.url))
+            body = asyncio.run(measure_floor(stack, hops))
     finally:
         redis.stop()
     write_section("gateway-floor", FLOOR_TITLE + body)
+
+
+@contextlib.contextmanager
+def _floor_hops(stack: Stack):
+    """Every reference hop of the floor comparison, running; yields each one's URL by kind."""
+    with contextlib.ExitStack() as running:
+        hops = {
+            "bare": ReferenceServer("bare", stack.simulator.url),
+            "django": ReferenceServer("django", stack.simulator.url),
+            "recording": _database_hop(stack),
+            "required": _database_hop(stack, "required"),
+        }
+        yield {kind: running.enter_context(hop).url for kind, hop in hops.items()}
 
 
 def _database_hop(stack: Stack, kind: str = "recording") -> ReferenceServer:
@@ -480,13 +511,11 @@ def main() -> None:
         try:
             with (
                 Stack(server=server, **production(redis.url)) as stack,
-                ReferenceServer("bare", stack.simulator.url) as bare,
-                _database_hop(stack) as recording,
-                _database_hop(stack, "required") as required,
+                _floor_hops(stack) as hops,
             ):
-                body = asyncio.run(measure(stack, bare.url))
+                body = asyncio.run(measure(stack, hops["bare"]))
                 if server == "uvicorn":
-                    floor = asyncio.run(measure_floor(stack, bare.url, recording.url, required.url))
+                    floor = asyncio.run(measure_floor(stack, hops))
                 if not references:
                     references = asyncio.run(_references(stack))
         finally:

@@ -7,8 +7,10 @@ machine:
 
 - `bare`: a plain ASGI app that forwards the body to the upstream with one shared
   httpx.AsyncClient and returns its answer (no framework, no database).
-- `django`: a Django async view doing the same, through Django's ASGI handler with its
-  default middleware (no database, no recording).
+- `django`: a Django async view doing the same (a stream relayed chunk by chunk through
+  Django's streaming response), through Django's ASGI handler with three of its middleware
+  (security, common, clickjacking); no database, no recording. What the stack itself costs a
+  hop written the usual way.
 - `recording`: the bare hop plus the least a gateway that records each run before forwarding
   it must do: one trip to a database thread that looks the token up and inserts the run's
   row (committed), in rtdash's own SQLite database, with rtdash's own two statements, on a
@@ -72,11 +74,6 @@ def _upstream() -> httpx.AsyncClient:
             base_url=os.environ["REFERENCE_UPSTREAM"], timeout=60, limits=limits
         )
     return _client
-
-
-async def _forward(body: bytes, key: str) -> httpx.Response:
-    headers = {"X-API-Key": key, "Content-Type": "application/json"}
-    return await _upstream().post("/run", content=body, headers=headers)
 
 
 async def _wait() -> float:
@@ -164,7 +161,7 @@ def _sealer():
 
 async def required_app(scope, receive, send) -> None:
     """The `required` hop (see the module's docstring)."""
-    if scope["type"] != "http":
+    if scope["type"] != "http" or await _answered_probe(scope, send):
         return
     global _sealed
     if _sealed is None:
@@ -210,7 +207,7 @@ _HOP = frozenset(
 
 async def bare_app(scope, receive, send) -> None:
     """POST /v1/run → upstream /run, answered as it comes back (a stream chunk by chunk)."""
-    if scope["type"] != "http":
+    if scope["type"] != "http" or await _answered_probe(scope, send):
         return
     body = await asgi_body(receive)
     await _record()
@@ -229,6 +226,16 @@ async def bare_app(scope, receive, send) -> None:
         await answer.aclose()
 
 
+async def _answered_probe(scope, send) -> bool:
+    """Answer the harness's "is it up?" probe (any request but a POST) with a 204; whether
+    this was one. A hop that recorded it would find no run yet to copy."""
+    if scope["method"] == "POST":
+        return False
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+    return True
+
+
 async def _relay_answer(answer: httpx.Response, send, headers: list) -> None:
     """The upstream's answer, with `headers`, sent on as it comes (a stream chunk by chunk)."""
     await send({"type": "http.response.start", "status": answer.status_code, "headers": headers})
@@ -239,9 +246,8 @@ async def _relay_answer(answer: httpx.Response, send, headers: list) -> None:
 
 async def relay_app(scope, receive, send) -> None:
     """ws://…/ws/playground/: `{"action": "start", "form": …}` → the run's frames, relayed."""
-    if scope["type"] == "http":  # the harness's "is it up?" probe
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+    if scope["type"] == "http":
+        await _answered_probe(scope, send)
         return
     runs: list[asyncio.Task] = []
     try:
@@ -307,13 +313,32 @@ def _django_app():
 
 
 async def run_view(request):
-    from django.http import HttpResponse
+    """POST /v1/run → upstream /run, as the bare hop forwards it: a stream chunk by chunk
+    (Django's streaming response), anything else read whole."""
+    from django.http import HttpResponse, StreamingHttpResponse
 
     await _wait()
-    answer = await _forward(request.body, request.headers.get("X-API-Key", ""))
-    return HttpResponse(
-        answer.content, status=answer.status_code, content_type=answer.headers["content-type"]
-    )
+    key = request.headers.get("X-API-Key", "")
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    forwarded = _upstream().build_request("POST", "/run", content=request.body, headers=headers)
+    answer = await _upstream().send(forwarded, stream=True)
+    content_type = answer.headers.get("content-type", "")
+    if content_type.startswith("text/event-stream"):
+        relayed = _relayed(answer)
+        return StreamingHttpResponse(relayed, status=answer.status_code, content_type=content_type)
+    try:
+        content = await answer.aread()
+    finally:
+        await answer.aclose()
+    return HttpResponse(content, status=answer.status_code, content_type=content_type)
+
+
+async def _relayed(answer: httpx.Response):
+    try:
+        async for chunk in answer.aiter_raw():
+            yield chunk
+    finally:
+        await answer.aclose()
 
 
 def _urlpatterns():
