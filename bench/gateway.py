@@ -335,6 +335,7 @@ async def measure_floor(stack: Stack, hops: dict[str, str]) -> str:
         "django": (hops["django"] + "/v1/run", SIM_KEY),
         "recording": (hops["recording"] + "/v1/run", SIM_KEY),
         "required": (hops["required"] + "/v1/run", stack.token),
+        "required-django": (hops["required-django"] + "/v1/run", stack.token),
         "rtdash": (stack.url + "/v1/run", stack.token),
     }
     load_before = _load_average()
@@ -347,11 +348,13 @@ async def measure_floor(stack: Stack, hops: dict[str, str]) -> str:
     json_django = _paired_overheads(json_times, "django")
     json_recording = _paired_overheads(json_times, "recording")
     json_required = _paired_overheads(json_times, "required")
+    json_in_django = _paired_overheads(json_times, "required-django")
     json_rtdash = _paired_overheads(json_times, "rtdash")
     first_bare = _paired_overheads(first_times, "bare")
     first_django = _paired_overheads(first_times, "django")
     first_recording = _paired_overheads(first_times, "recording")
     first_required = _paired_overheads(first_times, "required")
+    first_in_django = _paired_overheads(first_times, "required-django")
     first_rtdash = _paired_overheads(first_times, "rtdash")
 
     def row(title, times, name, overheads):
@@ -373,14 +376,18 @@ async def measure_floor(stack: Stack, hops: dict[str, str]) -> str:
     first_django_ratio = first_django["p50"] / first_bare["p50"]
     json_over_django = json_rtdash["p50"] / json_django["p50"]
     first_over_django = first_rtdash["p50"] / first_django["p50"]
+    json_in_django_ratio = json_in_django["p50"] / json_bare["p50"]
+    first_in_django_ratio = first_in_django["p50"] / first_bare["p50"]
+    json_over_in_django = json_rtdash["p50"] / json_in_django["p50"]
+    first_over_in_django = first_rtdash["p50"] / first_in_django["p50"]
     deltas = SHORT_STREAM_BODY["metadata"]["simulate"]["deltas"]
     return "\n".join(
         [
             f"{FLOOR_ROUNDS} rounds (after {FLOOR_WARMUP_ROUNDS} unmeasured), each with one "
             "request direct to the simulator, one through each reference hop "
-            "(`bench/reference.py`: bare, Django view, recording, required) and one through rtdash "
-            "(recorded), in an order that rotates; first for a JSON run, then for the time "
-            "to the first body byte of a "
+            "(`bench/reference.py`: bare, Django view, recording, required, required in "
+            "Django) and one through rtdash (recorded), in an order that rotates; first for a "
+            "JSON run, then for the time to the first body byte of a "
             f"{deltas}-delta stream. Each overhead is a request's time minus the direct time "
             f"of its own round (milliseconds). Load average (1 / 5 / 15 min) {load_before} "
             f"before, {load_after} after.",
@@ -392,12 +399,19 @@ async def measure_floor(stack: Stack, hops: dict[str, str]) -> str:
             row("JSON, naive Django view", json_times, "django", json_django),
             row("JSON, recording hop", json_times, "recording", json_recording),
             row("JSON, required hop", json_times, "required", json_required),
+            row("JSON, required hop in Django", json_times, "required-django", json_in_django),
             row("JSON, rtdash", json_times, "rtdash", json_rtdash),
             row("first byte, direct", first_times, "direct", None),
             row("first byte, bare hop", first_times, "bare", first_bare),
             row("first byte, naive Django view", first_times, "django", first_django),
             row("first byte, recording hop", first_times, "recording", first_recording),
             row("first byte, required hop", first_times, "required", first_required),
+            row(
+                "first byte, required hop in Django",
+                first_times,
+                "required-django",
+                first_in_django,
+            ),
             row("first byte, rtdash", first_times, "rtdash", first_rtdash),
             "",
             f"**First byte: rtdash's overhead is {first_ratio:.2f}x the bare hop's** (target "
@@ -429,6 +443,15 @@ async def measure_floor(stack: Stack, hops: dict[str, str]) -> str:
             f"JSON and {first_django_ratio:.2f}x for the first byte.** rtdash, which records "
             f"every run, is {json_over_django:.2f}x of it for JSON and "
             f"{first_over_django:.2f}x for the first byte.",
+            "",
+            "The required hop in Django is the required hop with the least of Django a hop "
+            "can use, as rtdash's run endpoint uses it: the request read into Django's "
+            "ASGIRequest, the answer a Django response sent by Django's own writer; no handler, "
+            "middleware, URL resolver, signals or validation. **Its own overhead is "
+            f"{json_in_django_ratio:.2f}x the bare hop's for JSON and "
+            f"{first_in_django_ratio:.2f}x for the first byte**: the floor for rtdash with its "
+            f"rules and its stack. Against it, rtdash's overhead is {json_over_in_django:.2f}x "
+            f"for JSON and {first_over_in_django:.2f}x for the first byte.",
         ]
     )
 
@@ -475,13 +498,14 @@ def _floor_hops(stack: Stack):
             "django": ReferenceServer("django", stack.simulator.url),
             "recording": _database_hop(stack),
             "required": _database_hop(stack, "required"),
+            "required-django": _database_hop(stack, "required-django"),
         }
         yield {kind: running.enter_context(hop).url for kind, hop in hops.items()}
 
 
 def _database_hop(stack: Stack, kind: str = "recording") -> ReferenceServer:
-    """A reference hop that records (`recording` or `required`), on the stack's own SQLite
-    database and token, with the simulator's key to seal."""
+    """A reference hop that records (`recording`, `required` or `required-django`), on the
+    stack's own SQLite database and token, with the simulator's key to seal."""
     database = stack.database_url.removeprefix("sqlite:///")
     token_hash = hashlib.sha256(stack.token.encode()).hexdigest()
     return ReferenceServer(

@@ -27,6 +27,12 @@ machine:
   has left (one UPDATE on the database thread). A stream is relayed as the bare hop relays
   it, with the upstream's headers. Its overhead is the floor for rtdash with its rules, on
   this machine (`REFERENCE_DATABASE`, `REFERENCE_SEALED_KEY`).
+- `required-django`: the required hop with the least of Django a hop can use: the request
+  read into Django's ASGIRequest (the token from its META, the body from it), the answer
+  made a Django HttpResponse or StreamingHttpResponse with the upstream's headers and sent
+  by Django's own writer (ASGIHandler.send_response), as rtdash's run endpoint does. No
+  handler, no middleware, no URL resolver, no signals, no validation beyond the JSON parse.
+  Its overhead is the floor for rtdash with its rules and its stack, on this machine.
 
 - `relay`: the playground's relay with nothing of rtdash in it, for bench/relay.py: a plain
   ASGI websocket app that, on the playground's `start` message, streams the run from the
@@ -49,6 +55,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import hashlib
+import io
 import json
 import os
 import sqlite3
@@ -159,17 +166,15 @@ def _sealer():
     return fernet, fernet.encrypt(os.environ["REFERENCE_SEALED_KEY"].encode())
 
 
-async def required_app(scope, receive, send) -> None:
-    """The `required` hop (see the module's docstring)."""
-    if scope["type"] != "http" or await _answered_probe(scope, send):
-        return
+async def _required_open(body: bytes, presented: bytes) -> tuple[httpx.Response, list, int]:
+    """The required hop up to the upstream's answer (its body unread): the body parsed, the
+    token hashed, the run recorded, the key decrypted, the run sent. Returns the answer, the
+    upstream's headers to pass on and the run's id."""
     global _sealed
     if _sealed is None:
         _sealed = _sealer()
     fernet, sealed = _sealed
-    body = await asgi_body(receive)
     json.loads(body)
-    presented = dict(scope["headers"]).get(b"x-api-key", b"")
     token_hash = hashlib.sha256(presented).hexdigest()
     loop = asyncio.get_running_loop()
     run_id = await loop.run_in_executor(_database_thread, _record_sync, token_hash)
@@ -179,22 +184,83 @@ async def required_app(scope, receive, send) -> None:
     answer = await _upstream().send(request, stream=True)
     # The same response: the upstream's own headers, all but the hop's.
     passed = [(name, value) for name, value in answer.headers.raw if name.lower() not in _HOP]
+    return answer, passed, run_id
+
+
+def _is_stream(answer: httpx.Response) -> bool:
+    return answer.headers.get("content-type", "").startswith("text/event-stream")
+
+
+async def _read_whole(answer: httpx.Response) -> bytes:
     try:
-        if answer.headers.get("content-type", "").startswith("text/event-stream"):
-            await _relay_answer(answer, send, passed)
-            return
-        content = await answer.aread()
+        return await answer.aread()
     finally:
         await answer.aclose()
+
+
+def _finish_later(run_id: int, content: bytes) -> None:
+    """The run's row completed on the database thread, with the answer's usage; called once
+    the response has left."""
     usage = json.loads(content).get("usage") or {}
+    loop = asyncio.get_running_loop()
+    finish = loop.run_in_executor(_database_thread, _finish_sync, run_id, usage)
+    _finishing.add(finish)
+    finish.add_done_callback(_finishing.discard)
+
+
+async def required_app(scope, receive, send) -> None:
+    """The `required` hop (see the module's docstring)."""
+    if scope["type"] != "http" or await _answered_probe(scope, send):
+        return
+    body = await asgi_body(receive)
+    presented = dict(scope["headers"]).get(b"x-api-key", b"")
+    answer, passed, run_id = await _required_open(body, presented)
+    if _is_stream(answer):
+        try:
+            await _relay_answer(answer, send, passed)
+        finally:
+            await answer.aclose()
+        return
+    content = await _read_whole(answer)
     length = (b"content-length", str(len(content)).encode())
     await send(
         {"type": "http.response.start", "status": answer.status_code, "headers": [*passed, length]}
     )
     await send({"type": "http.response.body", "body": content})
-    finish = loop.run_in_executor(_database_thread, _finish_sync, run_id, usage)
-    _finishing.add(finish)
-    finish.add_done_callback(_finishing.discard)
+    _finish_later(run_id, content)
+
+
+def _required_django_app():
+    """The `required-django` hop (see the module's docstring)."""
+    _configure_django()
+    import django
+    from django.core.handlers.asgi import ASGIHandler, ASGIRequest
+    from django.http import HttpResponse, StreamingHttpResponse
+
+    django.setup(set_prefix=False)
+    writer = ASGIHandler()  # Django's own response writer (send_response)
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http" or await _answered_probe(scope, send):
+            return
+        request = ASGIRequest(scope, io.BytesIO(await asgi_body(receive)))
+        presented = request.META.get("HTTP_X_API_KEY", "").encode()
+        answer, passed, run_id = await _required_open(request.body, presented)
+        if _is_stream(answer):
+            response = StreamingHttpResponse(_relayed(answer), status=answer.status_code)
+        else:
+            content = await _read_whole(answer)
+            response = HttpResponse(content, status=answer.status_code)
+        for name, value in passed:
+            response[name.decode("latin-1")] = value.decode("latin-1")
+        try:
+            await writer.send_response(response, send)
+        finally:
+            response.close()
+        if not response.streaming:
+            _finish_later(run_id, response.content)
+
+    return app
 
 
 _sealed = None
@@ -293,7 +359,7 @@ async def _relay_run(form: dict, send, number: int) -> None:
     await send({"type": "websocket.send", "text": json.dumps(finished)})
 
 
-def _django_app():
+def _configure_django() -> None:
     from django.conf import settings
 
     settings.configure(
@@ -307,6 +373,10 @@ def _django_app():
             "django.middleware.clickjacking.XFrameOptionsMiddleware",
         ],
     )
+
+
+def _django_app():
+    _configure_django()
     from django.core.asgi import get_asgi_application
 
     return get_asgi_application()
@@ -403,6 +473,7 @@ def main() -> None:
         "django": _django_app,
         "relay": lambda: relay_app,
         "required": lambda: required_app,
+        "required-django": _required_django_app,
     }.get(kind, lambda: bare_app)()
     uvicorn.run(
         app,
