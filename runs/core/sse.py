@@ -2,8 +2,9 @@
 
 RunTools says its event names and payloads vary by runtime, so this parser only splits the
 byte stream into frames; it does not validate them. Comments (`: ping`) are dropped. A frame
-without an `event:` line is named after `data.type` when the data is a JSON object that has
-one, else "message" (the SSE default).
+without an `event:` line, or with the SSE default name (`event: message`, which means the same),
+is named after `data.type` when the data is a JSON object that has one, else "message". A
+UTF-8 byte order mark at the start of the stream is dropped, as the SSE spec says.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DONE = "[DONE]"
+# The SSE default event name: a frame that says it names nothing.
+DEFAULT_EVENT = "message"
+BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 
 
 @dataclass(slots=True)
@@ -44,9 +48,18 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self._trailing_cr = False
+        # The stream's first bytes, until there are enough to tell a byte order mark.
+        self._start: bytes | None = b""
 
     def feed(self, chunk: bytes) -> list[Frame]:
         """Add bytes as they arrive; return the frames they complete."""
+        if self._start is not None:
+            chunk = self._start + chunk
+            if len(chunk) < len(BYTE_ORDER_MARK) and BYTE_ORDER_MARK.startswith(chunk):
+                self._start = chunk
+                return []
+            self._start = None
+            chunk = chunk.removeprefix(BYTE_ORDER_MARK)
         if self._trailing_cr:
             chunk = b"\r" + chunk
             self._trailing_cr = False
@@ -94,9 +107,9 @@ class SSEParser:
         if not saw_field or (not data_lines and not event):
             return None
         data = b"\n".join(data_lines).decode("utf-8", "replace")
-        if event:
+        if event and event != DEFAULT_EVENT:
             return Frame(event, data)
-        frame = Frame("message", data)
+        frame = Frame(DEFAULT_EVENT, data)
         payload = frame.json()
         if isinstance(payload, dict) and isinstance(payload.get("type"), str) and payload["type"]:
             frame.event = payload["type"]

@@ -180,18 +180,22 @@ async def open_stream(
     content: bytes | None = None,
     params: dict | None = None,
     accept: str | None = None,
+    uncompressed: bool = False,
 ) -> httpx.Response:
     """Send a request and return the response with its body still unread.
 
     The caller must `aclose()` the response. Raises UpstreamError on transport failure, and
     KeyDecryptionError if a SealedKey cannot be opened. `key` is a SealedKey; a plaintext
-    string is accepted for a key that is not stored.
+    string is accepted for a key that is not stored. `uncompressed` asks for the body as it
+    is (`Accept-Encoding: identity`), for a body relayed byte for byte.
     """
     headers: dict[str, str] = {}
     if content is not None:
         headers["Content-Type"] = "application/json"
     if accept:
         headers["Accept"] = accept
+    if uncompressed:
+        headers["Accept-Encoding"] = "identity"
     request = client().build_request(
         method, base_url() + path, content=content, params=params, headers=headers
     )

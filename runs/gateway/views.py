@@ -117,9 +117,20 @@ def _read_body(request: HttpRequest) -> bytes:
 
 
 def _copy_headers(source, response: HttpResponse) -> None:
+    """The upstream's end-to-end headers onto the response. A header sent more than once
+    (`Vary`, `Link`) is sent as one, its values joined with commas, which HTTP defines as the
+    same (RFC 9110, 5.3); Set-Cookie, the one header that cannot be joined, is not passed on."""
+    copied: set[str] = set()
     for name, value in source.headers.multi_items():
-        if name.lower() not in HOP_HEADERS:
+        lowered = name.lower()
+        if lowered in HOP_HEADERS:
+            continue
+        if lowered in copied:
+            response[name] = f"{response[name]}, {value}"
+        else:
+            # Replaces what the response had (Django's default Content-Type).
             response[name] = value
+            copied.add(lowered)
 
 
 def _passthrough(response, body: bytes, run_id: int | None = None) -> HttpResponse:

@@ -149,6 +149,13 @@ class EventWriter:
             await self._last_write
 
 
+def _body_chunks(response: httpx.Response):
+    """The stream's bytes as the upstream sent them; decoded when it compressed them anyway
+    (rtdash asks for them uncompressed), since Content-Encoding is not passed on."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    return response.aiter_raw() if encoding in ("", "identity") else response.aiter_bytes()
+
+
 def _is_final(frame: Frame) -> bool:
     return frame.is_done or frame.event in FINAL_EVENTS
 
@@ -209,7 +216,7 @@ class RunReader:
         injected: bytes | None = None
         try:
             async with asyncio.timeout(settings.RTDASH_MAX_RUN_SECONDS):
-                async for chunk in self.response.aiter_raw():
+                async for chunk in _body_chunks(self.response):
                     await self._take(chunk)
             # The upstream has ended: a Stop from now on finds nothing left to stop, and what
             # is still unparsed waits for the end's examination, not for the idle timer.
@@ -396,15 +403,23 @@ class RunReader:
             self.saw_final_frame = True
             return
         event = frame.event
+        carries_usage = '"usage"' in frame.data
         if event in DELTA_EVENTS:
             # Kept raw: only needed when the final frame does not repeat the answer.
             self._delta_data.append(frame.data)
-            return
+            if not carries_usage:
+                return
         interesting = event in FINAL_EVENTS or event in ("run_started", "assistant_message")
-        if not interesting and '"usage"' not in frame.data:
+        if not interesting and not carries_usage:
             return
         payload = frame.json()
         if not isinstance(payload, dict):
+            return
+        # The run's usage is what the last frame carrying a usage object says, whatever the
+        # frame (RunTools' contract): a delta, a message or an error may carry it too.
+        if isinstance(payload.get("usage"), dict):
+            self.outcome.usage = payload["usage"]
+        if event in DELTA_EVENTS:
             return
         if event == "error":
             error = payload.get("error") if isinstance(payload.get("error"), dict) else payload
@@ -422,8 +437,6 @@ class RunReader:
                 self._last_message = payload["content"]
         else:
             self.outcome.take_ids(payload)
-            if isinstance(payload.get("usage"), dict):
-                self.outcome.usage = payload["usage"]
 
     def _streamed_text(self) -> str:
         parts = []

@@ -45,6 +45,8 @@ def _partial_outcome(run: Run) -> RunOutcome:
     first = events.only("created_at").first()
     if first is not None:
         outcome.first_byte_at = first.created_at
+        # Frames are stored only from a stream RunTools answered 200: the run was taken.
+        outcome.http_status = 200
     # The last frame that carried usage, as for a live run.
     for data in (
         events.filter(data__contains='"usage"')

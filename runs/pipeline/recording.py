@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -45,14 +46,19 @@ from runs.pipeline.stats import record_run_stats
 # Identifies the process reading a run, so the reaper can tell a dead reader from a live one.
 READER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
-# RunTools' usage names, with the older OpenAI-style names accepted as fallbacks.
+# RunTools' usage names, with the older OpenAI-style names accepted as fallbacks, each also
+# in snake_case (as other runtimes and SDKs spell them): liberal in what the upstream sends.
 USAGE_FIELDS = {
-    "input_tokens": ("inputTokens", "promptTokens"),
-    "output_tokens": ("outputTokens", "completionTokens"),
-    "cached_input_tokens": ("cachedInputTokens",),
-    "reasoning_tokens": ("reasoningTokens",),
-    "total_tokens": ("totalTokens",),
+    "input_tokens": ("inputTokens", "promptTokens", "input_tokens", "prompt_tokens"),
+    "output_tokens": ("outputTokens", "completionTokens", "output_tokens", "completion_tokens"),
+    "cached_input_tokens": ("cachedInputTokens", "cached_input_tokens"),
+    "reasoning_tokens": ("reasoningTokens", "reasoning_tokens"),
+    "total_tokens": ("totalTokens", "total_tokens"),
 }
+# The largest token count believed for one run. Beyond it (or Infinity, which Python's JSON
+# parser accepts) a number is not a count, and the rollups that add runs' counts in 64-bit
+# columns must never overflow.
+MAX_TOKENS_COUNTED = 10**15
 UPSTREAM_STATUSES = {
     "completed": RunStatus.COMPLETED,
     "registered": RunStatus.REGISTERED,
@@ -61,8 +67,16 @@ UPSTREAM_STATUSES = {
     "error": RunStatus.FAILED,
     "cancelled": RunStatus.CANCELLED,
     "canceled": RunStatus.CANCELLED,
+    # Not over yet, in the words of RunTools' run list (`running`) and other runtimes': as
+    # `dispatched`, the run is followed until RunTools says how it ended.
+    "running": RunStatus.DISPATCHED,
+    "queued": RunStatus.DISPATCHED,
+    "pending": RunStatus.DISPATCHED,
+    "in_progress": RunStatus.DISPATCHED,
+    "started": RunStatus.DISPATCHED,
 }
 THREAD_TITLE_LENGTH = 80
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -158,20 +172,40 @@ def json_outcome(response, body: bytes) -> RunOutcome:
 
 
 def _usage_value(usage: dict, names: tuple[str, ...]) -> int | None:
+    """The first of `names` that holds a count: a non-negative number, or its digits as a
+    string (`"1480"`)."""
     for name in names:
         value = usage.get(name)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            value = int(value)
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and 0 <= value <= MAX_TOKENS_COUNTED
+        ):
             return int(value)
     return None
 
 
 def storable(value: Any) -> Any:
-    """The value with NUL characters replaced: PostgreSQL refuses them in text and jsonb.
+    """The value as the database can keep it: NUL characters (PostgreSQL refuses them in text
+    and jsonb) and lone surrogates (which UTF-8 cannot encode; JSON's `\\ud800` from the
+    upstream decodes to one) replaced with U+FFFD, and numbers that are not finite (Python's
+    JSON parser reads `Infinity` and `NaN`, which no JSON column accepts) made null.
 
     The upstream gets the caller's bytes unchanged; only rtdash's copy is mended.
     """
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                value = _LONE_SURROGATE.sub("\ufffd", value)
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, list):
         return [storable(item) for item in value]
     if isinstance(value, dict):
@@ -300,7 +334,12 @@ def _apply(run: Run, outcome: RunOutcome, now: datetime) -> None:
 
 
 def _link_thread(run: Run, now: datetime) -> None:
-    if not run.upstream_thread_id:
+    """Count the run as a turn of its thread, creating the thread's row on its first turn.
+
+    Only a run RunTools took (a 2xx answer) is a turn: one refused (a 404 for a mistyped
+    thread id, a 429 retried) or never delivered is in the history, but is no turn of a
+    conversation and makes no thread."""
+    if not run.upstream_thread_id or not _taken_upstream(run):
         return
     title = (run.prompt or _first_user_message(run.messages)).strip().splitlines()
     # The first run of a thread creates its row; later ones add a turn and their tokens.
@@ -321,6 +360,10 @@ def _link_thread(run: Run, now: datetime) -> None:
         added=("turns", "input_tokens", "output_tokens"),
         replaced=("last_activity_at",),
     )
+
+
+def _taken_upstream(run: Run) -> bool:
+    return run.http_status is not None and 200 <= run.http_status < 300
 
 
 def _first_user_message(messages: list | None) -> str:

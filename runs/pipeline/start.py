@@ -195,7 +195,12 @@ async def _send(
     accept = "text/event-stream" if run_request.stream else "application/json"
     try:
         response = await upstream.open_stream(
-            prepared.runtools_key, "POST", path, content=run_request.body, accept=accept
+            prepared.runtools_key,
+            "POST",
+            path,
+            content=run_request.body,
+            accept=accept,
+            uncompressed=True,  # a stream is relayed as it comes, and parsed
         )
     except UpstreamError as problem:
         outcome = RunOutcome(overhead_ms=overhead_ms, received=received)

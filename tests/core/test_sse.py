@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +21,11 @@ from tests.streams import Frame, parse_sse
 line_endings = st.sampled_from(["\n", "\r\n", "\r"])
 # Any text a field value may hold: no line breaks (they end the line), no surrogates (not UTF-8).
 values = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"))
-# Not "message": a frame that names itself "message" is not renamed after its data.type.
+# "message" among them: a frame that names itself so (the SSE default) is named after its
+# data.type, as one without an `event:` line is.
 event_names = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"))
-event_names = event_names.filter(lambda name: name not in ("", "message"))
+event_names = event_names.filter(lambda name: name != "")
+event_names = st.just("message") | event_names
 typed_data = st.builds(lambda name: json.dumps({"type": name}), event_names)
 
 
@@ -101,6 +104,30 @@ def test_a_frame_without_an_event_line_is_named_after_its_type():
 
 def test_an_explicit_event_line_wins_over_the_type():
     assert parse_in_chunks([b'event: note\ndata: {"type": "x"}\n\n']) == [("note", '{"type": "x"}')]
+
+
+def test_event_message_is_the_default_name_so_the_type_names_the_frame():
+    raw = b'event: message\ndata: {"type": "run_completed"}\n\nevent: message\ndata: 1\n\n'
+    assert parse_in_chunks([raw]) == [
+        ("run_completed", '{"type": "run_completed"}'),
+        ("message", "1"),
+    ]
+
+
+@pytest.mark.parametrize("cut_at", [0, 1, 2, 3, 4])
+def test_a_byte_order_mark_at_the_start_is_dropped_however_it_is_cut(cut_at):
+    raw = b'\xef\xbb\xbfdata: {"n": 1}\n\n'
+    assert parse_in_chunks([raw[:cut_at], raw[cut_at:]]) == [("message", '{"n": 1}')]
+
+
+def test_only_the_stream_s_first_byte_order_mark_is_dropped():
+    raw = b"data: 1\n\n\xef\xbb\xbfdata: 2\n\n"
+    # Mid-stream the mark is part of the next line, whose field it then names (no field).
+    assert parse_in_chunks([raw]) == [("message", "1")]
+
+
+def test_a_stream_of_nothing_but_part_of_a_mark_has_no_frame():
+    assert parse_in_chunks([b"\xef\xbb"]) == []
 
 
 def test_a_last_frame_without_its_blank_line_still_counts():
