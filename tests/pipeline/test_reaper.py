@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from runs.models import DailyUsage, Run, RunEvent
+from runs.models import DailyUsage, Run, RunEvent, Thread
 from runs.pipeline.reaper import Maintenance, reap_stale_runs, stamp_heartbeats
 from tests.conftest import TEST_ENCRYPTION_KEY
 from tests.live import RtdashServer
@@ -57,6 +57,21 @@ def test_it_ends_a_run_whose_reader_is_gone_keeping_frames_and_usage(acme):
     assert run.events.count() == 3
     assert run.finished_at is not None
     assert DailyUsage.objects.get(team=acme).failed == 1
+
+
+def test_a_reaped_run_that_streamed_is_a_turn_of_its_thread_and_one_that_did_not_is_none(acme):
+    streamed = _running_run(acme, heartbeat_age=120, frames=[("run_started", {"runId": "r"})])
+    never_answered = _running_run(acme, heartbeat_age=120)
+    Run.objects.filter(pk=streamed.pk).update(upstream_thread_id="thr_streamed")
+    Run.objects.filter(pk=never_answered.pk).update(upstream_thread_id="thr_silent")
+    assert sorted(reap_stale_runs(60)) == sorted([streamed.pk, never_answered.pk])
+    # Frames come only from a stream RunTools answered 200: that run was taken.
+    thread = Thread.objects.get(upstream_id="thr_streamed")
+    assert thread.turns == 1
+    assert Run.objects.get(pk=streamed.pk).thread_id == thread.pk
+    assert Run.objects.get(pk=streamed.pk).http_status == 200
+    assert not Thread.objects.filter(upstream_id="thr_silent").exists()
+    assert Run.objects.get(pk=never_answered.pk).http_status is None
 
 
 def test_it_leaves_runs_with_a_fresh_heartbeat(acme):
