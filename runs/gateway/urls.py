@@ -11,6 +11,8 @@ urlpatterns = [
     path("run", gateway.run, name="gateway_run"),
     path("run/threads", gateway.run_threads, name="gateway_run_threads"),
     path("run/threads/<str:thread_id>", gateway.run_thread, name="gateway_run_thread"),
+    # After run/threads, which is no run id.
+    path("run/<str:run_id>", gateway.upstream_run, name="gateway_upstream_run"),
     path("agents", gateway.agents, name="gateway_agents"),
     path("agents/<str:slug>", gateway.agent, name="gateway_agent"),
     path("agents/<str:slug>/run", gateway.legacy_run, name="gateway_legacy_run"),

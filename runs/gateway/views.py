@@ -260,9 +260,18 @@ def _stream(run_id: int, reader: RunReader, sink: ClientSink) -> StreamingHttpRe
 
 @csrf_exempt
 async def run(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        # RunTools' list of recent runs (`?agent=&status=&limit=&all=`), as it answers it.
+        return await _proxy(request, ("run",), ("GET",))
     if request.method != "POST":
-        return error_response(405, "method_not_allowed", "Use POST.")
+        return error_response(405, "method_not_allowed", "Use POST or GET.")
     return await answer_run(request, None)
+
+
+@csrf_exempt
+async def upstream_run(request: HttpRequest, run_id: str) -> HttpResponse:
+    """One run as RunTools tells it (`GET /v1/run/{id}`), by RunTools' own run id."""
+    return await _proxy(request, ("run", run_id), ("GET",))
 
 
 @csrf_exempt

@@ -391,8 +391,28 @@ async def test_a_huge_body_is_413(gateway, settings):
     assert await Run.objects.acount() == 0
 
 
-async def test_it_rejects_get_on_run(gateway):
-    response = await gateway("GET", "/v1/run")
+async def test_runtools_run_list_and_one_run_are_proxied_as_runtools_answers_them(
+    gateway, upstream
+):
+    made = await gateway("POST", "/v1/run", SEED_EXAMPLE)
+    run_id = made.json()["data"]["runId"]
+    listed = await gateway("GET", "/v1/run?limit=5&status=completed")
+    expected = await direct(upstream, "GET", "/run?limit=5&status=completed")
+    assert listed.status_code == 200
+    assert listed.json()["data"] == expected.json()["data"]
+    assert run_id in [run["id"] for run in listed.json()["data"]]
+    one = await gateway("GET", f"/v1/run/{run_id}")
+    assert one.status_code == 200
+    assert one.json()["data"]["id"] == run_id
+    # RunTools' own answers: its 404 for an unknown run, its 400 for a bad filter.
+    assert (await gateway("GET", "/v1/run/run_nope")).status_code == 404
+    assert (await gateway("GET", "/v1/run?status=sleeping")).status_code == 400
+    # Looking runs up records no run.
+    assert await Run.objects.acount() == 1
+
+
+async def test_it_rejects_other_methods_on_run(gateway):
+    response = await gateway("DELETE", "/v1/run")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "method_not_allowed"
 

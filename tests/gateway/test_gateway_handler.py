@@ -96,7 +96,7 @@ async def test_a_request_that_never_authenticates_still_gets_both_signals(
     handler, upstream, acme_token, request_signals
 ):
     _token, plaintext = acme_token
-    answer = await call(handler, "GET", "/v1/run", plaintext)
+    answer = await call(handler, "PUT", "/v1/run", plaintext)
     assert answer["status"] == 405
     assert [name for name, _ in request_signals] == ["started", "finished"]
 

@@ -18,7 +18,9 @@ def _unreachable_upstream(settings):
 
 # (path, a method it serves, a method it does not)
 ENDPOINTS = [
-    ("/v1/run", "POST", "GET"),
+    ("/v1/run", "POST", "DELETE"),
+    ("/v1/run?limit=5", "GET", "PUT"),
+    ("/v1/run/run_1", "GET", "POST"),
     ("/v1/run/threads?agent=support-chat", "GET", "POST"),
     ("/v1/run/threads/thr_1?agent=support-chat", "GET", "PATCH"),
     ("/v1/agents", "GET", "POST"),

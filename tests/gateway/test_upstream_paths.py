@@ -81,6 +81,8 @@ def gateway(acme_key, acme_token):
         ("PATCH", "/v1/threads/%2e%2e"),
         ("DELETE", "/v1/threads/%2e"),
         ("GET", "/v1/run/threads/%2e%2e"),
+        ("GET", "/v1/run/%2e%2e"),
+        ("GET", "/v1/run/%2E"),
         ("DELETE", "/v1/run/threads/%2e"),
         ("POST", "/v1/agents/%2e%2e/run"),
     ],
