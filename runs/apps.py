@@ -12,3 +12,6 @@ class RunsConfig(AppConfig):
             checks,  # noqa: F401  (registers the safety checks)
             signals,  # noqa: F401  (audits logins and failed logins)
         )
+        from runs.playground import (
+            membership,  # noqa: F401  (tells open sockets when a membership changes)
+        )

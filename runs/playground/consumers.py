@@ -58,6 +58,7 @@ from runs.models import Source
 from runs.pipeline.budgets import BudgetExceeded
 from runs.pipeline.start import NoRunToolsKey, launch
 from runs.playground.forms import InvalidRun, build_run_request
+from runs.playground.membership import member_group
 from runs.playground.relay import (
     LAYER_ERRORS,
     RelaySink,
@@ -158,6 +159,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.inbox: asyncio.Queue[dict | Exception] = asyncio.Queue()
         self.browser_turn = asyncio.Event()
         self.in_group = False  # in the followed run's channel-layer group
+        self.member_group: str | None = None  # told when the user's membership changes
 
     async def __call__(self, scope, receive, send) -> None:
         # AsyncConsumer.__call__ (Channels offers no hook for these changes), with three
@@ -244,6 +246,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         if self.membership is None:
             await self.close(CLOSE_FORBIDDEN)
             return
+        await self._hear_membership_changes()
         run_id = self.scope["url_route"]["kwargs"].get("run_id")
         if run_id is not None:
             if await team_run_id(self.membership.team, run_id) is None:
@@ -255,7 +258,21 @@ class RunConsumer(AsyncWebsocketConsumer):
             # Say so before the browser's start message: the run will start but not stream.
             await self._unavailable()
 
+    async def _hear_membership_changes(self) -> None:
+        """Join the group told of changes to this user's membership of the socket's team
+        (runs.playground.membership): a socket that only watches hears of its user's removal
+        at once, not at its next start or stop."""
+        if self.layer_down:
+            return
+        group = member_group(self.membership.team_id, self.membership.user_id)
+        with contextlib.suppress(*LAYER_ERRORS):
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.member_group = group
+
     async def disconnect(self, code) -> None:
+        if self.member_group is not None and not self.layer_down:
+            with contextlib.suppress(*LAYER_ERRORS):
+                await self.channel_layer.group_discard(self.member_group, self.channel_name)
         if self.watchdog is not None:
             self.watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -504,7 +521,8 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def _emit(self, frames: list[list], text: str | None = None) -> None:
         """Send these frames; `text` is their message already encoded, when the relay has it."""
         self.last = frames[-1][0]
-        await self.send(text_data=text or frames_text(frames))
+        if not self.closing:
+            await self.send(text_data=text or frames_text(frames))
 
     async def _finish(
         self,
@@ -550,6 +568,15 @@ class RunConsumer(AsyncWebsocketConsumer):
         if ready:
             await self._emit(ready)
         return not self.held
+
+    # --- From the team's settings (any worker) -------------------------------------------------
+
+    async def membership_changed(self, message) -> None:
+        """The user's membership of this team changed or ended: act with it from now on, and
+        close (4403) if it is gone."""
+        async with self.lock:
+            if self.membership is not None and not self.closing:
+                await self._still_member()
 
     # --- From the run's reader (any worker) ---------------------------------------------------
 
@@ -635,6 +662,8 @@ class RunConsumer(AsyncWebsocketConsumer):
     # --- Sending ------------------------------------------------------------------------------
 
     async def _send(self, message: dict) -> None:
+        if self.closing:
+            return  # closed (4403 and the like): nothing more goes to the browser
         await self.send(text_data=json.dumps(message))
 
     async def _close(self, code: int) -> None:

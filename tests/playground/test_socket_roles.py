@@ -2,7 +2,8 @@
 
 Membership and role are read again at every start and stop: a member demoted to viewer, or
 removed from the team, while his tab is open cannot start or stop runs through it, and a socket
-never slides into another of the user's teams.
+never slides into another of the user's teams. A socket that sends nothing (watching a run, or
+idle) is told of a removal or deactivation and closes at once.
 """
 
 from __future__ import annotations
@@ -186,3 +187,57 @@ async def test_a_promoted_viewer_can_start_without_reconnecting(application, vic
     assert (await _until(socket, "started"))["run"]
     await _until(socket, "finished")
     await socket.disconnect()
+
+
+async def test_a_watcher_removed_from_the_team_is_closed_at_once_without_a_word_from_it(
+    application, alice, bob, acme
+):
+    starter = await _connect(application, "/ws/playground/", alice)
+    await starter.send_json_to({"action": "start", "form": SLOW})
+    run_id = (await _until(starter, "started"))["run"]
+    watcher = await _connect(application, f"/ws/runs/{run_id}/", bob)
+    await _until(watcher, "run")
+    await _until(watcher, "frames")  # watching live
+
+    await _remove(bob, acme)  # bob's tab sends nothing
+
+    assert (await _until(watcher, "error"))["code"] == "not_a_member"
+    assert await _closed_with(watcher) == 4403
+    # Nothing more reaches the removed watcher while the run goes on to its end.
+    assert (await _until(starter, "finished"))["status"] == "completed"
+    assert await watcher.receive_nothing(timeout=0.5)
+    await watcher.disconnect()
+    await starter.disconnect()
+
+
+async def test_an_idle_playground_socket_is_closed_when_its_user_is_removed(application, bob, acme):
+    socket = await _connect(application, "/ws/playground/", bob)
+    await _remove(bob, acme)
+    assert (await _until(socket, "error"))["code"] == "not_a_member"
+    assert await _closed_with(socket) == 4403
+    await socket.disconnect()
+
+
+async def test_a_deactivated_user_s_socket_is_closed(application, bob, acme):
+    socket = await _connect(application, "/ws/playground/", bob)
+    bob.is_active = False
+    await sync_to_async(bob.save)()
+    assert (await _until(socket, "error"))["code"] == "not_a_member"
+    assert await _closed_with(socket) == 4403
+    await socket.disconnect()
+
+
+async def test_a_watcher_demoted_to_viewer_keeps_watching(application, alice, bob, acme):
+    # Viewers may watch runs: a demotion changes what the socket may do, not what it sees.
+    starter = await _connect(application, "/ws/playground/", alice)
+    await starter.send_json_to({"action": "start", "form": SLOW})
+    run_id = (await _until(starter, "started"))["run"]
+    watcher = await _connect(application, f"/ws/runs/{run_id}/", bob)
+    await _until(watcher, "run")
+    membership = await sync_to_async(Membership.objects.get)(user=bob, team=acme)
+    membership.role = "viewer"
+    await sync_to_async(membership.save)()
+
+    assert (await _until(watcher, "finished"))["status"] == "completed"
+    await starter.disconnect()
+    await watcher.disconnect()
