@@ -13,10 +13,18 @@ import functools
 from datetime import UTC, date, datetime, time, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from django import forms
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.utils import timezone
 
 DEFAULT_TIMEZONE = "UTC"
+# The days rtdash takes from a person (a filter, a report's period) or a cursor: far wider
+# than any run's, and far enough from the calendar's ends (years 1 and 9999) that a day's
+# neighbours, the period of the same length before it and its start in any time zone all
+# exist. Nearer the ends, that date arithmetic raises OverflowError.
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(9000, 12, 31)
 # Names the tz database ships that are not places: "Factory" has no offset anyone lives by.
 _NOT_ZONES = {"Factory", "localtime", "posixrules"}
 
@@ -56,6 +64,28 @@ def zone_named(name: str) -> tzinfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         return UTC
+
+
+def day_field(**kwargs) -> forms.DateField:
+    """A form's date, from FIRST_DAY to LAST_DAY; outside them, a form error that says so."""
+    return forms.DateField(
+        validators=[MinValueValidator(FIRST_DAY), MaxValueValidator(LAST_DAY)], **kwargs
+    )
+
+
+def in_calendar(day: date) -> bool:
+    """Whether rtdash takes the day (see FIRST_DAY)."""
+    return FIRST_DAY <= day <= LAST_DAY
+
+
+def instant_from_micros(micros: str) -> datetime | None:
+    """The UTC instant a cursor names in microseconds since the epoch; None for anything else
+    (not a number, 5,000 digits) or a day rtdash does not take."""
+    try:
+        moment = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+    return moment if in_calendar(moment.date()) else None
 
 
 def local_day(moment: datetime, zone: tzinfo) -> date:

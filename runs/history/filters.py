@@ -18,7 +18,7 @@ from django.db.models.functions import Cast
 from django.http import QueryDict
 
 from runs.core.access import for_team
-from runs.core.days import day_start, local_day
+from runs.core.days import day_field, day_start, instant_from_micros, local_day
 from runs.models import DailyUsage, GatewayToken, Membership, Run, RunStatus, Source, Team
 
 PAGE_SIZE = 50
@@ -54,8 +54,8 @@ class RunFilterForm(forms.Form):
     status = forms.ChoiceField(required=False, choices=[("", "Any status"), *RunStatus.choices])
     who = forms.ChoiceField(required=False)
     source = forms.ChoiceField(required=False, choices=[("", "Any source"), *Source.choices])
-    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    since = day_field(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = day_field(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     thread = forms.CharField(required=False, max_length=200)
     meta = forms.CharField(
         required=False,
@@ -224,11 +224,10 @@ class Cursor:
         if not raw:
             return None
         micros, _, pk = raw.partition(".")
-        try:
-            started_at = datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC)
-            return cls(started_at, int(pk))
-        except (ValueError, OverflowError, OSError):
+        started_at = instant_from_micros(micros)
+        if started_at is None or not pk.isascii() or not pk.isdigit() or len(pk) > 19:
             return None
+        return cls(started_at, int(pk))
 
     def after(self, runs: QuerySet[Run]) -> QuerySet[Run]:
         # The plain `started_at <= t` bound is redundant with the OR but lets the database

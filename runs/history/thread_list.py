@@ -13,6 +13,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Substr
 
 from runs.core.access import for_team
+from runs.core.days import instant_from_micros
 from runs.history.filters import scan_floor
 from runs.history.threads import THREAD_PAGE_SIZE, UpstreamThread, upstream_threads
 from runs.models import Run, Team, Thread
@@ -65,10 +66,8 @@ class ThreadCursor:
         if not raw:
             return None
         micros, _, upstream_id = raw.partition(".")
-        try:
-            return cls(datetime.fromtimestamp(int(micros) / 1_000_000, tz=UTC), upstream_id)
-        except (ValueError, OverflowError, OSError):
-            return None
+        at = instant_from_micros(micros)
+        return None if at is None else cls(at, upstream_id)
 
     def before(self, key: tuple[datetime, str]) -> bool:
         return key < (self.at, self.upstream_id)

@@ -24,7 +24,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import BooleanField, ExpressionWrapper, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 
-from runs.core.days import day_start, local_today
+from runs.core.days import FIRST_DAY, LAST_DAY, day_start, in_calendar, local_today
 from runs.core.exact_sums import read_sums, sums_of
 from runs.models import (
     FINISHED_STATUSES,
@@ -105,9 +105,12 @@ class Period:
 
 def _parse_day(value: str | None, name: str) -> date:
     try:
-        return date.fromisoformat((value or "").strip())
+        day = date.fromisoformat((value or "").strip())
     except ValueError:
         raise InvalidPeriod(f"{name} must be a date like 2026-01-31.") from None
+    if not in_calendar(day):
+        raise InvalidPeriod(f"{name} must be a day from {FIRST_DAY} to {LAST_DAY}.")
+    return day
 
 
 def make_period(

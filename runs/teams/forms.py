@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from runs.core import audit, ratelimit
-from runs.core.days import timezone_names
+from runs.core.days import day_field, timezone_names
 from runs.models import Membership, Role, Team
 
 THROTTLED_MESSAGE = (
@@ -164,12 +164,8 @@ class AuditFilterForm(forms.Form):
 
     action = forms.ChoiceField(label="Action", required=False)
     actor = forms.CharField(label="Who", required=False, max_length=150)
-    since = forms.DateField(
-        label="From (UTC)", required=False, widget=forms.DateInput({"type": "date"})
-    )
-    until = forms.DateField(
-        label="To (UTC)", required=False, widget=forms.DateInput({"type": "date"})
-    )
+    since = day_field(label="From (UTC)", required=False, widget=forms.DateInput({"type": "date"}))
+    until = day_field(label="To (UTC)", required=False, widget=forms.DateInput({"type": "date"}))
 
     def __init__(self, *args, actors: list[str], **kwargs) -> None:
         kwargs.setdefault("auto_id", "audit_%s")
