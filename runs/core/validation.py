@@ -12,6 +12,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+
+from runs.core.errors import error_response
+
 MAX_METADATA_BYTES = 16 * 1024
 # Deeper JSON is refused: no real request nests this far, and Python's own recursion (in
 # json, the ORM's JSON encoding, templates) gives out somewhere below 1,000.
@@ -269,3 +274,26 @@ def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) 
         metadata=metadata,
         body=raw,
     )
+
+
+def read_body(request, limit: int) -> bytes:
+    """A request's body, at most `limit` bytes; InvalidRequest (413) past that, whether the
+    client declared it (Content-Length) or Django finds it reading (RequestDataTooBig)."""
+    too_big = InvalidRequest("body", f"The request body is larger than {limit} bytes.", 413)
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise too_big
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise too_big from None
+
+
+def invalid_response(problem: InvalidRequest) -> JsonResponse:
+    """The error envelope for a request that failed validation: 413 `payload_too_large` for a
+    body past its bound, else its status with `bad_request`, naming the field."""
+    code = "payload_too_large" if problem.status == 413 else "bad_request"
+    return error_response(problem.status, code, problem.message, field=problem.field)

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from runs.core.access import get_for_team_or_404
 from runs.core.errors import GatewayError, error_response, refused_response
-from runs.core.validation import InvalidRequest, parse_body
+from runs.core.validation import InvalidRequest, invalid_response, parse_body, read_body
 from runs.experiments.create import create_experiment
 from runs.experiments.results import experiment_data
 from runs.experiments.resume import resume_experiment
@@ -45,12 +45,12 @@ def api_experiments(request: HttpRequest) -> HttpResponse:
     """`POST /api/experiments`: record an experiment and start replaying it."""
     try:
         caller = _caller(request, changes=True)
-        spec = parse_spec(parse_body(request.body, MAX_BODY_BYTES))
+        spec = parse_spec(parse_body(read_body(request, MAX_BODY_BYTES), MAX_BODY_BYTES))
         experiment = create_experiment(caller.team, spec, user=caller.user, token=caller.token)
     except GatewayError as problem:
         return refused_response(problem)
     except InvalidRequest as problem:
-        return error_response(problem.status, "bad_request", problem.message, field=problem.field)
+        return invalid_response(problem)
     except Http404 as missing:
         return error_response(404, "not_found", str(missing))
     start_in_background(experiment.pk)

@@ -13,6 +13,7 @@ from runs.core.access import for_team
 from runs.core.validation import InvalidRequest
 from runs.experiments.spec import MAX_CASES, Spec
 from runs.models import Case, Experiment, Run, SourceKind, Team, Trial, Variant
+from runs.pipeline.recording import storable
 
 
 def _input_of(run: Run) -> dict:
@@ -25,7 +26,7 @@ def _input_of(run: Run) -> dict:
 def _thread_cases(team: Team, thread_id: str) -> list[Case]:
     runs = list(
         for_team(Run, team)
-        .filter(upstream_thread_id=thread_id)
+        .filter(upstream_thread_id=storable(thread_id))  # as stored: no NUL
         .exclude(prompt="", messages=None)
         .order_by("started_at", "pk")[: MAX_CASES + 1]
     )
@@ -57,16 +58,22 @@ def create_experiment(team: Team, spec: Spec, *, user=None, token=None) -> Exper
     else:
         kind = SourceKind.PROMPTS
         cases = [
-            Case(position=i, prompt=c.prompt, messages=c.messages, metadata=c.metadata)
+            Case(
+                position=i,
+                prompt=storable(c.prompt),
+                messages=storable(c.messages),
+                metadata=storable(c.metadata),
+            )
             for i, c in enumerate(spec.prompts)
         ]
     default_name = f"Replay of {spec.thread}" if spec.thread else f"{len(cases)} cases"
     with transaction.atomic():
         experiment = Experiment.objects.create(
             team=team,
-            name=spec.name or default_name,
+            # rtdash's copy, as every stored text: no NUL (PostgreSQL refuses it).
+            name=storable(spec.name or default_name),
             source_kind=kind,
-            source_thread=spec.thread,
+            source_thread=storable(spec.thread),
             created_by=user if user is not None and user.is_authenticated else None,
             token=token,
         )

@@ -43,8 +43,13 @@ class Spec:
     prompts: list[CaseSpec] = field(default_factory=list)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# A run id is a positive bigint: a larger one is no run, and SQLite cannot even take it in
+# an `IN (…)` list (Django guards `=` and `<`, not `__in`).
+MAX_RUN_ID = 2**63 - 1
+
+
+def _is_run_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_RUN_ID
 
 
 def _renamed(problem: InvalidRequest, prefix: str) -> InvalidRequest:
@@ -105,8 +110,10 @@ def _parse_source(source: Any) -> tuple[str, list[int], list[CaseSpec]]:
             raise InvalidRequest("source.thread", "source.thread must be a thread id (a string).")
         return value.strip(), [], []
     if kind == "runs":
-        if not isinstance(value, list) or not value or not all(_is_int(v) for v in value):
-            raise InvalidRequest("source.runs", "source.runs must be a non-empty list of run ids.")
+        if not isinstance(value, list) or not value or not all(_is_run_id(v) for v in value):
+            raise InvalidRequest(
+                "source.runs", "source.runs must be a non-empty list of run ids (whole numbers)."
+            )
         if len(value) > MAX_CASES:
             raise InvalidRequest("source.runs", f"source.runs holds at most {MAX_CASES} runs.")
         return "", list(dict.fromkeys(value)), []

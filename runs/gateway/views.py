@@ -15,8 +15,7 @@ from collections.abc import AsyncIterator
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from rtdash.gateway_handler import after_response, send_deferred_request_started
@@ -27,8 +26,10 @@ from runs.core.validation import (
     DOT_SEGMENTS,
     InvalidRequest,
     RunRequest,
+    invalid_response,
     loads_strict,
     parse_body,
+    read_body,
     validate_run,
 )
 from runs.gateway.auth import Caller, authenticate, credential
@@ -101,19 +102,7 @@ def _authenticate_request(request: HttpRequest) -> Caller:
 
 
 def _read_body(request: HttpRequest) -> bytes:
-    limit = settings.RTDASH_MAX_BODY_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit:
-        raise InvalidRequest("body", f"The request body is larger than {limit} bytes.", 413)
-    try:
-        return request.body
-    except RequestDataTooBig:
-        raise InvalidRequest(
-            "body", f"The request body is larger than {limit} bytes.", 413
-        ) from None
+    return read_body(request, settings.RTDASH_MAX_BODY_BYTES)
 
 
 def _copy_headers(source, response: HttpResponse) -> None:
@@ -185,11 +174,6 @@ class ClientSink(Sink):
                     reader.stop()
 
 
-def _invalid(problem: InvalidRequest) -> JsonResponse:
-    code = "payload_too_large" if problem.status == 413 else "bad_request"
-    return error_response(problem.status, code, problem.message, field=problem.field)
-
-
 async def answer_run(request: HttpRequest, agent_from_path: str | None) -> HttpResponse:
     """A run's answer: refused, or recorded, sent upstream and answered as RunTools answered.
 
@@ -202,7 +186,7 @@ async def answer_run(request: HttpRequest, agent_from_path: str | None) -> HttpR
         # An oversized body is refused before anything else, unread.
         raw = _read_body(request)
     except InvalidRequest as problem:
-        return _invalid(problem)
+        return invalid_response(problem)
     # Validated here (no I/O) but reported after authentication: strangers get a 401 and
     # learn nothing about what a valid body looks like.
     run_request, problem = None, None
@@ -219,7 +203,7 @@ async def answer_run(request: HttpRequest, agent_from_path: str | None) -> HttpR
     except GatewayError as refused:
         return refused_response(refused)
     if problem is not None:
-        return _invalid(problem)
+        return invalid_response(problem)
     assert prepared is not None and run_request is not None
     path = upstream.endpoint("agents", agent_from_path, "run") if legacy else "/run"
     forwarding = _forward_run(request, prepared, run_request, path)
@@ -310,7 +294,7 @@ async def _proxy(
             if json_body:
                 loads_strict(content, "body")
         except InvalidRequest as problem:
-            return _invalid(problem)
+            return invalid_response(problem)
     params = [(name, value) for name, values in request.GET.lists() for value in values]
     try:
         response = await upstream.call(

@@ -21,11 +21,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from runs.core import upstream
 from runs.core.access import TeamRequest, for_team, team_view
 from runs.core.audit import record
+from runs.core.validation import DOT_SEGMENTS
 from runs.history import thread_list as listing
 from runs.history import threads as conversation
 from runs.history.filters import team_agents
 from runs.history.fragments import template_for
 from runs.models import Run, Thread
+from runs.pipeline.recording import storable
 
 TITLE_MAX = 200
 
@@ -33,7 +35,8 @@ TITLE_MAX = 200
 @require_GET
 @team_view()
 def thread_list(request: TeamRequest) -> HttpResponse:
-    search = request.GET.get("q", "").strip()[:200]
+    # As stored: a NUL (which PostgreSQL cannot compare) is U+FFFD in every stored title.
+    search = storable(request.GET.get("q", "").strip()[:200])
     show = request.GET.get("show", "active")
     if show not in listing.SHOW_CHOICES:
         show = "active"
@@ -98,6 +101,13 @@ class ThreadView:
         return self.record.archived if self.record is not None else False
 
 
+def _named_or_404(thread_id: str) -> None:
+    """404 for an id that names no thread: `.` and `..` are path steps (sent upstream, they
+    would reach another path), and no stored id holds a NUL (nor can PostgreSQL compare one)."""
+    if thread_id in DOT_SEGMENTS or "\x00" in thread_id:
+        raise Http404("No such thread.")
+
+
 def _known_here(request: TeamRequest, thread_id: str) -> bool:
     """Whether rtdash has a record of this thread or of any run in it, for this team."""
     return (
@@ -121,6 +131,7 @@ def _thread_or_404(request: TeamRequest, thread_id: str) -> ThreadView:
 @require_GET
 @team_view()
 def thread_detail(request: TeamRequest, thread_id: str) -> HttpResponse:
+    _named_or_404(thread_id)
     view = _thread_or_404(request, thread_id)
     turns = conversation.build_turns(view.runs, view.upstream.events)
     recorded = [turn for turn in turns if turn.recorded]
@@ -183,6 +194,7 @@ def _change_or_404(request: TeamRequest, thread_id: str, body: dict) -> Upstream
 @require_POST
 @team_view(run=True)
 def thread_rename(request: TeamRequest, thread_id: str) -> HttpResponse:
+    _named_or_404(thread_id)
     title = " ".join(request.POST.get("title", "").split())
     if not title or len(title) > TITLE_MAX:
         if not _known_here(request, thread_id):
@@ -201,6 +213,7 @@ def thread_rename(request: TeamRequest, thread_id: str) -> HttpResponse:
 @require_POST
 @team_view(run=True)
 def thread_archive(request: TeamRequest, thread_id: str) -> HttpResponse:
+    _named_or_404(thread_id)
     archived = request.POST.get("archived") != "false"
     change = _change_or_404(request, thread_id, {"archived": archived})
     if change.done:
@@ -216,6 +229,7 @@ def thread_archive(request: TeamRequest, thread_id: str) -> HttpResponse:
 @team_view(run=True)
 def thread_delete(request: TeamRequest, thread_id: str) -> HttpResponse:
     """GET asks for confirmation; POST deletes upstream, then forgets the content here."""
+    _named_or_404(thread_id)
     if request.method == "GET":
         view = _thread_or_404(request, thread_id)
         context = {"thread": view, "run_count": len(view.runs)}

@@ -133,7 +133,8 @@ def _after(scope) -> int:
         name, _, value = part.partition("=")
         # isdigit() alone takes "²", which int() refuses.
         if name == "after" and value.isascii() and value.isdigit():
-            return min(int(value), MAX_SEQUENCE)
+            # More digits than any sequence has (int() refuses past 4,300 of them): past the end.
+            return MAX_SEQUENCE if len(value) > 19 else min(int(value), MAX_SEQUENCE)
     return 0
 
 

@@ -28,6 +28,7 @@ from runs.core.snippets import request_snippets
 from runs.core.validation import RunRequest
 from runs.models import Run, Source, Team, Thread
 from runs.pipeline.budgets import BudgetExceeded
+from runs.pipeline.recording import storable
 from runs.pipeline.start import NoRunToolsKey, launch
 from runs.playground.forms import MESSAGE_ROLES, InvalidRun, PlaygroundForm, build_run_request
 from runs.playground.markdown import render_markdown
@@ -95,7 +96,8 @@ def _page_state(request: TeamRequest) -> PageState:
         run = get_for_team_or_404(Run, team, pk=query["from_run"])
         state.initial, state.messages, state.metadata = _from_run(run)
     if query.get("thread"):
-        thread = for_team(Thread, team).filter(upstream_id=query["thread"]).first()
+        # As stored: a NUL (which PostgreSQL cannot compare) is U+FFFD in every stored id.
+        thread = for_team(Thread, team).filter(upstream_id=storable(query["thread"])).first()
         if thread is None:
             state.notice = "That thread is not one of this team's threads; starting a new one."
         else:

@@ -7,6 +7,7 @@ messages. Query-string integers go through `parse_query_int`.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -176,4 +177,134 @@ def test_the_raw_frames_page_takes_any_after(client, alice, gateway, caplog, aft
     client.force_login(alice)
     response = client.get(f"/runs/{run.pk}/?view=raw&after={after}")
     assert response.status_code == 200
+    assert _errors_logged(caplog) == []
+
+
+# --- Days at the calendar's ends ------------------------------------------------------------
+
+EDGE_DAYS = ["9999-12-31", "0001-01-01", "9001-01-01", "1899-12-31"]
+
+
+@pytest.mark.parametrize("day", EDGE_DAYS)
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/runs/?since={day}",
+        "/runs/?until={day}",
+        "/runs/?q=x&until={day}",
+        "/runs/export.csv?until={day}",
+        "/settings/audit/?until={day}",
+        "/settings/audit/?since={day}",
+        "/reports?since={day}&until={day}",
+        "/reports?period=custom&since={day}",
+    ],
+)
+def test_a_day_at_the_calendar_s_ends_is_a_form_error_not_a_500(client, alice, caplog, path, day):
+    client.force_login(alice)
+    response = client.get(path.format(day=day))
+    # A page shows the error beside its filters (the run list still lists runs, unfiltered
+    # by that day; the audit log and the reports answer 400); an export leaves the day out.
+    assert response.status_code in (200, 400), (path, response.status_code)
+    if not response.streaming:
+        text = response.content.decode()
+        assert "1900-01-01" in text or "9000-12-31" in text  # which days are taken
+    assert _errors_logged(caplog) == []
+
+
+@pytest.mark.parametrize("day", EDGE_DAYS)
+def test_the_usage_api_refuses_a_day_at_the_calendar_s_ends(client, acme_token, caplog, day):
+    for query in (f"since={day}", f"group_by=thread&since={day}", f"since=2026-01-01&until={day}"):
+        response = client.get(f"/api/usage?{query}", headers={"X-API-Key": acme_token[1]})
+        assert response.status_code == 400, (query, response.content[:200])
+        assert response.json()["error"]["code"] == "bad_request"
+    assert _errors_logged(caplog) == []
+
+
+@pytest.mark.parametrize("path", ["/runs/", "/runs/?q=x", "/threads/?q=x"])
+@pytest.mark.parametrize(
+    "before", ["-62135596800000000.1", "253402300799999999.1", "9" * 5000 + ".1", "1." + "9" * 30]
+)
+def test_a_cursor_at_the_calendar_s_ends_starts_from_the_newest(
+    client, alice, acme, caplog, path, before
+):
+    # West of UTC, the first instant's local day would be before year 1.
+    acme.timezone = "America/New_York"
+    acme.save()
+    client.force_login(alice)
+    joiner = "&" if "?" in path else "?"
+    response = client.get(f"{path}{joiner}before={before}")
+    assert response.status_code == 200
+    assert _errors_logged(caplog) == []
+
+
+# --- The experiments API --------------------------------------------------------------------
+
+
+def _experiment(client, token: str, body: bytes):
+    return client.post(
+        "/api/experiments", body, content_type="application/json", headers={"X-API-Key": token}
+    )
+
+
+@pytest.mark.parametrize("run_id", [10**20, 2**63, 0, -1, 1.5, True])
+def test_an_experiment_on_a_run_id_that_is_no_run_id_is_a_400(
+    client, acme_key, acme_token, caplog, run_id
+):
+    body = {"source": {"runs": [run_id]}, "variants": [{"agent": "support-chat"}]}
+    response = _experiment(client, acme_token[1], json.dumps(body).encode())
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "source.runs"
+    assert _errors_logged(caplog) == []
+
+
+def test_an_oversized_experiment_is_a_413_in_the_envelope(client, acme_key, acme_token, caplog):
+    body = json.dumps({"name": "x" * (1024 * 1024 + 10)}).encode()
+    response = _experiment(client, acme_token[1], body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert _errors_logged(caplog) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"thread": "thr_\u0000x"},
+        {"prompts": ["hi\u0000there"]},
+        {"prompts": [{"prompt": "\u0000"}]},
+    ],
+)
+def test_a_nul_in_an_experiment_is_kept_as_rtdash_keeps_text(
+    client, acme_key, acme_token, upstream, caplog, source
+):
+    body = {"name": "a\u0000b", "source": source, "variants": [{"agent": "support-chat"}]}
+    response = _experiment(client, acme_token[1], json.dumps(body).encode())
+    # A thread rtdash never saw is a 404; prompts are an experiment (its name mended).
+    assert response.status_code in (201, 404), response.content[:300]
+    assert _errors_logged(caplog) == []
+
+
+# --- Thread ids that name no thread ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("thread_id", ["%2E%2E", "%2E", "thr%00x"])
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("get", ""), ("post", "rename/"), ("post", "archive/"), ("post", "delete/")],
+)
+def test_a_thread_id_that_names_no_thread_is_a_404_and_goes_nowhere(
+    client, alice, acme_key, settings, caplog, thread_id, method, suffix
+):
+    settings.RUNTOOLS_API_URL = "http://127.0.0.1:9/v1"  # nothing answers: had it gone, a 502
+    client.force_login(alice)
+    response = getattr(client, method)(f"/threads/{thread_id}/{suffix}", {"title": "t"})
+    assert response.status_code == 404
+    assert _errors_logged(caplog) == []
+
+
+def test_a_nul_in_a_thread_search_or_the_playground_s_thread_is_no_500(client, alice, caplog):
+    client.force_login(alice)
+    assert client.get("/threads/?q=a%00b").status_code == 200
+    response = client.get("/playground?thread=thr%00x")
+    assert response.status_code == 200
+    assert "not one of this team" in response.content.decode()
     assert _errors_logged(caplog) == []
