@@ -12,17 +12,27 @@ on every row. Partial costs count what is known of them; unpriced runs cannot co
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q, Sum
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from runs.core.days import local_day, local_today
-from runs.models import Budget, BudgetAlert, CostStatus, DailyUsage, Price, Run, Team
+from runs.models import (
+    Budget,
+    BudgetAlert,
+    CostStatus,
+    DailyUsage,
+    Price,
+    Run,
+    RunStatus,
+    Team,
+)
 from runs.pipeline.pricing import Usage, cost_of, price_in_force
 
 # The typical cost of a run is the median of the agent's latest runs with a computed cost.
@@ -211,17 +221,79 @@ def enforce_budget(
     team: Team, agent: str, *, user_id: int | None = None, token_id: int | None = None
 ) -> None:
     """Raise BudgetExceeded when a hard-stop budget that governs the run is used up: the
-    team's, its agent's, its member's (`user_id`) or its gateway token's (`token_id`)."""
+    team's, its agent's, its member's (`user_id`) or its gateway token's (`token_id`).
+
+    Runs still running under a hard-stop budget count at their agent's typical cost, so a
+    burst of runs started together is refused where the same runs one after another would
+    be. Call it inside `admitting`, which makes the check and the run's record one step."""
     statuses = budget_statuses(team, agent=agent, user_id=user_id, token_id=token_id)
     if not statuses:
         return
     note_alerts(team, statuses)
     for status in statuses:
-        if status.budget.hard_stop and status.level == EXCEEDED:
+        if not status.budget.hard_stop:
+            continue
+        if status.level == EXCEEDED:
             raise BudgetExceeded(
                 f"{status.describe()} New runs are refused until next month or until an owner "
                 "raises the budget."
             )
+        running, expected = in_flight(team, status.budget)
+        if running and status.spent + expected >= status.limit:
+            raise BudgetExceeded(
+                f"{status.describe()} {running} run{'s' if running > 1 else ''} still running "
+                f"under it {'are' if running > 1 else 'is'} expected to cost {money(expected)}, "
+                "which would use it up: a new run is refused until they end or an owner raises "
+                "the budget."
+            )
+
+
+@contextlib.contextmanager
+def admitting(team: Team, agent: str, *, user_id: int | None = None, token_id: int | None = None):
+    """Check the budgets that govern a run and hold them while its record is written.
+
+    Inside a transaction that holds the governing hard-stop budgets' rows (SQLite's
+    transactions take the database's write lock at their start, rtdash.settings), the check
+    runs, then the caller records the run (status `running`) before the transaction ends: two
+    runs started at once are checked one after the other, the second seeing the first in
+    flight. Raises BudgetExceeded, before anything is recorded."""
+    with transaction.atomic():
+        hard = Budget.objects.filter(team=team, hard_stop=True).select_for_update()
+        list(hard.values_list("pk", flat=True))  # locked until the run is recorded
+        enforce_budget(team, agent, user_id=user_id, token_id=token_id)
+        yield
+
+
+def _recent_costs(team: Team, agent: str) -> list[Decimal]:
+    """The agent's latest computed costs, at most TYPICAL_SAMPLE of them."""
+    return list(
+        Run.objects.filter(team=team, agent=agent, cost_status=CostStatus.COMPUTED)
+        .order_by("-started_at")
+        .values_list("cost", flat=True)[:TYPICAL_SAMPLE]
+    )
+
+
+def typical_cost(team: Team, agent: str) -> Decimal | None:
+    """The median of the agent's latest computed costs; None without any."""
+    recent = _recent_costs(team, agent)
+    return statistics.median(recent) if recent else None
+
+
+def in_flight(team: Team, budget: Budget) -> tuple[int, Decimal]:
+    """The runs still running under `budget` and what they are expected to cost: each at its
+    agent's typical cost (nothing for an agent with no priced run yet: unknown)."""
+    running = Run.objects.filter(team=team, status=RunStatus.RUNNING)
+    if budget.agent:
+        running = running.filter(agent=budget.agent)
+    if budget.user_id is not None:
+        running = running.filter(user_id=budget.user_id)
+    if budget.token_id is not None:
+        running = running.filter(token_id=budget.token_id)
+    count, expected = 0, Decimal(0)
+    for agent, runs in running.values_list("agent").annotate(n=Count("pk")).order_by():
+        count += runs
+        expected += (typical_cost(team, agent) or 0) * runs
+    return count, expected
 
 
 # --- Before a run: what it is likely to cost ----------------------------------------------
@@ -272,11 +344,7 @@ def estimate_run(
     config = config or {}
     price = price_in_force(team.pk, agent, local_today(team.zone))
     estimate = RunEstimate(agent=agent, price=price)
-    recent = list(
-        Run.objects.filter(team=team, agent=agent, cost_status=CostStatus.COMPUTED)
-        .order_by("-started_at")
-        .values_list("cost", flat=True)[:TYPICAL_SAMPLE]
-    )
+    recent = _recent_costs(team, agent)
     if recent:
         estimate.typical = statistics.median(recent)
         estimate.typical_sample = len(recent)

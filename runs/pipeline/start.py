@@ -15,6 +15,7 @@ duration is receipt → the finish step, so overhead + upstream time ≤ duratio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from runs.core.crypto import SealedKey
 from runs.core.upstream import UpstreamError
 from runs.core.validation import RunRequest
 from runs.models import Run, Team
-from runs.pipeline.budgets import enforce_budget
+from runs.pipeline.budgets import admitting
 from runs.pipeline.reader import IN_FLIGHT, READERS, RunReader, Sink
 from runs.pipeline.recording import RunOutcome, error_outcome, finish_run, json_outcome, start_run
 
@@ -95,14 +96,29 @@ def prepare(
     query) passes it as `runtools_key`, and `has_budget=False` when it knows the team has no
     budget to enforce.
     """
-    if has_budget:
-        # Raises BudgetExceeded; the run's member and token have budgets of their own.
-        enforce_budget(
-            team,
-            run_request.agent,
-            user_id=getattr(user, "pk", None),
-            token_id=token_id,
+    # Raises BudgetExceeded; the run's member and token have budgets of their own. The check
+    # and the run's record are one step (`admitting`): a burst is refused as a series is.
+    budgets_held = (
+        admitting(team, run_request.agent, user_id=getattr(user, "pk", None), token_id=token_id)
+        if has_budget
+        else contextlib.nullcontext()
+    )
+    with budgets_held:
+        return _record(
+            team, run_request, source, receipt, user, token_id, legacy_path, runtools_key
         )
+
+
+def _record(
+    team: Team,
+    run_request: RunRequest,
+    source: str,
+    receipt: Receipt,
+    user,
+    token_id: int | None,
+    legacy_path: bool,
+    runtools_key: SealedKey | None,
+) -> Prepared:
     if runtools_key is None:
         key = team.default_key()
         if key is None:
