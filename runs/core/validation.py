@@ -29,7 +29,8 @@ MAX_QUERY_INTEGER_DIGITS = 30
 DOT_SEGMENTS = frozenset({".", ".."})
 _SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_TOKENS_RANGE = (1, 128_000)
-MAX_TURNS_RANGE = (1, 1_000)
+# RunTools states no bound for maxTurns: only a sane integer (a 32-bit one) is asked of it.
+MAX_TURNS_RANGE = (1, 2**31 - 1)
 TEMPERATURE_RANGE = (0.0, 2.0)
 
 
@@ -180,8 +181,8 @@ def parse_body(raw: bytes, max_bytes: int) -> dict:
     return body
 
 
-def _check_messages(messages: Any) -> list:
-    if not isinstance(messages, list) or not messages:
+def _check_messages(messages: Any, *, may_be_empty: bool = False) -> list:
+    if not isinstance(messages, list) or (not messages and not may_be_empty):
         raise InvalidRequest("messages", "messages must be a non-empty list.")
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
@@ -205,6 +206,10 @@ def _check_range(config: dict, name: str, bounds: tuple, whole: bool) -> None:
         return
     low, high = bounds
     value = config[name]
+    if value is None:
+        return  # as if absent: other SDKs send null for a setting they leave unset
+    if whole and isinstance(value, float) and value.is_integer():
+        value = int(value)  # 1000.0 is 1000 (JavaScript cannot tell them apart)
     if not (_is_int(value) if whole else _is_number(value)) or not low <= value <= high:
         kind = "a whole number" if whole else "a number"
         raise InvalidRequest(
@@ -232,6 +237,10 @@ def _check_metadata(metadata: Any) -> dict:
     return metadata
 
 
+def _or_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) -> RunRequest:
     """Validate a /v1/run body (or a legacy /v1/agents/{slug}/run body, agent from the path)."""
     agent = agent_from_path if agent_from_path is not None else body.get("agent")
@@ -249,7 +258,8 @@ def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) 
     if prompt is not None and not isinstance(prompt, str):
         raise InvalidRequest("prompt", "prompt must be a string.")
     if messages is not None:
-        _check_messages(messages)
+        # Beside a prompt, an empty history is no history.
+        _check_messages(messages, may_be_empty=prompt is not None)
     if prompt is not None and messages is None and not prompt.strip():
         raise InvalidRequest("prompt", "prompt is empty.")
     thread_id = body.get("threadId")
@@ -259,11 +269,12 @@ def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) 
         raise InvalidRequest(
             "threadId", "threadId must be a string of at most 200 printable characters."
         )
-    stream = body.get("stream", True)
+    # null is as if absent (other SDKs send null for what they leave unset): the defaults.
+    stream = _or_default(body.get("stream"), True)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream", "stream must be true or false.")
-    config = _check_config(body.get("config", {}))
-    metadata = _check_metadata(body.get("metadata", {}))
+    config = _check_config(_or_default(body.get("config"), {}))
+    metadata = _check_metadata(_or_default(body.get("metadata"), {}))
     return RunRequest(
         agent=agent,
         prompt=prompt or "",

@@ -77,7 +77,7 @@ class PlaygroundForm(forms.Form):
         required=False,
         min_value=MAX_TURNS_RANGE[0],
         max_value=MAX_TURNS_RANGE[1],
-        help_text=_range_help(*MAX_TURNS_RANGE),
+        help_text=f"{MAX_TURNS_RANGE[0]} or more",  # RunTools states no upper bound
     )
     temperature = forms.FloatField(
         label="Temperature",

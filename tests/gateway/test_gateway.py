@@ -373,6 +373,38 @@ async def test_bad_bodies_are_400s_naming_the_field(gateway, body, field):
     assert await Run.objects.acount() == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "recorded"),
+    [
+        # null is as if left out: what other SDKs send for a setting they leave unset.
+        ({"stream": None, "config": None, "metadata": None, "threadId": None}, {}),
+        ({"config": {"maxTokens": None, "maxTurns": None, "temperature": None}}, {}),
+        # A whole number written with a point (JavaScript cannot tell 1000.0 from 1000).
+        ({"config": {"maxTokens": 1000.0, "maxTurns": 3.0}}, {}),
+        # RunTools states no upper bound for maxTurns.
+        ({"config": {"maxTurns": 5000}}, {}),
+        # An empty history beside a prompt.
+        ({"messages": []}, {"messages": []}),
+    ],
+)
+async def test_what_the_contract_allows_is_not_refused_and_goes_up_unchanged(
+    gateway, upstream, body, recorded
+):
+    sent = {"agent": "support-chat", "prompt": "hi", "stream": False, **body}
+    response = await gateway("POST", "/v1/run", raw=json.dumps(sent).encode())
+    expected = await direct(upstream, "POST", "/run", sent)
+    # Not rtdash's 400: RunTools' own answer, whatever it makes of the body (the simulator,
+    # stricter than the contract, refuses a null stream and maxTokens 1000.0 itself).
+    content = await stream_body(response) if response.streaming else response.content
+    assert response.status_code == expected.status_code
+    assert normalise_ids(content) == normalise_ids(expected.content)
+    run = await finished_run()
+    assert run is not None and run.http_status == expected.status_code
+    assert run.prompt == "hi"
+    for name, value in recorded.items():
+        assert getattr(run, name) == value
+
+
 @pytest.mark.parametrize("raw", [b"", b"not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
 async def test_non_object_bodies_are_400s(gateway, raw):
     response = await gateway("POST", "/v1/run", raw=raw)
