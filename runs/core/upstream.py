@@ -75,17 +75,21 @@ def base_url() -> str:
     return settings.RUNTOOLS_API_URL.rstrip("/")
 
 
+def _timeout(read: float) -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
+        read=read,
+        write=settings.RTDASH_UPSTREAM_READ_TIMEOUT,
+        pool=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
+    )
+
+
 def client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     existing = _clients.get(loop)
     if existing is not None and not existing.is_closed:
         return existing
-    timeout = httpx.Timeout(
-        connect=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
-        read=settings.RTDASH_UPSTREAM_READ_TIMEOUT,
-        write=settings.RTDASH_UPSTREAM_READ_TIMEOUT,
-        pool=settings.RTDASH_UPSTREAM_CONNECT_TIMEOUT,
-    )
+    timeout = _timeout(settings.RTDASH_UPSTREAM_READ_TIMEOUT)
     limits = httpx.Limits(
         max_connections=settings.RTDASH_UPSTREAM_MAX_CONNECTIONS,
         max_keepalive_connections=min(settings.RTDASH_UPSTREAM_MAX_CONNECTIONS, 50),
@@ -141,15 +145,14 @@ class _KeyAuth(httpx.Auth):
         return "_KeyAuth(****)"
 
 
-def translate(error: httpx.HTTPError) -> UpstreamError:
-    """Map httpx's exceptions to what a person can act on. Never includes request headers."""
+def translate(error: httpx.HTTPError, silence: float | None = None) -> UpstreamError:
+    """Map httpx's exceptions to what a person can act on. Never includes request headers.
+    `silence`: how long the request let RunTools stay silent, when not the usual."""
     if isinstance(error, httpx.ConnectTimeout):
         return UpstreamError("upstream_unreachable", "RunTools did not accept a connection in time")
     if isinstance(error, httpx.ReadTimeout):
-        return UpstreamError(
-            "upstream_timeout",
-            f"RunTools sent nothing for {settings.RTDASH_UPSTREAM_READ_TIMEOUT:g} s",
-        )
+        silence = silence or settings.RTDASH_UPSTREAM_READ_TIMEOUT
+        return UpstreamError("upstream_timeout", f"RunTools sent nothing for {silence:g} s")
     if isinstance(error, httpx.PoolTimeout):
         # rtdash's own limit, not RunTools': every pooled connection was busy for too long.
         return UpstreamError(
@@ -181,13 +184,15 @@ async def open_stream(
     params: dict | None = None,
     accept: str | None = None,
     uncompressed: bool = False,
+    silence: float | None = None,
 ) -> httpx.Response:
     """Send a request and return the response with its body still unread.
 
     The caller must `aclose()` the response. Raises UpstreamError on transport failure, and
     KeyDecryptionError if a SealedKey cannot be opened. `key` is a SealedKey; a plaintext
     string is accepted for a key that is not stored. `uncompressed` asks for the body as it
-    is (`Accept-Encoding: identity`), for a body relayed byte for byte.
+    is (`Accept-Encoding: identity`), for a body relayed byte for byte. `silence` is how long
+    RunTools may send nothing before the request fails, when not RTDASH_UPSTREAM_READ_TIMEOUT.
     """
     headers: dict[str, str] = {}
     if content is not None:
@@ -197,12 +202,17 @@ async def open_stream(
     if uncompressed:
         headers["Accept-Encoding"] = "identity"
     request = client().build_request(
-        method, base_url() + path, content=content, params=params, headers=headers
+        method,
+        base_url() + path,
+        content=content,
+        params=params,
+        headers=headers,
+        timeout=_timeout(silence) if silence else httpx.USE_CLIENT_DEFAULT,
     )
     try:
         return await client().send(request, stream=True, auth=_KeyAuth(key))
     except httpx.HTTPError as error:
-        raise translate(error) from None
+        raise translate(error, silence) from None
     except Exception as error:
         # Not a transport failure but a bug: it goes on unchanged, but the locals of the
         # frames it came through (httpx's and httpcore's hold the request's headers, key

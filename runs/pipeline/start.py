@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
+from django.conf import settings
 from django.utils import timezone
 
 from runs.core import sync_thread, upstream
@@ -209,6 +210,9 @@ async def _send(
     # rtdash's own share of the run's time: the request's receipt to its send upstream.
     overhead_ms = (sent - received) * 1000
     accept = "text/event-stream" if run_request.stream else "application/json"
+    # A run answered as JSON says nothing until it has ended, so it may be silent as long as
+    # any run may last; a stream's silences are bounded by RTDASH_UPSTREAM_READ_TIMEOUT.
+    silence = None if run_request.stream else settings.RTDASH_MAX_RUN_SECONDS
     try:
         response = await upstream.open_stream(
             prepared.runtools_key,
@@ -217,6 +221,7 @@ async def _send(
             content=run_request.body,
             accept=accept,
             uncompressed=True,  # a stream is relayed as it comes, and parsed
+            silence=silence,
         )
     except UpstreamError as problem:
         outcome = RunOutcome(overhead_ms=overhead_ms, received=received)
@@ -234,7 +239,7 @@ async def _send(
     try:
         body = await response.aread()
     except httpx.HTTPError as error:
-        problem = upstream.translate(error)
+        problem = upstream.translate(error, silence)
         outcome = RunOutcome(http_status=response.status_code)
         outcome.fail(problem.code, problem.message)
         body = b""

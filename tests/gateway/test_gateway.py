@@ -196,13 +196,25 @@ async def test_an_unreachable_upstream_is_a_clear_502(gateway, settings):
 
 
 async def test_a_hanging_upstream_times_out_and_is_recorded(gateway, settings):
+    # A JSON run is silent until it ends: it may be as long as any run, not one read's wait.
     settings.RTDASH_UPSTREAM_READ_TIMEOUT = 0.5
+    settings.RTDASH_MAX_RUN_SECONDS = 1
     body = {**SEED_EXAMPLE, "metadata": {"simulate": {"hangSeconds": 3}}}
     response = await gateway("POST", "/v1/run", body)
     assert response.status_code == 502
-    assert response.json()["error"]["code"] == "upstream_timeout"
+    error = response.json()["error"]
+    assert error["code"] == "upstream_timeout"
+    assert error["message"] == "RunTools sent nothing for 1 s"
     run = await finished_run()
     assert (run.status, run.error_code) == ("failed", "upstream_timeout")
+
+
+async def test_a_json_run_may_stay_silent_longer_than_one_read_s_wait(gateway, settings):
+    settings.RTDASH_UPSTREAM_READ_TIMEOUT = 0.3
+    body = {**SEED_EXAMPLE, "metadata": {"simulate": {"hangSeconds": 1}}}
+    response = await gateway("POST", "/v1/run", body)
+    assert response.status_code == 200
+    assert (await finished_run()).status == "completed"
 
 
 async def test_a_full_upstream_pool_is_rtdash_s_503_not_a_runtools_timeout(gateway, settings):
