@@ -338,8 +338,16 @@ def _link_thread(run: Run, now: datetime) -> None:
 
     Only a run RunTools took (a 2xx answer) is a turn: one refused (a 404 for a mistyped
     thread id, a 429 retried) or never delivered is in the history, but is no turn of a
-    conversation and makes no thread."""
-    if not run.upstream_thread_id or not _taken_upstream(run):
+    conversation and makes no thread. It is still shown in the thread it was sent to, when
+    that thread is one the team has."""
+    if not run.upstream_thread_id:
+        return
+    if not _taken_upstream(run):
+        run.thread_id = (
+            Thread.objects.filter(team_id=run.team_id, upstream_id=run.upstream_thread_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
         return
     title = (run.prompt or _first_user_message(run.messages)).strip().splitlines()
     # The first run of a thread creates its row; later ones add a turn and their tokens.

@@ -267,3 +267,16 @@ async def test_a_lone_surrogate_from_the_upstream_is_mended_in_rtdash_s_copy(gat
     assert raw == body  # the client gets RunTools' bytes
     assert run.status == "completed"
     assert run.result == "\ufffd hi"
+
+
+async def test_a_refused_run_in_a_known_thread_is_shown_in_it_but_adds_no_turn(gateway, scripted):
+    answer = {"data": {"runId": "run_1", "status": "completed", "threadId": "thr_known"}}
+    scripted.answer = (200, [("Content-Type", "application/json")], json.dumps(answer).encode())
+    await run_through(gateway, {"agent": "a", "prompt": "hi", "stream": False})
+    envelope = {"error": {"code": "rate_limited", "message": "Slow down."}}
+    scripted.answer = (429, [("Content-Type", "application/json")], json.dumps(envelope).encode())
+    body = {"agent": "a", "prompt": "again", "threadId": "thr_known", "stream": False}
+    _response, _raw, refused = await run_through(gateway, body)
+    thread = await Thread.objects.aget(upstream_id="thr_known")
+    assert refused.thread_id == thread.pk
+    assert thread.turns == 1

@@ -177,7 +177,7 @@ async def test_it_sends_messages_config_and_metadata(application, bob):
     ("form", "field"),
     [
         ({**HELLO, "max_tokens": "0"}, "max_tokens"),
-        ({**HELLO, "max_turns": "1001"}, "max_turns"),
+        ({**HELLO, "max_turns": "0"}, "max_turns"),
         ({**HELLO, "temperature": "2.5"}, "temperature"),
         ({**HELLO, "prompt": "  "}, "prompt"),
         ({**HELLO, "agent": ""}, "agent"),

@@ -74,6 +74,17 @@ async def _closed_with(socket: WebsocketCommunicator) -> int:
             return output["code"]
 
 
+async def _one_runs_the_other_watches(application, starter_user, watcher_user):
+    """A slow run started by one member's socket and followed by the other's: (starter,
+    watcher), the watcher past the run's first message."""
+    starter = await _connect(application, "/ws/playground/", starter_user)
+    await starter.send_json_to({"action": "start", "form": SLOW})
+    run_id = (await _until(starter, "started"))["run"]
+    watcher = await _connect(application, f"/ws/runs/{run_id}/", watcher_user)
+    await _until(watcher, "run")
+    return starter, watcher
+
+
 @sync_to_async
 def _set_role(user, team, role: str) -> None:
     Membership.objects.filter(user=user, team=team).update(role=role)
@@ -132,11 +143,7 @@ async def test_a_member_demoted_while_following_cannot_stop(application, bob, ac
 
 
 async def test_a_member_removed_while_watching_cannot_stop(application, alice, bob, acme):
-    starter = await _connect(application, "/ws/playground/", alice)
-    await starter.send_json_to({"action": "start", "form": SLOW})
-    run_id = (await _until(starter, "started"))["run"]
-    watcher = await _connect(application, f"/ws/runs/{run_id}/", bob)
-    await _until(watcher, "run")
+    starter, watcher = await _one_runs_the_other_watches(application, alice, bob)
     await _remove(bob, acme)
 
     await watcher.send_json_to({"action": "stop"})
@@ -192,11 +199,7 @@ async def test_a_promoted_viewer_can_start_without_reconnecting(application, vic
 async def test_a_watcher_removed_from_the_team_is_closed_at_once_without_a_word_from_it(
     application, alice, bob, acme
 ):
-    starter = await _connect(application, "/ws/playground/", alice)
-    await starter.send_json_to({"action": "start", "form": SLOW})
-    run_id = (await _until(starter, "started"))["run"]
-    watcher = await _connect(application, f"/ws/runs/{run_id}/", bob)
-    await _until(watcher, "run")
+    starter, watcher = await _one_runs_the_other_watches(application, alice, bob)
     await _until(watcher, "frames")  # watching live
 
     await _remove(bob, acme)  # bob's tab sends nothing
@@ -229,11 +232,7 @@ async def test_a_deactivated_user_s_socket_is_closed(application, bob, acme):
 
 async def test_a_watcher_demoted_to_viewer_keeps_watching(application, alice, bob, acme):
     # Viewers may watch runs: a demotion changes what the socket may do, not what it sees.
-    starter = await _connect(application, "/ws/playground/", alice)
-    await starter.send_json_to({"action": "start", "form": SLOW})
-    run_id = (await _until(starter, "started"))["run"]
-    watcher = await _connect(application, f"/ws/runs/{run_id}/", bob)
-    await _until(watcher, "run")
+    starter, watcher = await _one_runs_the_other_watches(application, alice, bob)
     membership = await sync_to_async(Membership.objects.get)(user=bob, team=acme)
     membership.role = "viewer"
     await sync_to_async(membership.save)()
