@@ -258,8 +258,10 @@ def admitting(team: Team, agent: str, *, user_id: int | None = None, token_id: i
     runs started at once are checked one after the other, the second seeing the first in
     flight. Raises BudgetExceeded, before anything is recorded."""
     with transaction.atomic():
-        hard = Budget.objects.filter(team=team, hard_stop=True).select_for_update()
-        list(hard.values_list("pk", flat=True))  # locked until the run is recorded
+        # Locked until the run is recorded, always in the same order (no two admissions can
+        # each hold a budget the other waits for).
+        hard = Budget.objects.filter(team=team, hard_stop=True).order_by("pk")
+        list(hard.select_for_update().values_list("pk", flat=True))
         enforce_budget(team, agent, user_id=user_id, token_id=token_id)
         yield
 
