@@ -209,7 +209,9 @@ def _check_range(config: dict, name: str, bounds: tuple, whole: bool) -> None:
     if value is None:
         return  # as if absent: other SDKs send null for a setting they leave unset
     if whole and isinstance(value, float) and value.is_integer():
-        value = int(value)  # 1000.0 is 1000 (JavaScript cannot tell them apart)
+        # 1000.0 is 1000 (JavaScript cannot tell them apart). rtdash's copy keeps the whole
+        # number, as its estimates and statistics read it; the body goes upstream as sent.
+        value = config[name] = int(value)
     if not (_is_int(value) if whole else _is_number(value)) or not low <= value <= high:
         kind = "a whole number" if whole else "a number"
         raise InvalidRequest(
@@ -260,7 +262,7 @@ def validate_run(body: dict, raw: bytes, *, agent_from_path: str | None = None) 
     if messages is not None:
         # Beside a prompt, an empty history is no history.
         _check_messages(messages, may_be_empty=prompt is not None)
-    if prompt is not None and messages is None and not prompt.strip():
+    if prompt is not None and not messages and not prompt.strip():
         raise InvalidRequest("prompt", "prompt is empty.")
     thread_id = body.get("threadId")
     if thread_id is not None and (

@@ -67,7 +67,8 @@ class ThreadCursor:
             return None
         micros, _, upstream_id = raw.partition(".")
         at = instant_from_micros(micros)
-        return None if at is None else cls(at, upstream_id)
+        # No stored id holds a NUL (nor can PostgreSQL compare one).
+        return None if at is None or "\x00" in upstream_id else cls(at, upstream_id)
 
     def before(self, key: tuple[datetime, str]) -> bool:
         return key < (self.at, self.upstream_id)

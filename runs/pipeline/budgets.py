@@ -222,14 +222,17 @@ def enforce_budget(
 ) -> None:
     """Raise BudgetExceeded when a hard-stop budget that governs the run is used up: the
     team's, its agent's, its member's (`user_id`) or its gateway token's (`token_id`).
-
-    Runs still running under a hard-stop budget count at their agent's typical cost, so a
-    burst of runs started together is refused where the same runs one after another would
-    be. Call it inside `admitting`, which makes the check and the run's record one step."""
+    Notes the alerts of the budgets past their threshold first. A run is started through
+    `admitting`, which makes the check and the run's record one step."""
     statuses = budget_statuses(team, agent=agent, user_id=user_id, token_id=token_id)
-    if not statuses:
-        return
     note_alerts(team, statuses)
+    _refuse_past_hard_stops(team, statuses)
+
+
+def _refuse_past_hard_stops(team: Team, statuses: list[BudgetStatus]) -> None:
+    """BudgetExceeded for the first hard stop used up. Runs still running under it count at
+    their agent's typical cost, so a burst of runs started together is refused where the same
+    runs one after another would be."""
     for status in statuses:
         if not status.budget.hard_stop:
             continue
@@ -252,18 +255,27 @@ def enforce_budget(
 def admitting(team: Team, agent: str, *, user_id: int | None = None, token_id: int | None = None):
     """Check the budgets that govern a run and hold them while its record is written.
 
-    Inside a transaction that holds the governing hard-stop budgets' rows (SQLite's
-    transactions take the database's write lock at their start, rtdash.settings), the check
-    runs, then the caller records the run (status `running`) before the transaction ends: two
-    runs started at once are checked one after the other, the second seeing the first in
-    flight. Raises BudgetExceeded, before anything is recorded."""
-    with transaction.atomic():
-        # Locked until the run is recorded, always in the same order (no two admissions can
-        # each hold a budget the other waits for).
-        hard = Budget.objects.filter(team=team, hard_stop=True).order_by("pk")
-        list(hard.select_for_update().values_list("pk", flat=True))
-        enforce_budget(team, agent, user_id=user_id, token_id=token_id)
-        yield
+    Inside a transaction that holds the team's hard-stop budgets' rows (SQLite's transactions
+    take the database's write lock at their start, rtdash.settings), the check runs, then the
+    caller records the run (status `running`) before the transaction ends: two runs started at
+    once are checked one after the other, the second seeing the first in flight. Raises
+    BudgetExceeded, before anything is recorded. The budgets' alerts are noted after the
+    transaction, whether the run was admitted or refused: a refusal must not roll them back.
+    """
+    statuses: list[BudgetStatus] = []
+    try:
+        with transaction.atomic():
+            # Locked until the run is recorded, always in the same order; NO KEY UPDATE, so an
+            # alert being written for a budget (a foreign key to it) does not wait on this.
+            hard = Budget.objects.filter(team=team, hard_stop=True).order_by("pk")
+            list(hard.select_for_update(no_key=True).values_list("pk", flat=True))
+            statuses = budget_statuses(team, agent=agent, user_id=user_id, token_id=token_id)
+            _refuse_past_hard_stops(team, statuses)
+            yield
+    except BudgetExceeded:
+        note_alerts(team, statuses)
+        raise
+    note_alerts(team, statuses)
 
 
 def _recent_costs(team: Team, agent: str) -> list[Decimal]:

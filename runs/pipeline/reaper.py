@@ -61,6 +61,10 @@ def _partial_outcome(run: Run) -> RunOutcome:
             outcome.take_ids(payload)
             if isinstance(payload.get("usage"), dict):
                 outcome.usage = payload["usage"]
+    return _lost(outcome)
+
+
+def _lost(outcome: RunOutcome) -> RunOutcome:
     outcome.fail(
         "reader_lost",
         "The worker reading this run stopped (it was killed or lost); the run was ended by "
@@ -77,7 +81,13 @@ def reap_stale_runs(stale_after: float | None = None) -> list[int]:
     stale = Run.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff)
     reaped = []
     for run in stale.only("pk", "team_id").iterator():
-        finish_run(run.pk, _partial_outcome(run))
+        try:
+            finish_run(run.pk, _partial_outcome(run))
+        except Exception:
+            # What its frames say could not be recorded (a bug to fix, in the log): the run
+            # still ends, so it neither stays `running` nor stops every later round here.
+            logger.exception("Reaping run %s with its frames failed; ending it without", run.pk)
+            finish_run(run.pk, _lost(RunOutcome()))
         reaped.append(run.pk)
     if reaped:
         logger.warning("Reaped %d run(s) whose reader stopped: %s", len(reaped), reaped)

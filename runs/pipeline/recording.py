@@ -176,7 +176,8 @@ def _usage_value(usage: dict, names: tuple[str, ...]) -> int | None:
     string (`"1480"`)."""
     for name in names:
         value = usage.get(name)
-        if isinstance(value, str) and value.isascii() and value.isdigit():
+        # At most 16 digits (MAX_TOKENS_COUNTED's): int() refuses past 4,300 of them.
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 16:
             value = int(value)
         if (
             isinstance(value, int | float)

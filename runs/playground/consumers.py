@@ -247,7 +247,12 @@ class RunConsumer(AsyncWebsocketConsumer):
         if self.membership is None:
             await self.close(CLOSE_FORBIDDEN)
             return
-        await self._hear_membership_changes()
+        if await self._hear_membership_changes():
+            # Read again now that a change would be heard: one committed in between was not.
+            self.membership = await membership_now(self.scope["user"], self.membership.team_id)
+            if self.membership is None:
+                await self.close(CLOSE_FORBIDDEN)
+                return
         run_id = self.scope["url_route"]["kwargs"].get("run_id")
         if run_id is not None:
             if await team_run_id(self.membership.team, run_id) is None:
@@ -259,16 +264,17 @@ class RunConsumer(AsyncWebsocketConsumer):
             # Say so before the browser's start message: the run will start but not stream.
             await self._unavailable()
 
-    async def _hear_membership_changes(self) -> None:
+    async def _hear_membership_changes(self) -> bool:
         """Join the group told of changes to this user's membership of the socket's team
         (runs.playground.membership): a socket that only watches hears of its user's removal
-        at once, not at its next start or stop."""
+        at once, not at its next start or stop. Whether it joined."""
         if self.layer_down:
-            return
+            return False
         group = member_group(self.membership.team_id, self.membership.user_id)
         with contextlib.suppress(*LAYER_ERRORS):
             await self.channel_layer.group_add(group, self.channel_name)
             self.member_group = group
+        return self.member_group is not None
 
     async def disconnect(self, code) -> None:
         if self.member_group is not None and not self.layer_down:

@@ -13,6 +13,7 @@ their user's next start or stop, as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
@@ -34,16 +35,19 @@ def member_group(team_id: int, user_id: int) -> str:
     return f"member.{team_id}.{user_id}"
 
 
+async def _announce(team_id: int, user_id: int) -> None:
+    layer = get_channel_layer()
+    if layer is not None:
+        message = {"type": MEMBERSHIP_CHANGED}
+        # Bounded: a layer that does not answer must not hold up the save that announces.
+        await asyncio.wait_for(layer.group_send(member_group(team_id, user_id), message), 2)
+
+
 def tell_sockets(team_id: int, user_id: int) -> None:
     """Ask the user's open sockets in the team to read their membership again."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(
-            member_group(team_id, user_id), {"type": MEMBERSHIP_CHANGED}
-        )
-    except Exception:  # the layer is down: the change itself must stand
+        async_to_sync(_announce)(team_id, user_id)
+    except Exception:  # the layer is down or slow: the change itself must stand
         logger.warning("Could not tell user %s's sockets in team %s", user_id, team_id)
 
 

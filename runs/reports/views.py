@@ -27,6 +27,7 @@ from runs.core.validation import (
 )
 from runs.models import Team
 from runs.pipeline.budgets import estimate_run, note_alerts, request_budget_statuses
+from runs.pipeline.recording import storable
 from runs.reports.charts import bar_chart, stacked_spend_chart
 from runs.reports.comparison import period_change
 from runs.reports.meta_report import InvalidGroup, check_group, group_choices, report_for
@@ -148,7 +149,8 @@ def _int_param(request: HttpRequest, name: str, bounds: tuple[int, int]) -> int 
 @team_view()
 def run_estimate(request: HttpRequest) -> HttpResponse:
     """The estimate fragment for the playground: `?agent=&maxTurns=&maxTokens=`."""
-    agent = request.GET.get("agent", "").strip()[:200]
+    # As stored: a NUL (which PostgreSQL cannot compare) is U+FFFD in every stored agent.
+    agent = storable(request.GET.get("agent", "").strip()[:200])
     try:
         config = {
             name: value

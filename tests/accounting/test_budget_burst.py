@@ -17,7 +17,7 @@ import pytest
 from django.db import connection
 
 from runs.core.validation import validate_run
-from runs.models import Budget, Run, Source
+from runs.models import AuditEvent, Budget, BudgetAlert, Run, Source
 from runs.pipeline.budgets import BudgetExceeded, enforce_budget, in_flight
 from runs.pipeline.recording import start_run
 from runs.pipeline.start import Receipt, prepare
@@ -105,3 +105,16 @@ def test_workers_admitting_at_the_same_moment_are_checked_one_after_another(
     for worker in workers:
         worker.join()
     assert (len(admitted), len(refused)) == (ADMITTED_ONE_AFTER_ANOTHER, 8 - 3)
+
+
+async def test_a_refused_run_still_leaves_the_budget_s_alert_and_audit_event(
+    gateway, acme, three_dollars_spent_of_ten
+):
+    await Budget.objects.filter(pk=three_dollars_spent_of_ten.pk).aupdate(
+        monthly_limit=Decimal("2.00")
+    )
+    response = await gateway("POST", "/v1/run", BODY)
+    assert response.status_code == 402
+    # Written after the refusal's transaction, not rolled back with it.
+    assert await BudgetAlert.objects.filter(level="exceeded").aexists()
+    assert await AuditEvent.objects.filter(action="budget_exceeded").aexists()

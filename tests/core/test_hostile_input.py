@@ -223,7 +223,14 @@ def test_the_usage_api_refuses_a_day_at_the_calendar_s_ends(client, acme_token, 
 
 @pytest.mark.parametrize("path", ["/runs/", "/runs/?q=x", "/threads/?q=x"])
 @pytest.mark.parametrize(
-    "before", ["-62135596800000000.1", "253402300799999999.1", "9" * 5000 + ".1", "1." + "9" * 30]
+    "before",
+    [
+        "-62135596800000000.1",
+        "253402300799999999.1",
+        "9" * 5000 + ".1",
+        "1." + "9" * 30,
+        "1700000000000000.thr%00x",
+    ],
 )
 def test_a_cursor_at_the_calendar_s_ends_starts_from_the_newest(
     client, alice, acme, caplog, path, before
@@ -309,6 +316,7 @@ def test_a_thread_id_that_names_no_thread_is_a_404_and_goes_nowhere(
 def test_a_nul_in_a_thread_search_or_the_playground_s_thread_is_no_500(client, alice, caplog):
     client.force_login(alice)
     assert client.get("/threads/?q=a%00b").status_code == 200
+    assert client.get("/reports/estimate?agent=a%00b&maxTurns=2").status_code == 200
     response = client.get("/playground?thread=thr%00x")
     assert response.status_code == 200
     assert "not one of this team" in response.content.decode()

@@ -344,6 +344,7 @@ async def test_a_long_stream_is_relayed_and_stored_completely(gateway):
         ({"agent": "support-chat", "prompt": "hi", "threadId": "thr_\n1"}, "threadId"),
         ({"agent": "support-chat"}, "prompt"),
         ({"agent": "support-chat", "prompt": 12}, "prompt"),
+        ({"agent": "support-chat", "prompt": "  ", "messages": []}, "prompt"),
         ({"agent": "support-chat", "messages": "hi"}, "messages"),
         ({"agent": "support-chat", "messages": [{"content": "x"}]}, "messages[0].role"),
         (
@@ -392,7 +393,10 @@ async def test_bad_bodies_are_400s_naming_the_field(gateway, body, field):
         ({"stream": None, "config": None, "metadata": None, "threadId": None}, {}),
         ({"config": {"maxTokens": None, "maxTurns": None, "temperature": None}}, {}),
         # A whole number written with a point (JavaScript cannot tell 1000.0 from 1000).
-        ({"config": {"maxTokens": 1000.0, "maxTurns": 3.0}}, {}),
+        (
+            {"config": {"maxTokens": 1000.0, "maxTurns": 3.0}},
+            {"config": {"maxTokens": 1000, "maxTurns": 3}},
+        ),
         # RunTools states no upper bound for maxTurns.
         ({"config": {"maxTurns": 5000}}, {}),
         # An empty history beside a prompt.

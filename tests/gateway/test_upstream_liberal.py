@@ -170,6 +170,8 @@ async def test_usage_is_the_last_frame_that_carries_it(gateway, scripted, last, 
         ({"inputTokens": "1480", "outputTokens": "322"}, (1480, 322)),
         ({"inputTokens": "-3", "outputTokens": "3.5"}, (None, None)),
         ({"inputTokens": 1e300, "outputTokens": -1}, (None, None)),
+        # More digits than int() takes (4,300), and more than any count has.
+        ({"inputTokens": "9" * 5000, "outputTokens": "9" * 17}, (None, None)),
     ],
 )
 async def test_usage_in_other_spellings_is_read_and_nonsense_is_not(
