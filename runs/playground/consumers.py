@@ -247,12 +247,9 @@ class RunConsumer(AsyncWebsocketConsumer):
         if self.membership is None:
             await self.close(CLOSE_FORBIDDEN)
             return
-        if await self._hear_membership_changes():
-            # Read again now that a change would be heard: one committed in between was not.
-            self.membership = await membership_now(self.scope["user"], self.membership.team_id)
-            if self.membership is None:
-                await self.close(CLOSE_FORBIDDEN)
-                return
+        # Read again once a change would be heard: one committed in between was not.
+        if await self._hear_membership_changes() and not await self._still_member():
+            return
         run_id = self.scope["url_route"]["kwargs"].get("run_id")
         if run_id is not None:
             if await team_run_id(self.membership.team, run_id) is None:
