@@ -35,9 +35,13 @@ def test_three_columns_stream_at_once(live, browser):
     page.set_default_timeout(TIMEOUT_MS)
     log_in(page, live.url, "bob")
     page.goto(f"{live.url}/playground")
-    page.get_by_role("link", name="Compare side by side").click()
+    # Loaded, deferred script included: a click on "Add column" before it runs is the form's
+    # own submit, a reload that count() (which does not wait) catches half done.
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("link", name="Compare side by side").click()
     page.get_by_label("Prompt").fill("Tell me slowly about tides")
     page.get_by_role("button", name="Add column").click()
+    page.wait_for_function("() => document.querySelectorAll('[data-column]').length === 3")
     columns = page.locator("[data-column]")
     assert columns.count() == 3
     for index, agent in enumerate(["slow-poke", "slow-poke", "support-chat"]):
