@@ -241,14 +241,28 @@ async def call(
     return response
 
 
+# Errors of a pooled connection the server closed as it was being reused: the server's
+# keep-alive ran out between the last answer and this request.
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 async def is_reachable() -> bool:
-    """Whether anything answers HTTP at RUNTOOLS_API_URL (any status counts, even 401)."""
-    try:
-        async with asyncio.timeout(3):
-            response = await client().get(base_url() + "/agents")
-            return response.status_code < 500
-    except (httpx.HTTPError, TimeoutError):
-        return False
+    """Whether anything answers HTTP at RUNTOOLS_API_URL (any status counts, even 401).
+
+    Asked again once on a pooled connection's close: a readiness check that said "down" for
+    that would take a healthy worker out of its load balancer (seen against the simulator,
+    whose keep-alive runs out after 5 s, the check's own interval)."""
+    for last_try in (False, True):
+        try:
+            async with asyncio.timeout(3):
+                response = await client().get(base_url() + "/agents")
+                return response.status_code < 500
+        except _STALE_CONNECTION:
+            if last_try:
+                return False
+        except (httpx.HTTPError, TimeoutError):
+            return False
+    return False
 
 
 # --- Run lookups and billing ------------------------------------------------------------------

@@ -17,7 +17,9 @@ import pytest
 import redis
 
 from runs import health
+from runs.core import upstream
 from tests.conftest import TEST_ENCRYPTION_KEY
+from tests.helpers import loopback_upstream
 from tests.live import RtdashServer
 from tests.redis_servers import PrivateRedis
 
@@ -140,7 +142,8 @@ def test_readyz_leaves_no_redis_subscription_behind(simulator):
         before = len(client.pubsub_channels(CHANNEL_PATTERN))
 
         for _ in range(calls):
-            assert http.get("/readyz").status_code == 200
+            answer = http.get("/readyz")
+            assert answer.status_code == 200, answer.text  # which check said no
 
         after = len(client.pubsub_channels(CHANNEL_PATTERN))
     assert after <= before, f"{after - before} subscriptions left by {calls} calls"
@@ -171,3 +174,27 @@ async def test_the_layer_check_fails_while_redis_is_down_and_recovers(settings):
         assert len(probes.pubsub_channels("*")) == 1
     finally:
         private.kill()
+
+
+class _DropsTheFirstRequest(BaseHTTPRequestHandler):
+    """Closes the connection on the first request without a word (a keep-alive connection the
+    server closed as it was reused looks the same to the client), answers 401 after."""
+
+    def do_GET(self) -> None:
+        self.server.asked += 1
+        if self.server.asked == 1:
+            self.close_connection = True
+            return
+        self.send_response(401)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+async def test_the_upstream_check_asks_again_once_when_a_connection_drops(settings):
+    with loopback_upstream(settings, _DropsTheFirstRequest) as server:
+        server.asked = 0
+        assert await upstream.is_reachable()
+        assert server.asked == 2
