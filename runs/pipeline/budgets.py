@@ -221,12 +221,10 @@ def enforce_budget(
     team: Team, agent: str, *, user_id: int | None = None, token_id: int | None = None
 ) -> None:
     """Raise BudgetExceeded when a hard-stop budget that governs the run is used up: the
-    team's, its agent's, its member's (`user_id`) or its gateway token's (`token_id`).
-    Notes the alerts of the budgets past their threshold first. A run is started through
-    `admitting`, which makes the check and the run's record one step."""
-    statuses = budget_statuses(team, agent=agent, user_id=user_id, token_id=token_id)
-    note_alerts(team, statuses)
-    _refuse_past_hard_stops(team, statuses)
+    team's, its agent's, its member's (`user_id`) or its gateway token's (`token_id`). The
+    check `admitting` makes before a run is recorded, with nothing recorded."""
+    with admitting(team, agent, user_id=user_id, token_id=token_id):
+        pass
 
 
 def _refuse_past_hard_stops(team: Team, statuses: list[BudgetStatus]) -> None:
